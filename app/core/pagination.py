@@ -1,0 +1,40 @@
+"""Keyset pagination: `limit` (max 1000) and an opaque `cursor`."""
+
+import base64
+import json
+from typing import Annotated, Any, Generic, TypeVar
+
+from fastapi import Query
+from pydantic import BaseModel
+
+from app.core.errors import Unprocessable
+
+T = TypeVar("T")
+MAX_LIMIT = 1000
+
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size (max 1000)")]
+Cursor = Annotated[str | None, Query(max_length=500, description="Opaque cursor from next_cursor")]
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    next_cursor: str | None
+
+
+def encode_cursor(values: list[Any]) -> str:
+    raw = json.dumps(values, default=str, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None, size: int) -> list[Any] | None:
+    """The keyset values a cursor carries; a malformed cursor is a 422, never a 500."""
+    if cursor is None:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        values = json.loads(raw)
+    except ValueError as exc:
+        raise Unprocessable("The cursor is not valid.") from exc
+    if not isinstance(values, list) or len(values) != size:
+        raise Unprocessable("The cursor is not valid.")
+    return values

@@ -1,0 +1,105 @@
+"""The application factory."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.core.config import Settings, get_settings
+from app.core.db import create_engine, create_sessionmaker, resolve_database_url
+from app.core.errors import PROBLEM_MEDIA_TYPE, install_error_handlers
+from app.core.observability import (
+    BodySizeLimitMiddleware,
+    JsonBodyMiddleware,
+    RequestContextMiddleware,
+    configure_logging,
+)
+from app.routers import catalogue, ops, subjects
+
+API_DESCRIPTION = (
+    "Records consent events, marketing opt-outs and data-subject-rights requests, and "
+    "decides under GDPR Article 6 whether processing a person's data for a purpose is "
+    "lawful, saying why. Errors are RFC 9457 `application/problem+json` documents."
+)
+
+
+def _operation_id(route: APIRoute) -> str:
+    # Stable ids for generated clients: the handler's name, unique across the app.
+    return route.name
+
+
+def _sessionmaker(engine: AsyncEngine, session_bind: Any) -> Any:
+    if session_bind is None:
+        return create_sessionmaker(engine)
+    # A test's connection with an open transaction: each request commits a savepoint.
+    return create_sessionmaker(session_bind, join_transaction_mode="create_savepoint")
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    engine: AsyncEngine | None = None,
+    session_bind: Any = None,
+) -> FastAPI:
+    """Build the app. Tests pass an engine and a connection to bind sessions to."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own_engine = engine is None
+        app.state.engine = engine or create_engine(await resolve_database_url(settings), settings)
+        app.state.sessionmaker = _sessionmaker(app.state.engine, session_bind)
+        try:
+            yield
+        finally:
+            if own_engine:
+                await app.state.engine.dispose()
+
+    app = FastAPI(
+        title="consent-api",
+        version="0.1.0",
+        description=API_DESCRIPTION,
+        lifespan=lifespan,
+        generate_unique_id_function=_operation_id,
+    )
+    app.state.settings = settings
+    if engine is not None:  # usable without running the lifespan (tests)
+        app.state.engine = engine
+        app.state.sessionmaker = _sessionmaker(engine, session_bind)
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(JsonBodyMiddleware)
+    app.add_middleware(RequestContextMiddleware)
+    for module in (ops, subjects, catalogue):
+        app.include_router(module.router)
+    _problem_media_types(app)
+    return app
+
+
+def _problem_media_types(app: FastAPI) -> None:
+    """Error responses are documented under application/problem+json only."""
+    base_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        spec = base_openapi()
+        for methods in spec.get("paths", {}).values():
+            for op in methods.values():
+                for code, response in op.get("responses", {}).items():
+                    content = response.get("content", {})
+                    if code[0] in "45" and "application/json" in content:
+                        content[PROBLEM_MEDIA_TYPE] = content.pop("application/json")
+        return spec
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def app_factory() -> FastAPI:
+    """Entry point for `uvicorn --factory app.main:app_factory` (each worker process)."""
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    return create_app(settings)

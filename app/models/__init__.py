@@ -1,0 +1,3 @@
+"""Importing this package registers every table on SQLModel.metadata."""
+
+from app.models import api_key, audit, catalogue, subject  # noqa: F401

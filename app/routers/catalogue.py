@@ -1,0 +1,107 @@
+"""Catalogues: purposes, recipients, policies (every role reads, admin writes)."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Response, status
+
+from app.core.auth import Principal, require
+from app.core.db import SessionDep
+from app.core.errors import problem_responses
+from app.core.pagination import Cursor, Limit, Page
+from app.models.catalogue import (
+    KEY_PATTERN,
+    Category,
+    CategoryPublic,
+    PolicyCreate,
+    PolicyPublic,
+    Purpose,
+    PurposePublic,
+    PurposeUpdate,
+    Recipient,
+    RecipientPublic,
+    RecipientUpdate,
+    Source,
+    SourcePublic,
+)
+from app.services import catalogue
+
+router = APIRouter(prefix="/v1", tags=["catalogues"])
+Reader = Annotated[Principal, Depends(require("catalogue:read"))]
+Admin = Annotated[Principal, Depends(require("catalogue:write"))]
+Key = Annotated[str, Path(pattern=KEY_PATTERN)]
+READ_ERRORS = problem_responses(401, 403, 422)
+WRITE_ERRORS = problem_responses(401, 403, 409, 413, 422)
+
+
+@router.get("/purposes", response_model=Page[PurposePublic], responses=READ_ERRORS)
+async def list_purposes(
+    session: SessionDep, _: Reader, limit: Limit = 100, cursor: Cursor = None
+) -> Page[Purpose]:
+    """Purposes of processing and the lawful bases each may rest on."""
+    return await catalogue.list_keyed(session, Purpose, limit=limit, cursor=cursor)
+
+
+@router.put("/purposes/{key}", response_model=PurposePublic, responses=WRITE_ERRORS)
+async def put_purpose(
+    key: Key, body: PurposeUpdate, session: SessionDep, principal: Admin, response: Response
+) -> Purpose:
+    """Create or replace a purpose (201 when created)."""
+    row, created = await catalogue.put_purpose(session, principal, key=key, data=body)
+    response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
+    return row
+
+
+@router.get("/recipients", response_model=Page[RecipientPublic], responses=READ_ERRORS)
+async def list_recipients(
+    session: SessionDep, _: Reader, limit: Limit = 100, cursor: Cursor = None
+) -> Page[Recipient]:
+    """Recipients of personal data, where they are and the transfer safeguard."""
+    return await catalogue.list_keyed(session, Recipient, limit=limit, cursor=cursor)
+
+
+@router.put("/recipients/{key}", response_model=RecipientPublic, responses=WRITE_ERRORS)
+async def put_recipient(
+    key: Key, body: RecipientUpdate, session: SessionDep, principal: Admin, response: Response
+) -> Recipient:
+    """Create or replace a recipient (201 when created)."""
+    row, created = await catalogue.put_recipient(session, principal, key=key, data=body)
+    response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
+    return row
+
+
+@router.get("/categories", response_model=Page[CategoryPublic], responses=READ_ERRORS)
+async def list_categories(
+    session: SessionDep, _: Reader, limit: Limit = 100, cursor: Cursor = None
+) -> Page[Category]:
+    """Categories of data subject and their retention rules."""
+    return await catalogue.list_keyed(session, Category, limit=limit, cursor=cursor)
+
+
+@router.get("/sources", response_model=Page[SourcePublic], responses=READ_ERRORS)
+async def list_sources(
+    session: SessionDep, _: Reader, limit: Limit = 100, cursor: Cursor = None
+) -> Page[Source]:
+    """Sources of personal data."""
+    return await catalogue.list_keyed(session, Source, limit=limit, cursor=cursor)
+
+
+@router.get("/policies", response_model=Page[PolicyPublic], responses=READ_ERRORS)
+async def list_policies(
+    session: SessionDep, _: Reader, limit: Limit = 100, cursor: Cursor = None
+) -> Page[PolicyPublic]:
+    """Published versions of the privacy policy."""
+    page = await catalogue.list_policies(session, limit=limit, cursor=cursor)
+    return Page(
+        items=[PolicyPublic.model_validate(p) for p in page.items], next_cursor=page.next_cursor
+    )
+
+
+@router.post(
+    "/policies",
+    status_code=status.HTTP_201_CREATED,
+    response_model=PolicyPublic,
+    responses=WRITE_ERRORS,
+)
+async def create_policy(body: PolicyCreate, session: SessionDep, principal: Admin) -> PolicyPublic:
+    """Record a new policy version."""
+    return PolicyPublic.model_validate(await catalogue.create_policy(session, principal, data=body))

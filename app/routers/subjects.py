@@ -1,0 +1,67 @@
+"""Subjects (crm)."""
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, status
+from pydantic import EmailStr
+
+from app.core.auth import Principal, require
+from app.core.db import SessionDep
+from app.core.errors import problem_responses
+from app.core.pagination import Cursor, Limit, Page
+from app.models.subject import SubjectCreate, SubjectPublic, SubjectUpdate, to_public
+from app.services import subjects
+
+router = APIRouter(prefix="/v1/subjects", tags=["subjects"])
+Reader = Annotated[Principal, Depends(require("subjects:read"))]
+Writer = Annotated[Principal, Depends(require("subjects:write"))]
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=SubjectPublic,
+    responses=problem_responses(401, 403, 409, 413, 422),
+)
+async def create_subject(
+    body: SubjectCreate, session: SessionDep, principal: Writer
+) -> SubjectPublic:
+    """Create a subject; only the fields of the policy are accepted."""
+    return to_public(await subjects.create_subject(session, principal, data=body))
+
+
+@router.get("", response_model=Page[SubjectPublic], responses=problem_responses(401, 403, 422))
+async def list_subjects(
+    session: SessionDep,
+    _: Reader,
+    email: Annotated[EmailStr | None, Query()] = None,
+    category: Annotated[str | None, Query(max_length=63)] = None,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> Page[SubjectPublic]:
+    """List subjects, optionally by e-mail or category."""
+    return await subjects.list_subjects(
+        session, email=email, category=category, limit=limit, cursor=cursor
+    )
+
+
+@router.get(
+    "/{subject_id}", response_model=SubjectPublic, responses=problem_responses(401, 403, 404, 422)
+)
+async def get_subject(subject_id: uuid.UUID, session: SessionDep, _: Reader) -> SubjectPublic:
+    """One subject, with its status (active, restricted or erased)."""
+    return to_public(await subjects.get_subject(session, subject_id))
+
+
+@router.patch(
+    "/{subject_id}",
+    response_model=SubjectPublic,
+    responses=problem_responses(401, 403, 404, 409, 413, 422),
+)
+async def update_subject(
+    subject_id: uuid.UUID, body: SubjectUpdate, session: SessionDep, principal: Writer
+) -> SubjectPublic:
+    """Change some of a subject's fields, including interest_ceased_at."""
+    subject = await subjects.update_subject(session, principal, subject_id=subject_id, data=body)
+    return to_public(subject)

@@ -1,0 +1,143 @@
+"""Subjects: create, read, list, update. Data minimisation is enforced by the models."""
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from app.core.auth import Principal
+from app.core.errors import Conflict, NotFound, Unprocessable
+from app.core.pagination import Page, decode_cursor, encode_cursor
+from app.models.base import utcnow
+from app.models.catalogue import Category, Source
+from app.models.subject import Subject, SubjectCreate, SubjectPublic, SubjectUpdate, to_public
+from app.services import audit
+
+
+async def _check_catalogue(session: AsyncSession, category: str | None, source: str | None) -> None:
+    """One round trip: both keys must exist in their catalogues."""
+    row = (
+        await session.execute(
+            select(
+                select(col(Category.key)).where(col(Category.key) == category).scalar_subquery(),
+                select(col(Source.key)).where(col(Source.key) == source).scalar_subquery(),
+            )
+        )
+    ).one()
+    if category is not None and row[0] is None:
+        raise Unprocessable(f"Unknown category `{category}`.", field="category")
+    if source is not None and row[1] is None:
+        raise Unprocessable(f"Unknown source `{source}`.", field="source")
+
+
+async def _live_id_for_email(session: AsyncSession, email: str) -> uuid.UUID | None:
+    stmt = select(col(Subject.id)).where(
+        col(Subject.email) == email, col(Subject.erased_at).is_(None)
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+def _email_taken(existing: uuid.UUID | None) -> Conflict:
+    return Conflict("A live subject already has this e-mail.", existing_id=str(existing))
+
+
+async def create_subject(
+    session: AsyncSession, principal: Principal, *, data: SubjectCreate
+) -> Subject:
+    await _check_catalogue(session, data.category, data.source)
+    values = data.model_dump()
+    now = utcnow()
+    stmt = (
+        insert(Subject)
+        .values(id=uuid.uuid4(), created_at=now, updated_at=now, restricted=False, **values)
+        .on_conflict_do_nothing(
+            index_elements=["email"],
+            index_where=col(Subject.erased_at).is_(None),
+        )
+        .returning(Subject)
+    )
+    row = (await session.execute(stmt)).first()
+    if row is None:
+        raise _email_taken(await _live_id_for_email(session, data.email))
+    subject: Subject = row[0]
+    await audit.record(
+        session,
+        principal,
+        "subject.create",
+        "subject",
+        subject.id,
+        fields=sorted(k for k, v in values.items() if v is not None),
+    )
+    return subject
+
+
+async def get_subject(session: AsyncSession, subject_id: uuid.UUID) -> Subject:
+    subject = await session.get(Subject, subject_id)
+    if subject is None:
+        raise NotFound("No subject with this id.")
+    return subject
+
+
+async def list_subjects(
+    session: AsyncSession,
+    *,
+    email: str | None,
+    category: str | None,
+    limit: int,
+    cursor: str | None,
+) -> Page[SubjectPublic]:
+    stmt = select(Subject).order_by(col(Subject.created_at), col(Subject.id)).limit(limit + 1)
+    if email is not None:
+        stmt = stmt.where(col(Subject.email) == email.strip().lower())
+    if category is not None:
+        stmt = stmt.where(col(Subject.category) == category)
+    after = decode_cursor(cursor, 2)
+    if after is not None:
+        try:
+            at, last_id = datetime.fromisoformat(after[0]), uuid.UUID(after[1])
+        except (TypeError, ValueError) as exc:
+            raise Unprocessable("The cursor is not valid.") from exc
+        stmt = stmt.where(
+            or_(
+                col(Subject.created_at) > at,
+                and_(col(Subject.created_at) == at, col(Subject.id) > last_id),
+            )
+        )
+    rows = list((await session.execute(stmt)).scalars())
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor([rows[-1].created_at.isoformat(), str(rows[-1].id)])
+    return Page(items=[to_public(s) for s in rows], next_cursor=next_cursor)
+
+
+async def update_subject(
+    session: AsyncSession, principal: Principal, *, subject_id: uuid.UUID, data: SubjectUpdate
+) -> Subject:
+    subject = await get_subject(session, subject_id)
+    if subject.erased_at is not None:
+        raise Conflict("The subject has been erased; it cannot be changed.")
+    changes = data.model_dump(exclude_unset=True)
+    for required in ("email", "category", "source"):
+        if required in changes and changes[required] is None:
+            raise Unprocessable(f"`{required}` cannot be removed.", field=required)
+    if "category" in changes or "source" in changes:
+        await _check_catalogue(session, changes.get("category"), changes.get("source"))
+    if changes.get("email") and changes["email"] != subject.email:
+        existing = await _live_id_for_email(session, changes["email"])
+        if existing is not None:
+            raise _email_taken(existing)
+    for key, value in changes.items():
+        setattr(subject, key, value)
+    subject.updated_at = utcnow()
+    await session.flush()
+    await audit.record(
+        session, principal, "subject.update", "subject", subject.id, fields=sorted(changes)
+    )
+    return subject
+
+
+__all__ = ["create_subject", "get_subject", "list_subjects", "to_public", "update_subject"]

@@ -1,0 +1,58 @@
+"""Health, readiness, metrics by route template, and the OpenAPI contract."""
+
+import json
+import uuid
+from pathlib import Path
+
+from app.openapi_export import render_openapi
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+async def test_health_and_ready(client):
+    assert (await client.get("/healthz")).json() == {"status": "ok"}
+    assert (await client.get("/readyz")).json() == {"status": "ready"}
+
+
+async def test_readyz_is_503_when_the_database_is_gone(test_settings):
+    import httpx
+
+    from app.core.db import create_engine
+    from app.main import create_app
+
+    dead = create_engine("postgresql+asyncpg://nobody@127.0.0.1:1/none", test_settings)
+    app = create_app(test_settings, engine=dead)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        r = await c.get("/readyz")
+    await dead.dispose()
+    assert r.status_code == 503 and r.headers["content-type"] == "application/problem+json"
+
+
+async def test_metrics_label_routes_by_template_not_raw_path(client, crm, auditor):
+    sid = uuid.uuid4()
+    await client.get(f"/v1/subjects/{sid}", headers=crm)
+    text = (await client.get("/metrics", headers=auditor)).text
+    assert 'route="/v1/subjects/{subject_id}"' in text
+    assert str(sid) not in text
+    assert "consent_api_http_request_duration_seconds_bucket" in text
+
+
+def test_committed_openapi_matches_the_app(app):
+    committed = (ROOT / "openapi" / "openapi.json").read_text()
+    assert committed == render_openapi(app), "run `consent-api export-openapi` and commit it"
+
+
+def test_operation_ids_are_stable_and_errors_documented(app):
+    spec = json.loads(render_openapi(app))
+    ids = []
+    for path, methods in spec["paths"].items():
+        for method, op in methods.items():
+            ids.append(op["operationId"])
+            assert op["operationId"].isidentifier(), op["operationId"]
+            if path.startswith("/v1/") or path == "/metrics":
+                codes = set(op["responses"])
+                assert {"401", "403"} <= codes, (method, path)
+                for code in codes - {"200", "201", "204"}:
+                    content = op["responses"][code]["content"]
+                    assert "application/problem+json" in content, (method, path, code)
+    assert len(ids) == len(set(ids))
