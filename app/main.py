@@ -17,7 +17,9 @@ from app.core.observability import (
     RequestContextMiddleware,
     configure_logging,
 )
-from app.routers import catalogue, ops, subjects
+from app.core.signing import get_signer
+from app.routers import audit, bases, catalogue, decisions, ops, subjects
+from app.sealer import running_sealer
 
 API_DESCRIPTION = (
     "Records consent events, marketing opt-outs and data-subject-rights requests, and "
@@ -53,7 +55,8 @@ def create_app(
         app.state.engine = engine or create_engine(await resolve_database_url(settings), settings)
         app.state.sessionmaker = _sessionmaker(app.state.engine, session_bind)
         try:
-            yield
+            async with running_sealer(app.state.sessionmaker, get_signer(settings)):
+                yield
         finally:
             if own_engine:
                 await app.state.engine.dispose()
@@ -73,7 +76,7 @@ def create_app(
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(JsonBodyMiddleware)
     app.add_middleware(RequestContextMiddleware)
-    for module in (ops, subjects, catalogue):
+    for module in (ops, subjects, bases, decisions, catalogue, audit):
         app.include_router(module.router)
     _problem_media_types(app)
     return app

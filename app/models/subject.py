@@ -65,6 +65,8 @@ class Subject(SQLModel, table=True):
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
     email: str | None = Field(default=None, max_length=254)
+    # HMAC of the normalised e-mail: how the gate matches opt-outs without clear text.
+    email_hash: str | None = Field(default=None, max_length=64, index=True)
     name: str | None = Field(default=None, max_length=200)
     phone: str | None = Field(default=None, max_length=50)
     mobile: str | None = Field(default=None, max_length=50)

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from app.core.auth import Principal
+from app.core.crypto import email_hash
 from app.core.errors import Conflict, NotFound, Unprocessable
 from app.core.pagination import Page, decode_cursor, encode_cursor
 from app.models.base import utcnow
@@ -50,6 +51,7 @@ async def create_subject(
     await _check_catalogue(session, data.category, data.source)
     values = data.model_dump()
     now = utcnow()
+    values["email_hash"] = email_hash(data.email)
     stmt = (
         insert(Subject)
         .values(id=uuid.uuid4(), created_at=now, updated_at=now, restricted=False, **values)
@@ -132,6 +134,8 @@ async def update_subject(
             raise _email_taken(existing)
     for key, value in changes.items():
         setattr(subject, key, value)
+    if "email" in changes:
+        subject.email_hash = email_hash(changes["email"])
     subject.updated_at = utcnow()
     await session.flush()
     await audit.record(

@@ -1,0 +1,79 @@
+"""The service's signing key (ES256): signs audit checkpoints and consent receipts.
+
+ES256 rather than EdDSA: RFC 9864 deprecates the "EdDSA" name and the replacement
+("Ed25519") is not yet understood by common verifiers; ES256 is verified everywhere.
+The key comes from CONSENT_SIGNING_KEY_PEM; in development it is generated once into the
+data directory. It is never stored in the database, so a database writer cannot forge
+a checkpoint.
+"""
+
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from joserfc import jws
+from joserfc.jwk import ECKey
+
+from app.core.config import Settings
+
+ALGORITHM = "ES256"
+KEY_FILE = "signing-key.pem"
+
+
+class Signer:
+    def __init__(self, key: ECKey) -> None:
+        self._key = key
+        self.public_key = ECKey.import_key(key.as_dict(private=False))
+        self.kid = key.thumbprint()
+
+    def sign(self, payload: dict[str, Any]) -> str:
+        """A compact JWS over the canonical JSON of payload."""
+        body = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+        header = {"alg": ALGORITHM, "kid": self.kid}
+        return jws.serialize_compact(header, body, self._key, algorithms=[ALGORITHM])
+
+    def verify(self, token: str) -> dict[str, Any] | None:
+        """The payload if the signature is ours and valid, else None."""
+        try:
+            obj = jws.deserialize_compact(token, self.public_key, algorithms=[ALGORITHM])
+        except Exception:
+            return None
+        if obj.headers().get("kid") != self.kid:
+            return None
+        payload: dict[str, Any] = json.loads(obj.payload)
+        return payload
+
+    def jwks(self) -> dict[str, Any]:
+        jwk = {
+            **self.public_key.as_dict(private=False),
+            "kid": self.kid,
+            "alg": ALGORITHM,
+            "use": "sig",
+        }
+        return {"keys": [jwk]}
+
+
+def _load_or_create(data_dir: Path, pem: str | None) -> ECKey:
+    if pem is not None:
+        return ECKey.import_key(pem)
+    path = data_dir.expanduser().resolve() / KEY_FILE
+    if path.exists():
+        return ECKey.import_key(path.read_bytes())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = ECKey.generate_key("P-256", private=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key.as_pem(private=True))
+    return key
+
+
+@lru_cache(maxsize=8)
+def _signer_for(data_dir: str, pem: str | None) -> Signer:
+    return Signer(_load_or_create(Path(data_dir), pem))
+
+
+def get_signer(settings: Settings) -> Signer:
+    pem = settings.signing_key_pem.get_secret_value() if settings.signing_key_pem else None
+    return _signer_for(str(settings.data_dir), pem)

@@ -1,0 +1,91 @@
+"""Processing decisions (Art 6 before any processing) and their stored proof (Art 5(2))."""
+
+import uuid
+from datetime import datetime
+from typing import Literal, Self
+
+from pydantic import ConfigDict, EmailStr, model_validator
+from sqlalchemy import Column, Index, String
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlmodel import Field, SQLModel
+
+from app.models.base import timestamp_field
+from app.models.catalogue import KEY_PATTERN
+from app.models.subject import Email
+
+Reason = Literal[
+    "subject_unknown",
+    "subject_erased",
+    "restricted",
+    "retention_expired",
+    "no_lawful_basis",
+    "basis_not_allowed",
+    "consent_missing",
+    "consent_withdrawn",
+    "contract_ended",
+    "objected",
+    "marketing_opt_out",
+    "transfer_not_permitted",
+]
+MAX_BATCH = 1000
+
+
+class Decision(SQLModel, table=True):
+    __tablename__ = "decisions"
+    __table_args__ = (Index("ix_decisions_subject_at", "subject_id", "decided_at"),)
+
+    id: uuid.UUID = Field(primary_key=True)
+    decided_at: datetime = timestamp_field()
+    requester_key_id: uuid.UUID | None = None
+    requester_name: str = Field(max_length=100)
+    requester_role: str = Field(max_length=20)
+    # Null when no subject matched the reference (an e-mail is never stored here).
+    subject_id: uuid.UUID | None = None
+    purpose: str = Field(max_length=63)
+    recipient: str | None = Field(default=None, max_length=63)
+    allowed: bool
+    basis: str | None = Field(default=None, max_length=30)
+    reasons: list[str] = Field(sa_column=Column(ARRAY(String), nullable=False))
+
+
+class DecisionTarget(SQLModel):
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    purpose: str = Field(max_length=63, regex=KEY_PATTERN)
+    recipient: str | None = Field(default=None, max_length=63, regex=KEY_PATTERN)
+
+
+class DecisionRequest(DecisionTarget):
+    subject_id: uuid.UUID | None = None
+    email: Email | None = None
+
+    @model_validator(mode="after")
+    def _one_reference(self) -> Self:
+        if (self.subject_id is None) == (self.email is None):
+            raise ValueError("give exactly one of `subject_id` or `email`")
+        return self
+
+
+class BatchDecisionRequest(DecisionTarget):
+    subjects: list[uuid.UUID | EmailStr] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class DecisionPublic(SQLModel):
+    id: uuid.UUID
+    subject_id: uuid.UUID | None
+    purpose: str
+    recipient: str | None
+    allowed: bool
+    basis: str | None
+    reasons: list[Reason]
+    decided_at: datetime
+
+
+class BatchDecisionItem(DecisionPublic):
+    subject: str  # the reference as given
+
+
+class BatchDecisionPublic(SQLModel):
+    purpose: str
+    recipient: str | None
+    items: list[BatchDecisionItem]

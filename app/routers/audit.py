@@ -1,0 +1,83 @@
+"""Accountability for auditors: the audit log, its signed checkpoints, verification, the
+signing keys (JWKS) and stored decisions."""
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel
+
+from app.core.auth import Principal, require
+from app.core.db import SessionDep
+from app.core.errors import problem_responses
+from app.core.pagination import Cursor, Limit, Page
+from app.core.signing import get_signer
+from app.models.audit import AuditCheckpointPublic, AuditEntryPublic
+from app.models.decision import DecisionPublic
+from app.services import audit_log
+
+router = APIRouter(prefix="/v1", tags=["accountability"])
+AuditReader = Annotated[Principal, Depends(require("audit:read"))]
+DecisionReader = Annotated[Principal, Depends(require("decisions:read"))]
+AnyRole = Annotated[Principal, Depends(require("catalogue:read"))]
+ERRORS = problem_responses(401, 403, 422)
+
+
+class VerifyResult(BaseModel):
+    ok: bool
+    checked: int
+    first_bad: int | None
+    checkpoints_checked: int
+    problem: str | None
+
+
+class Jwks(BaseModel):
+    keys: list[dict[str, Any]]
+
+
+@router.get("/audit/events", response_model=Page[AuditEntryPublic], responses=ERRORS)
+async def list_audit_events(
+    session: SessionDep,
+    _: AuditReader,
+    after: Annotated[int, Query(ge=0, description="Entries with id greater than this")] = 0,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> Page[AuditEntryPublic]:
+    """Audit entries in append order; `position` and `hash` once sealed."""
+    return await audit_log.list_events(session, after=after, limit=limit, cursor=cursor)
+
+
+@router.get("/audit/checkpoints", response_model=Page[AuditCheckpointPublic], responses=ERRORS)
+async def list_audit_checkpoints(
+    session: SessionDep, _: AuditReader, limit: Limit = 100, cursor: Cursor = None
+) -> Page[AuditCheckpointPublic]:
+    """Signed chain heads (compact JWS, ES256); keep them to prove the past later."""
+    return await audit_log.list_checkpoints(session, limit=limit, cursor=cursor)
+
+
+@router.get("/audit/verify", response_model=VerifyResult, responses=problem_responses(401, 403))
+async def verify_audit_chain(request: Request, session: SessionDep, _: AuditReader) -> VerifyResult:
+    """Seal what is pending, then recompute the chain and check every checkpoint."""
+    result = await audit_log.verify(session, get_signer(request.app.state.settings))
+    return VerifyResult(**result.__dict__)
+
+
+@router.get("/keys", response_model=Jwks, responses=problem_responses(401, 403))
+async def list_signing_keys(request: Request, _: AnyRole) -> Jwks:
+    """The public keys (JWKS) that verify checkpoints and consent receipts."""
+    return Jwks(**get_signer(request.app.state.settings).jwks())
+
+
+@router.get("/decisions", response_model=Page[DecisionPublic], responses=ERRORS)
+async def list_decisions(
+    session: SessionDep,
+    _: DecisionReader,
+    subject_id: uuid.UUID | None = None,
+    purpose: Annotated[str | None, Query(max_length=63)] = None,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> Page[DecisionPublic]:
+    """Stored decisions, newest first: the proof of accountability (Art 5(2))."""
+    return await audit_log.list_decisions(
+        session, subject_id=subject_id, purpose=purpose, limit=limit, cursor=cursor
+    )

@@ -1,0 +1,43 @@
+"""Processing decisions (crm, website, sync). A deny is a 200 answer, not an error."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+
+from app.core.auth import Principal, require
+from app.core.db import SessionDep
+from app.core.errors import problem_responses
+from app.models.decision import (
+    BatchDecisionPublic,
+    BatchDecisionRequest,
+    DecisionPublic,
+    DecisionRequest,
+)
+from app.services import decisions
+
+router = APIRouter(prefix="/v1/decisions", tags=["decisions"])
+Asker = Annotated[Principal, Depends(require("decisions:ask"))]
+ERRORS = problem_responses(401, 403, 413, 422)
+
+
+@router.post("", response_model=DecisionPublic, responses=ERRORS)
+async def create_decision(
+    body: DecisionRequest, session: SessionDep, principal: Asker
+) -> DecisionPublic:
+    """Decide whether processing a subject's data for a purpose is lawful, and why."""
+    subject = body.subject_id if body.subject_id is not None else body.email
+    assert subject is not None  # the model requires one of them
+    return await decisions.decide(
+        session, principal, subject=subject, purpose=body.purpose, recipient=body.recipient
+    )
+
+
+@router.post("/batch", response_model=BatchDecisionPublic, responses=ERRORS)
+async def create_decision_batch(
+    body: BatchDecisionRequest, session: SessionDep, principal: Asker
+) -> BatchDecisionPublic:
+    """The same decision for up to 1000 subjects (ids or e-mails), in request order."""
+    items = await decisions.decide_batch(
+        session, principal, subjects=body.subjects, purpose=body.purpose, recipient=body.recipient
+    )
+    return BatchDecisionPublic(purpose=body.purpose, recipient=body.recipient, items=items)

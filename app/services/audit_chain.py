@@ -1,0 +1,181 @@
+"""Sealing and verifying the audit chain (ARCHITECTURE.md, "Event ledger").
+
+Writers append unsealed entries without locks. One sealer at a time (a transaction-level
+advisory lock, so one per database however many workers run) gives committed entries the
+next positions, chains them with hash = sha256(prev_hash || canonical_json(entry)) and
+stores a signed checkpoint of the head. Verification recomputes the chain and checks every
+checkpoint's signature against the service's key, which is not in the database.
+"""
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.signing import Signer
+from app.models.base import utcnow
+
+SEAL_LOCK = 7_310_552
+GENESIS = "0" * 64
+BATCH = 2000
+ENTRY_COLUMNS = "id, at, actor_key_id, actor_name, actor_role, action, entity, entity_id, digest"
+
+
+def canonical_json(row: Any, position: int) -> bytes:
+    entry = {
+        "position": position,
+        "id": row.id,
+        "at": row.at.isoformat(),
+        "actor_key_id": None if row.actor_key_id is None else str(row.actor_key_id),
+        "actor_name": row.actor_name,
+        "actor_role": row.actor_role,
+        "action": row.action,
+        "entity": row.entity,
+        "entity_id": row.entity_id,
+        "digest": row.digest,
+    }
+    return json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def chain_hash(prev_hash: str, row: Any, position: int) -> str:
+    return hashlib.sha256(prev_hash.encode() + canonical_json(row, position)).hexdigest()
+
+
+async def seal_pending(session: AsyncSession, signer: Signer) -> int:
+    """Seal every committed, unsealed entry; returns how many. 0 if another sealer runs."""
+    locked = (
+        await session.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": SEAL_LOCK})
+    ).scalar_one()
+    if not locked:
+        return 0
+    head = (
+        await session.execute(
+            text(
+                "SELECT position, hash FROM audit_entries WHERE position IS NOT NULL"
+                " ORDER BY position DESC LIMIT 1"
+            )
+        )
+    ).first()
+    position, prev = (head.position, head.hash) if head else (0, GENESIS)
+    sealed = 0
+    while True:
+        rows = (
+            await session.execute(
+                text(
+                    f"SELECT {ENTRY_COLUMNS} FROM audit_entries WHERE position IS NULL"
+                    " ORDER BY id LIMIT :n"
+                ),
+                {"n": BATCH},
+            )
+        ).all()
+        if not rows:
+            break
+        ids, positions, prevs, hashes = [], [], [], []
+        for row in rows:
+            position += 1
+            digest = chain_hash(prev, row, position)
+            ids.append(row.id)
+            positions.append(position)
+            prevs.append(prev)
+            hashes.append(digest)
+            prev = digest
+        await session.execute(
+            text(
+                "UPDATE audit_entries e SET position = v.pos, prev_hash = v.prev, hash = v.h"
+                " FROM unnest(CAST(:ids AS bigint[]), CAST(:pos AS bigint[]),"
+                " CAST(:prevs AS text[]), CAST(:hashes AS text[])) AS v(id, pos, prev, h)"
+                " WHERE e.id = v.id"
+            ),
+            {"ids": ids, "pos": positions, "prevs": prevs, "hashes": hashes},
+        )
+        await _checkpoint(session, signer, position, prev)
+        sealed += len(rows)
+        if len(rows) < BATCH:
+            break
+    return sealed
+
+
+async def _checkpoint(session: AsyncSession, signer: Signer, position: int, head: str) -> None:
+    signed_at = utcnow()
+    payload = {"position": position, "head_hash": head, "signed_at": signed_at.isoformat()}
+    await session.execute(
+        text(
+            "INSERT INTO audit_checkpoints (position, head_hash, signed_at, key_id, signature)"
+            " VALUES (:p, :h, :t, :k, :s)"
+        ),
+        {"p": position, "h": head, "t": signed_at, "k": signer.kid, "s": signer.sign(payload)},
+    )
+
+
+@dataclass
+class Verification:
+    ok: bool
+    checked: int
+    first_bad: int | None
+    checkpoints_checked: int
+    problem: str | None
+
+
+def _checkpoint_valid(signer: Signer, cp: Any, chain_hashes: dict[int, str]) -> bool:
+    payload = signer.verify(cp.signature)
+    if payload is None:
+        return False
+    signed_at = datetime.fromisoformat(payload.get("signed_at", ""))
+    return (
+        payload.get("position") == cp.position
+        and payload.get("head_hash") == cp.head_hash
+        and signed_at == cp.signed_at
+        and chain_hashes.get(cp.position) == cp.head_hash
+    )
+
+
+async def verify(session: AsyncSession, signer: Signer) -> Verification:
+    """Recompute the whole chain and check every signed checkpoint against it."""
+    await seal_pending(session, signer)
+    checkpoints = (
+        await session.execute(
+            text(
+                "SELECT position, head_hash, signed_at, signature FROM audit_checkpoints"
+                " ORDER BY position"
+            )
+        )
+    ).all()
+    wanted = {cp.position for cp in checkpoints}
+    chain_hashes: dict[int, str] = {}
+    expected, prev, checked = 1, GENESIS, 0
+    after = 0
+    while True:
+        rows = (
+            await session.execute(
+                text(
+                    f"SELECT {ENTRY_COLUMNS}, position, prev_hash, hash FROM audit_entries"
+                    " WHERE position > :after ORDER BY position LIMIT :n"
+                ),
+                {"after": after, "n": BATCH},
+            )
+        ).all()
+        for row in rows:
+            if row.position != expected:
+                return Verification(False, checked, expected, 0, "an entry is missing")
+            if row.prev_hash != prev or chain_hash(prev, row, row.position) != row.hash:
+                return Verification(False, checked, row.position, 0, "an entry was altered")
+            if row.position in wanted:
+                chain_hashes[row.position] = row.hash
+            prev, expected, checked = row.hash, expected + 1, checked + 1
+        if len(rows) < BATCH:
+            break
+        after = rows[-1].position
+    for cp in checkpoints:
+        if not _checkpoint_valid(signer, cp, chain_hashes):
+            return Verification(
+                False,
+                checked,
+                cp.position,
+                len(checkpoints),
+                "a checkpoint does not match the chain or its signature",
+            )
+    return Verification(True, checked, None, len(checkpoints), None)

@@ -1,0 +1,101 @@
+"""Reading the accountability records: audit entries, checkpoints, decisions."""
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from app.core.errors import Unprocessable
+from app.core.pagination import Page, decode_cursor, encode_cursor
+from app.core.signing import Signer
+from app.models.audit import (
+    AuditCheckpoint,
+    AuditCheckpointPublic,
+    AuditEntry,
+    AuditEntryPublic,
+)
+from app.models.decision import Decision, DecisionPublic
+from app.services.audit_chain import Verification
+from app.services.audit_chain import verify as verify_chain
+
+
+async def list_events(
+    session: AsyncSession, *, after: int, limit: int, cursor: str | None
+) -> Page[AuditEntryPublic]:
+    decoded = decode_cursor(cursor, 1)
+    start = int(decoded[0]) if decoded else after
+    stmt = (
+        select(AuditEntry)
+        .where(col(AuditEntry.id) > start)
+        .order_by(col(AuditEntry.id))
+        .limit(limit + 1)
+    )
+    rows = list((await session.execute(stmt)).scalars())
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page(
+        items=[AuditEntryPublic.model_validate(r) for r in rows],
+        next_cursor=encode_cursor([rows[-1].id]) if more else None,
+    )
+
+
+async def list_checkpoints(
+    session: AsyncSession, *, limit: int, cursor: str | None
+) -> Page[AuditCheckpointPublic]:
+    decoded = decode_cursor(cursor, 1)
+    stmt = select(AuditCheckpoint).order_by(col(AuditCheckpoint.position)).limit(limit + 1)
+    if decoded:
+        stmt = stmt.where(col(AuditCheckpoint.position) > int(decoded[0]))
+    rows = list((await session.execute(stmt)).scalars())
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page(
+        items=[AuditCheckpointPublic.model_validate(r) for r in rows],
+        next_cursor=encode_cursor([rows[-1].position]) if more else None,
+    )
+
+
+async def verify(session: AsyncSession, signer: Signer) -> Verification:
+    return await verify_chain(session, signer)
+
+
+async def list_decisions(
+    session: AsyncSession,
+    *,
+    subject_id: uuid.UUID | None,
+    purpose: str | None,
+    limit: int,
+    cursor: str | None,
+) -> Page[DecisionPublic]:
+    stmt = (
+        select(Decision)
+        .order_by(col(Decision.decided_at).desc(), col(Decision.id).desc())
+        .limit(limit + 1)
+    )
+    if subject_id is not None:
+        stmt = stmt.where(col(Decision.subject_id) == subject_id)
+    if purpose is not None:
+        stmt = stmt.where(col(Decision.purpose) == purpose)
+    decoded = decode_cursor(cursor, 2)
+    if decoded:
+        try:
+            at, last = datetime.fromisoformat(decoded[0]), uuid.UUID(decoded[1])
+        except (TypeError, ValueError) as exc:
+            raise Unprocessable("The cursor is not valid.") from exc
+        stmt = stmt.where(
+            or_(
+                col(Decision.decided_at) < at,
+                and_(col(Decision.decided_at) == at, col(Decision.id) < last),
+            )
+        )
+    rows = list((await session.execute(stmt)).scalars())
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page(
+        items=[DecisionPublic.model_validate(r) for r in rows],
+        next_cursor=encode_cursor([rows[-1].decided_at.isoformat(), str(rows[-1].id)])
+        if more
+        else None,
+    )

@@ -1,0 +1,211 @@
+"""The decision gate: Article 6 before any processing (DOMAIN.md, "The processing decision").
+
+The nine rules live once, as the SQL in `REASONS_SQL`, evaluated by PostgreSQL over a set
+of candidate subjects (the CTE `cand`). A single decision, a batch and an audience export
+differ only in how `cand` is built, so they cannot disagree. Each call is one statement:
+evaluate, store every decision, append their audit entries.
+"""
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.auth import Principal
+from app.core.errors import Unprocessable
+from app.models.base import utcnow
+from app.models.decision import BatchDecisionItem, DecisionPublic
+
+# Every reason that applies, in the order of DOMAIN.md. `live` = known and not erased: the
+# rules after 1 speak of a subject that exists. Parameters: :purpose, :recipient, :now.
+REASONS_SQL = """
+SELECT c.ord, s.id AS subject_id, b.basis,
+  array_remove(ARRAY[
+    CASE WHEN s.id IS NULL THEN 'subject_unknown' END,
+    CASE WHEN s.erased_at IS NOT NULL THEN 'subject_erased' END,
+    CASE WHEN live.ok AND s.restricted THEN 'restricted' END,
+    CASE WHEN live.ok AND (
+           (cat.retention_rule = 'contract_end_plus' AND ct.all_ended
+              AND ct.last_end + make_interval(months => cat.retention_months) <= :now)
+        OR (cat.retention_rule = 'interest_ceased' AND s.interest_ceased_at <= :now)
+        OR (cat.retention_rule = 'fixed_period'
+              AND s.created_at + make_interval(months => cat.retention_months) <= :now)
+      ) THEN 'retention_expired' END,
+    CASE WHEN live.ok AND b.basis IS NULL THEN 'no_lawful_basis' END,
+    CASE WHEN live.ok AND b.basis <> ALL (p.allowed_bases) THEN 'basis_not_allowed' END,
+    CASE WHEN live.ok AND b.basis = 'consent' AND cs.status IS NULL
+         THEN 'consent_missing' END,
+    CASE WHEN live.ok AND b.basis = 'consent' AND cs.status = 'withdrawn'
+         THEN 'consent_withdrawn' END,
+    CASE WHEN live.ok AND b.basis = 'contract'
+          AND (b.contract_start > :now OR b.contract_end <= :now) THEN 'contract_ended' END,
+    CASE WHEN live.ok AND b.basis = 'legitimate_interests' AND ob.subject_id IS NOT NULL
+         THEN 'objected' END,
+    CASE WHEN live.ok AND p.direct_marketing AND EXISTS (
+           SELECT 1 FROM marketing_optouts o WHERE o.email_hash = s.email_hash)
+         THEN 'marketing_opt_out' END,
+    CASE WHEN live.ok AND NOT rc.inside_eea_uk AND rc.transfer_safeguard = 'explicit_consent'
+          AND tc.status IS DISTINCT FROM 'given' THEN 'transfer_not_permitted' END
+  ]::text[], NULL) AS reasons
+FROM cand c
+LEFT JOIN subjects s ON s.id = c.subject_id
+CROSS JOIN LATERAL (SELECT s.id IS NOT NULL AND s.erased_at IS NULL AS ok) live
+JOIN purposes p ON p.key = :purpose
+LEFT JOIN recipients rc ON rc.key = :recipient
+LEFT JOIN categories cat ON cat.key = s.category
+LEFT JOIN lawful_bases b ON b.subject_id = s.id AND b.purpose = p.key
+LEFT JOIN consent_state cs ON cs.subject_id = s.id AND cs.purpose = p.key AND cs.recipient = ''
+LEFT JOIN consent_state tc ON tc.subject_id = s.id AND tc.purpose = 'international_transfer'
+  AND tc.recipient = rc.key
+LEFT JOIN objections ob ON ob.subject_id = s.id AND ob.purpose = p.key
+LEFT JOIN LATERAL (
+  SELECT bool_and(lb.contract_end IS NOT NULL) AS all_ended, max(lb.contract_end) AS last_end
+  FROM lawful_bases lb WHERE lb.subject_id = s.id AND lb.basis = 'contract'
+) ct ON true
+WHERE (:recipient IS NULL OR rc.key IS NOT NULL)
+"""
+
+# Candidates named by id or by e-mail, in request order (`ord`).
+REFERENCED_CANDIDATES = """
+SELECT r.ord,
+  COALESCE(r.ref_id, (SELECT s2.id FROM subjects s2
+                      WHERE s2.email = r.ref_email AND s2.erased_at IS NULL)) AS subject_id
+FROM unnest(CAST(:ids AS uuid[]), CAST(:emails AS text[])) WITH ORDINALITY AS r(ref_id, ref_email, ord)
+"""
+
+DECIDE_AND_STORE = f"""
+WITH cand AS ({REFERENCED_CANDIDATES}),
+evaluated AS MATERIALIZED (
+  SELECT gen_random_uuid() AS id, e.* FROM ({REASONS_SQL}) e
+),
+stored AS (
+  INSERT INTO decisions (id, decided_at, requester_key_id, requester_name, requester_role,
+                         subject_id, purpose, recipient, allowed, basis, reasons)
+  SELECT id, :now, :key_id, :key_name, :key_role, subject_id, :purpose, :recipient,
+         cardinality(reasons) = 0, basis, reasons
+  FROM evaluated
+  RETURNING id, subject_id, allowed, reasons
+),
+audited AS (
+  INSERT INTO audit_entries (actor_key_id, actor_name, actor_role, action, entity, entity_id,
+                             digest)
+  SELECT :key_id, :key_name, :key_role, 'decision.create', 'decision', id::text,
+         jsonb_build_object('subject_id', subject_id, 'purpose', CAST(:purpose AS text),
+                            'recipient', CAST(:recipient AS text), 'allowed', allowed,
+                            'reasons', to_jsonb(reasons))
+  FROM stored
+)
+SELECT id, ord, subject_id, basis, reasons FROM evaluated ORDER BY ord
+"""
+
+
+def _typed(sql: str) -> str:
+    # asyncpg needs the parameter types where PostgreSQL cannot infer them (NULLs).
+    return (
+        sql.replace(":purpose", "CAST(:purpose AS text)")
+        .replace(":recipient", "CAST(:recipient AS text)")
+        .replace(":now", "CAST(:now AS timestamptz)")
+        .replace("CAST(CAST(:purpose AS text) AS text)", "CAST(:purpose AS text)")
+        .replace("CAST(CAST(:recipient AS text) AS text)", "CAST(:recipient AS text)")
+    )
+
+
+DECIDE_STATEMENT = text(_typed(DECIDE_AND_STORE))
+
+
+async def _explain_empty(session: AsyncSession, purpose: str, recipient: str | None) -> None:
+    """No rows came back: the purpose or recipient is not in the catalogue (error path only)."""
+    row = (
+        await session.execute(
+            text(
+                "SELECT EXISTS (SELECT 1 FROM purposes WHERE key = :p),"
+                " EXISTS (SELECT 1 FROM recipients WHERE key = :r)"
+            ),
+            {"p": purpose, "r": recipient},
+        )
+    ).one()
+    if not row[0]:
+        raise Unprocessable(f"Unknown purpose `{purpose}`.", field="purpose")
+    if recipient is not None and not row[1]:
+        raise Unprocessable(f"Unknown recipient `{recipient}`.", field="recipient")
+
+
+async def _evaluate(
+    session: AsyncSession,
+    principal: Principal,
+    refs: Sequence[uuid.UUID | str],
+    purpose: str,
+    recipient: str | None,
+    now: datetime,
+) -> list[Any]:
+    ids = [r if isinstance(r, uuid.UUID) else None for r in refs]
+    emails = [None if isinstance(r, uuid.UUID) else r.strip().lower() for r in refs]
+    params = {
+        "ids": ids,
+        "emails": emails,
+        "purpose": purpose,
+        "recipient": recipient,
+        "now": now,
+        "key_id": principal.key_id,
+        "key_name": principal.name,
+        "key_role": principal.role,
+    }
+    rows = list((await session.execute(DECIDE_STATEMENT, params)).all())
+    if not rows:
+        await _explain_empty(session, purpose, recipient)
+    return rows
+
+
+async def decide(
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    subject: uuid.UUID | str,
+    purpose: str,
+    recipient: str | None = None,
+    now: datetime | None = None,
+) -> DecisionPublic:
+    """Allow or deny processing `subject`'s data for `purpose` (to `recipient`), stored."""
+    now = now or utcnow()
+    (row,) = await _evaluate(session, principal, [subject], purpose, recipient, now)
+    return DecisionPublic(
+        id=row.id,
+        subject_id=row.subject_id,
+        purpose=purpose,
+        recipient=recipient,
+        allowed=not row.reasons,
+        basis=row.basis,
+        reasons=row.reasons,
+        decided_at=now,
+    )
+
+
+async def decide_batch(
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    subjects: Sequence[uuid.UUID | str],
+    purpose: str,
+    recipient: str | None = None,
+    now: datetime | None = None,
+) -> list[BatchDecisionItem]:
+    """The same decision for many subjects, in one statement; items in request order."""
+    now = now or utcnow()
+    rows = await _evaluate(session, principal, subjects, purpose, recipient, now)
+    return [
+        BatchDecisionItem(
+            subject=str(subjects[row.ord - 1]),
+            id=row.id,
+            subject_id=row.subject_id,
+            purpose=purpose,
+            recipient=recipient,
+            allowed=not row.reasons,
+            basis=row.basis,
+            reasons=row.reasons,
+            decided_at=now,
+        )
+        for row in rows
+    ]
