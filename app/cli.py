@@ -6,6 +6,7 @@ import json
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from app.core.config import get_settings
 
@@ -61,20 +62,39 @@ def _serve(args: argparse.Namespace) -> None:
     )
 
 
+async def _in_transaction(url: str, fn: Any, **kwargs: Any) -> Any:
+    """Run one service call in its own session; the CLI command is its commit point."""
+    from app.core.db import create_engine, create_sessionmaker
+
+    engine = create_engine(url, get_settings())
+    try:
+        async with create_sessionmaker(engine)() as session:
+            result = await fn(session, **kwargs)
+            await session.commit()
+            return result
+    finally:
+        await engine.dispose()
+
+
 def _keys(args: argparse.Namespace) -> None:
     from app.services import api_keys
 
     url = _database_url()
     if args.keys_command == "create":
-        key = asyncio.run(api_keys.create_key_cli(url, name=args.name, role=args.role))
+        try:
+            key = asyncio.run(
+                _in_transaction(url, api_keys.create_key, name=args.name, role=args.role)
+            )
+        except api_keys.KeyAdminError as exc:
+            raise SystemExit(f"consent-api: {exc}") from exc
         print(f"Created key `{args.name}` with role `{args.role}`. It is shown once:")
         print(key)
     elif args.keys_command == "revoke":
-        if not asyncio.run(api_keys.revoke_key_cli(url, name=args.name)):
+        if not asyncio.run(_in_transaction(url, api_keys.revoke_key, name=args.name)):
             raise SystemExit(f"consent-api: no active key named `{args.name}`")
         print(f"Revoked `{args.name}`.")
     else:
-        for row in asyncio.run(api_keys.list_keys_cli(url)):
+        for row in asyncio.run(_in_transaction(url, api_keys.list_keys)):
             print(json.dumps(row, default=str))
 
 

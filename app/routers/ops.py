@@ -5,10 +5,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
-from sqlalchemy import text
 
 from app.core.auth import Principal, require
 from app.core.errors import ServiceUnavailable, problem_responses
+from app.services import health
 
 router = APIRouter(tags=["operations"])
 
@@ -26,11 +26,8 @@ async def healthz() -> Health:
 @router.get("/readyz", response_model=Health, responses=problem_responses(503))
 async def readyz(request: Request) -> Health:
     """The database answers."""
-    try:
-        async with request.app.state.engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
-    except Exception as exc:
-        raise ServiceUnavailable("The database does not answer.") from exc
+    if not await health.database_ready(request.app.state.engine):
+        raise ServiceUnavailable("The database does not answer.")
     return Health(status="ready")
 
 

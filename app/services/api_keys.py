@@ -8,7 +8,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from app.core.auth import ROLES, generate_key, hash_key
-from app.core.db import create_sessionmaker
 from app.models.api_key import ApiKey
 from app.services import audit
 
@@ -51,39 +50,10 @@ async def revoke_key(session: AsyncSession, *, name: str) -> bool:
     return key_id is not None
 
 
-async def _with_session(url: str, fn: Any, **kwargs: Any) -> Any:
-    from app.core.config import get_settings
-    from app.core.db import create_engine
-
-    engine = create_engine(url, get_settings())
-    try:
-        async with create_sessionmaker(engine)() as session:
-            result = await fn(session, **kwargs)
-            await session.commit()
-            return result
-    finally:
-        await engine.dispose()
-
-
-async def create_key_cli(url: str, *, name: str, role: str) -> str:
-    try:
-        return str(await _with_session(url, create_key, name=name, role=role))
-    except KeyAdminError as exc:
-        raise SystemExit(f"consent-api: {exc}") from exc
-
-
-async def revoke_key_cli(url: str, *, name: str) -> bool:
-    return bool(await _with_session(url, revoke_key, name=name))
-
-
-async def _list(session: AsyncSession) -> list[dict[str, Any]]:
+async def list_keys(session: AsyncSession) -> list[dict[str, Any]]:
     rows = await session.execute(
         select(
             col(ApiKey.name), col(ApiKey.role), col(ApiKey.created_at), col(ApiKey.revoked_at)
         ).order_by(col(ApiKey.name))
     )
     return [dict(r._mapping) for r in rows]
-
-
-async def list_keys_cli(url: str) -> list[dict[str, Any]]:
-    return list(await _with_session(url, _list))

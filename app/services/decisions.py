@@ -73,7 +73,8 @@ REFERENCED_CANDIDATES = """
 SELECT r.ord,
   COALESCE(r.ref_id, (SELECT s2.id FROM subjects s2
                       WHERE s2.email = r.ref_email AND s2.erased_at IS NULL)) AS subject_id
-FROM unnest(CAST(:ids AS uuid[]), CAST(:emails AS text[])) WITH ORDINALITY AS r(ref_id, ref_email, ord)
+FROM unnest(CAST(:ids AS uuid[]), CAST(:emails AS text[]))
+  WITH ORDINALITY AS r(ref_id, ref_email, ord)
 """
 
 DECIDE_AND_STORE = f"""

@@ -1,0 +1,229 @@
+"""One predicate, two shapes: on generated populations, the batch decision, the single
+decision and a plain-Python reading of DOMAIN.md agree for every purpose and recipient."""
+
+import calendar
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import text
+
+from app.services.decisions import decide, decide_batch
+from tests import gate_state as gs
+from tests.gate_state import NOW
+from tests.test_decisions import CRM
+
+PURPOSES = [
+    "day_to_day_communications",
+    "contractual_communications",
+    "account_management",
+    "email_campaigns",
+    "business_development",
+    "content_subscriptions",
+    "partner_referral",
+    "surveys",
+    "international_transfer",
+]
+RECIPIENTS = [None, "maximizer", "bpmonline", "mailchimp", "surveymonkey"]
+OUTSIDE = ["bpmonline", "mailchimp", "surveymonkey"]
+BASES = ["contract", "legitimate_interests", "legal_obligation", "consent"]
+CATEGORIES = [
+    "customer_contact",
+    "prospect",
+    "visitor",
+    "social_media_contact",
+    "supplier_contact",
+    "advisor_contact",
+]
+
+
+@dataclass
+class Basis:
+    basis: str
+    start_days: int | None  # relative to NOW
+    end_days: int | None
+
+
+@dataclass
+class Person:
+    category: str
+    restricted: bool
+    erased: bool
+    created_days_ago: int
+    ceased_days: int | None
+    bases: dict[str, Basis]
+    consents: dict[str, str]
+    transfers: dict[str, str]
+    objections: set[str]
+    opted_out: bool
+    id: uuid.UUID = field(default_factory=uuid.uuid4)
+
+
+offsets = st.one_of(st.none(), st.integers(min_value=-3000, max_value=400))
+people = st.builds(
+    Person,
+    category=st.sampled_from(CATEGORIES),
+    restricted=st.booleans(),
+    erased=st.integers(0, 9).map(lambda n: n == 0),
+    created_days_ago=st.integers(0, 1200),
+    ceased_days=st.one_of(st.none(), st.integers(-100, 100)),
+    bases=st.dictionaries(
+        st.sampled_from(PURPOSES),
+        st.builds(Basis, basis=st.sampled_from(BASES), start_days=offsets, end_days=offsets),
+        max_size=6,
+    ),
+    consents=st.dictionaries(st.sampled_from(PURPOSES), st.sampled_from(["given", "withdrawn"])),
+    transfers=st.dictionaries(st.sampled_from(OUTSIDE), st.sampled_from(["given", "withdrawn"])),
+    objections=st.sets(st.sampled_from(PURPOSES), max_size=3),
+    opted_out=st.booleans(),
+)
+
+
+def add_months(at: datetime, months: int) -> datetime:
+    month = at.month - 1 + months
+    year, month = at.year + month // 12, month % 12 + 1
+    day = min(at.day, calendar.monthrange(year, month)[1])
+    return at.replace(year=year, month=month, day=day)
+
+
+def days(n: int | None) -> datetime | None:
+    return None if n is None else NOW + timedelta(days=n)
+
+
+def oracle(
+    p: Person | None, purpose: str, recipient: str | None, cat: dict, pur: dict, rec: dict
+) -> list[str]:
+    """DOMAIN.md's nine rules, read literally."""
+    if p is None:
+        return ["subject_unknown"]
+    if p.erased:
+        return ["subject_erased"]
+    reasons = []
+    if p.restricted:
+        reasons.append("restricted")
+    rule, months = cat[p.category]
+    expired = False
+    if rule == "contract_end_plus":
+        contracts = [b for b in p.bases.values() if b.basis == "contract"]
+        if contracts and all(b.end_days is not None for b in contracts):
+            last = max(days(b.end_days) for b in contracts)  # type: ignore[type-var]
+            expired = add_months(last, months) <= NOW
+    elif rule == "interest_ceased":
+        expired = p.ceased_days is not None and days(p.ceased_days) <= NOW  # type: ignore[operator]
+    elif rule == "fixed_period":
+        expired = add_months(NOW - timedelta(days=p.created_days_ago), months) <= NOW
+    if expired:
+        reasons.append("retention_expired")
+    allowed_bases, direct_marketing = pur[purpose]
+    b = p.bases.get(purpose)
+    if b is None:
+        reasons.append("no_lawful_basis")
+    elif b.basis not in allowed_bases:
+        reasons.append("basis_not_allowed")
+    if b is not None and b.basis == "consent":
+        state = p.consents.get(purpose)
+        if state is None:
+            reasons.append("consent_missing")
+        elif state == "withdrawn":
+            reasons.append("consent_withdrawn")
+    if b is not None and b.basis == "contract":
+        start, end = days(b.start_days), days(b.end_days)
+        if (start is not None and start > NOW) or (end is not None and end <= NOW):
+            reasons.append("contract_ended")
+    if b is not None and b.basis == "legitimate_interests" and purpose in p.objections:
+        reasons.append("objected")
+    if direct_marketing and p.opted_out:
+        reasons.append("marketing_opt_out")
+    if recipient is not None:
+        inside, safeguard = rec[recipient]
+        if not inside and safeguard == "explicit_consent" and p.transfers.get(recipient) != "given":
+            reasons.append("transfer_not_permitted")
+    return reasons
+
+
+async def _insert(db, p: Person) -> None:
+    email = f"p-{p.id.hex}@example.com"
+    await db.execute(
+        text(
+            "INSERT INTO subjects (id, email, email_hash, category, source, restricted,"
+            " interest_ceased_at, erased_at, created_at, updated_at) VALUES (:id, :e, :h, :c,"
+            " 'event', :r, :ic, :er, :ca, :ca)"
+        ),
+        {
+            "id": p.id,
+            "e": None if p.erased else email,
+            "h": gs.email_hash(email),
+            "c": p.category,
+            "r": p.restricted,
+            "ic": days(p.ceased_days),
+            "er": NOW if p.erased else None,
+            "ca": NOW - timedelta(days=p.created_days_ago),
+        },
+    )
+    for purpose, b in p.bases.items():
+        await gs.basis(
+            db,
+            p.id,
+            purpose,
+            b.basis,
+            contract_start=days(b.start_days),
+            contract_end=days(b.end_days),
+        )
+    for purpose, state in p.consents.items():
+        await gs.consent(db, p.id, purpose, state)
+    for recipient, state in p.transfers.items():
+        await gs.consent(db, p.id, "international_transfer", state, recipient=recipient)
+    for purpose in p.objections:
+        await gs.objection(db, p.id, purpose)
+    if p.opted_out:
+        await gs.opt_out(db, email)
+
+
+async def _catalogues(db) -> tuple[dict, dict, dict]:
+    cat = {
+        r.key: (r.retention_rule, r.retention_months)
+        for r in await db.execute(text("SELECT * FROM categories"))
+    }
+    pur = {
+        r.key: (r.allowed_bases, r.direct_marketing)
+        for r in await db.execute(text("SELECT * FROM purposes"))
+    }
+    rec = {
+        r.key: (r.inside_eea_uk, r.transfer_safeguard)
+        for r in await db.execute(text("SELECT * FROM recipients"))
+    }
+    return cat, pur, rec
+
+
+@settings(
+    max_examples=6,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(population=st.lists(people, min_size=1, max_size=12))
+async def test_batch_single_and_domain_reading_agree(db, population):
+    savepoint = await db.begin_nested()
+    try:
+        for person in population:
+            await _insert(db, person)
+        cat, pur, rec = await _catalogues(db)
+        unknown = uuid.uuid4()
+        refs = [p.id for p in population] + [unknown]
+        by_id: dict[uuid.UUID, Person | None] = {p.id: p for p in population}
+        by_id[unknown] = None
+        for purpose in PURPOSES:
+            for recipient in RECIPIENTS:
+                batch = await decide_batch(
+                    db, CRM, subjects=refs, purpose=purpose, recipient=recipient, now=NOW
+                )
+                for ref, item in zip(refs, batch, strict=True):
+                    expected = oracle(by_id[ref], purpose, recipient, cat, pur, rec)
+                    assert item.reasons == expected, (purpose, recipient, by_id[ref])
+                    single = await decide(
+                        db, CRM, subject=ref, purpose=purpose, recipient=recipient, now=NOW
+                    )
+                    assert single.reasons == item.reasons and single.basis == item.basis
+    finally:
+        await savepoint.rollback()
