@@ -18,7 +18,17 @@ from app.core.observability import (
     configure_logging,
 )
 from app.core.signing import get_signer
-from app.routers import audit, bases, catalogue, decisions, ops, subjects
+from app.routers import (
+    audit,
+    bases,
+    catalogue,
+    changes,
+    consent,
+    decisions,
+    ops,
+    optouts,
+    subjects,
+)
 from app.sealer import running_sealer
 
 API_DESCRIPTION = (
@@ -76,7 +86,7 @@ def create_app(
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(JsonBodyMiddleware)
     app.add_middleware(RequestContextMiddleware)
-    for module in (ops, subjects, bases, decisions, catalogue, audit):
+    for module in (ops, subjects, bases, consent, optouts, decisions, changes, catalogue, audit):
         app.include_router(module.router)
     _problem_media_types(app)
     return app

@@ -1,3 +1,14 @@
 """Importing this package registers every table on SQLModel.metadata."""
 
-from app.models import api_key, audit, basis, catalogue, decision, state, subject  # noqa: F401
+from app.models import (  # noqa: F401
+    api_key,
+    audit,
+    basis,
+    catalogue,
+    change,
+    consent,
+    decision,
+    optout,
+    state,
+    subject,
+)

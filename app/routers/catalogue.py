@@ -1,12 +1,14 @@
 """Catalogues: purposes, recipients, policies (every role reads, admin writes)."""
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Response, status
+from fastapi import APIRouter, Depends, Path, Request, Response, status
+from fastapi.responses import JSONResponse
 
 from app.core.auth import Principal, require
 from app.core.db import SessionDep
 from app.core.errors import problem_responses
+from app.core.idempotency import idempotent
 from app.core.pagination import Cursor, Limit, Page
 from app.models.catalogue import (
     KEY_PATTERN,
@@ -102,6 +104,13 @@ async def list_policies(
     response_model=PolicyPublic,
     responses=WRITE_ERRORS,
 )
-async def create_policy(body: PolicyCreate, session: SessionDep, principal: Admin) -> PolicyPublic:
+async def create_policy(
+    body: PolicyCreate, request: Request, session: SessionDep, principal: Admin
+) -> JSONResponse:
     """Record a new policy version."""
-    return PolicyPublic.model_validate(await catalogue.create_policy(session, principal, data=body))
+
+    async def create() -> tuple[int, Any]:
+        policy = await catalogue.create_policy(session, principal, data=body)
+        return 201, PolicyPublic.model_validate(policy)
+
+    return await idempotent(session, principal, request, body, create)

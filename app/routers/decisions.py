@@ -1,12 +1,14 @@
 """Processing decisions (crm, website, sync). A deny is a 200 answer, not an error."""
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
 
 from app.core.auth import Principal, require
 from app.core.db import SessionDep
 from app.core.errors import problem_responses
+from app.core.idempotency import idempotent
 from app.models.decision import (
     BatchDecisionPublic,
     BatchDecisionRequest,
@@ -34,10 +36,18 @@ async def create_decision(
 
 @router.post("/batch", response_model=BatchDecisionPublic, responses=ERRORS)
 async def create_decision_batch(
-    body: BatchDecisionRequest, session: SessionDep, principal: Asker
-) -> BatchDecisionPublic:
+    body: BatchDecisionRequest, request: Request, session: SessionDep, principal: Asker
+) -> JSONResponse:
     """The same decision for up to 1000 subjects (ids or e-mails), in request order."""
-    items = await decisions.decide_batch(
-        session, principal, subjects=body.subjects, purpose=body.purpose, recipient=body.recipient
-    )
-    return BatchDecisionPublic(purpose=body.purpose, recipient=body.recipient, items=items)
+
+    async def create() -> tuple[int, Any]:
+        items = await decisions.decide_batch(
+            session,
+            principal,
+            subjects=body.subjects,
+            purpose=body.purpose,
+            recipient=body.recipient,
+        )
+        return 200, BatchDecisionPublic(purpose=body.purpose, recipient=body.recipient, items=items)
+
+    return await idempotent(session, principal, request, body, create)

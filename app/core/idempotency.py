@@ -1,0 +1,80 @@
+"""`Idempotency-Key` for POSTs that create something.
+
+The first request with a key inserts a row (a unique key, not check-then-insert) in the
+same transaction as its write, and stores its answer before committing. A concurrent
+duplicate blocks on that row's unique index until the first commits, then replays the
+stored answer; had the first rolled back, the duplicate proceeds as the first. The same key
+with another body is a 422. Keys are kept 24 hours; an older key may be used afresh.
+"""
+
+import hashlib
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.auth import Principal
+from app.core.errors import Unprocessable
+
+HEADER = "idempotency-key"
+CLAIM = text(
+    "INSERT INTO idempotency_keys (owner_key_id, key, fingerprint, created_at)"
+    " VALUES (:owner, :key, :fp, now())"
+    " ON CONFLICT (owner_key_id, key) DO UPDATE"
+    "   SET fingerprint = EXCLUDED.fingerprint, status_code = NULL, body = NULL,"
+    "       created_at = now()"
+    "   WHERE idempotency_keys.created_at < now() - interval '24 hours'"
+    " RETURNING 1"
+)
+STORED = text(
+    "SELECT fingerprint, status_code, body FROM idempotency_keys"
+    " WHERE owner_key_id = :owner AND key = :key"
+)
+COMPLETE = text(
+    "UPDATE idempotency_keys SET status_code = :status, body = CAST(:body AS jsonb)"
+    " WHERE owner_key_id = :owner AND key = :key"
+)
+
+
+def fingerprint(request: Request, body: BaseModel, extra: str = "") -> str:
+    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    raw = f"{request.method} {request.url.path}\n{canonical}\n{extra}"
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+async def idempotent(
+    session: AsyncSession,
+    principal: Principal,
+    request: Request,
+    body: BaseModel,
+    create: Callable[[], Awaitable[tuple[int, Any]]],
+    *,
+    extra: str = "",
+) -> JSONResponse:
+    """Run `create` (returning status and payload) at most once per Idempotency-Key."""
+    key = request.headers.get(HEADER)
+    if key is None:
+        status, payload = await create()
+        return JSONResponse(jsonable_encoder(payload), status_code=status)
+    if not 1 <= len(key) <= 255:
+        raise Unprocessable("`Idempotency-Key` must be 1 to 255 characters.")
+    params = {"owner": principal.key_id, "key": key}
+    fp = fingerprint(request, body, extra)
+    claimed = (await session.execute(CLAIM, {**params, "fp": fp})).first()
+    if claimed is None:
+        stored = (await session.execute(STORED, params)).one()
+        if stored.fingerprint != fp:
+            raise Unprocessable("This Idempotency-Key was used with a different request.")
+        return JSONResponse(
+            stored.body, status_code=stored.status_code, headers={"Idempotent-Replayed": "true"}
+        )
+    status, payload = await create()
+    encoded = jsonable_encoder(payload)
+    await session.execute(COMPLETE, {**params, "status": status, "body": json.dumps(encoded)})
+    return JSONResponse(encoded, status_code=status)

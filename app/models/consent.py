@@ -1,0 +1,118 @@
+"""The consent ledger (§9, Art 7): append-only events, the notices shown, and receipts."""
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal, Self
+
+from pydantic import ConfigDict, model_validator
+from sqlalchemy import Index
+from sqlmodel import Field, SQLModel
+
+from app.models.base import timestamp_field
+from app.models.catalogue import KEY_PATTERN
+from app.models.subject import Email
+
+ConsentAction = Literal["given", "withdrawn"]
+ConsentMethod = Literal["web_form", "email", "phone", "in_person", "import", "gpc"]
+GPC_PURPOSE = "partner_referral"  # GPC: do not share with third parties (§6)
+
+
+class ConsentNotice(SQLModel, table=True):
+    """The exact wording shown, stored once and referenced by its SHA-256."""
+
+    __tablename__ = "consent_notices"
+
+    sha256: str = Field(primary_key=True, max_length=64)
+    text: str | None = None  # nulled never: notices are the controller's, not personal data
+
+
+class ConsentEvent(SQLModel, table=True):
+    """Never updated or deleted by the API; erasure nulls only the evidence fields."""
+
+    __tablename__ = "consent_events"
+    __table_args__ = (Index("ix_consent_events_subject", "subject_id", "occurred_at"),)
+
+    id: uuid.UUID = Field(primary_key=True)
+    subject_id: uuid.UUID = Field(foreign_key="subjects.id")
+    purpose: str = Field(foreign_key="purposes.key", max_length=63)
+    recipient: str | None = Field(default=None, foreign_key="recipients.key", max_length=63)
+    action: str = Field(max_length=10)
+    method: str = Field(max_length=20)
+    policy_version: str | None = Field(default=None, max_length=50)
+    notice_sha256: str | None = Field(
+        default=None, foreign_key="consent_notices.sha256", max_length=64
+    )
+    form_id: str | None = Field(default=None, max_length=200)
+    page_url: str | None = Field(default=None, max_length=2000)
+    user_agent: str | None = Field(default=None, max_length=1000)
+    occurred_at: datetime = timestamp_field()
+    recorded_at: datetime = timestamp_field()
+    recorded_by_key_id: uuid.UUID | None = None
+    recorded_by: str = Field(max_length=100)
+    # Set when a GPC signal overrode an explicit choice (the more protective one wins).
+    conflict: str | None = Field(default=None, max_length=200)
+
+
+class Evidence(SQLModel):
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    form_id: str | None = Field(default=None, max_length=200)
+    page_url: str | None = Field(default=None, max_length=2000)
+    user_agent: str | None = Field(default=None, max_length=1000)
+
+
+class ConsentEventCreate(SQLModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)  # type: ignore[assignment]
+
+    subject_id: uuid.UUID | None = None
+    email: Email | None = None
+    purpose: str = Field(max_length=63, regex=KEY_PATTERN)
+    action: ConsentAction
+    recipient: str | None = Field(default=None, max_length=63, regex=KEY_PATTERN)
+    method: ConsentMethod
+    policy_version: str | None = Field(default=None, max_length=50)
+    notice_text: str | None = Field(default=None, min_length=1, max_length=20000)
+    evidence: Evidence | None = None
+    occurred_at: datetime | None = None
+
+    @model_validator(mode="after")
+    def _rules(self) -> Self:
+        if (self.subject_id is None) == (self.email is None):
+            raise ValueError("give exactly one of `subject_id` or `email`")
+        if (self.recipient is not None) != (self.purpose == "international_transfer"):
+            raise ValueError("`recipient` goes with, and only with, `international_transfer`")
+        if self.action == "given" and (not self.policy_version or not self.notice_text):
+            raise ValueError("giving consent needs `policy_version` and `notice_text`")
+        if self.method == "gpc" and (self.action != "withdrawn" or self.purpose != GPC_PURPOSE):
+            raise ValueError(f"method `gpc` records only a withdrawal of `{GPC_PURPOSE}`")
+        return self
+
+
+class ConsentEventPublic(SQLModel):
+    id: uuid.UUID
+    subject_id: uuid.UUID
+    purpose: str
+    recipient: str | None
+    action: ConsentAction
+    method: ConsentMethod
+    policy_version: str | None
+    notice_sha256: str | None
+    evidence: Evidence
+    occurred_at: datetime
+    recorded_at: datetime
+    recorded_by: str
+    conflict: str | None
+
+
+class ConsentEventCreated(ConsentEventPublic):
+    receipt: dict[str, Any]
+    # Further events this request caused (a GPC signal's withdrawal of partner_referral).
+    also_recorded: list[ConsentEventPublic] = Field(default_factory=list)
+
+
+class ConsentStatePublic(SQLModel):
+    purpose: str
+    recipient: str | None
+    status: ConsentAction
+    event_id: uuid.UUID | None
+    occurred_at: datetime

@@ -1,0 +1,37 @@
+"""Marketing opt-outs (§10, Art 21(2)-(3), PECR): requests and answers."""
+
+import uuid
+from datetime import datetime
+from typing import Literal
+
+from pydantic import ConfigDict
+from sqlmodel import Field, SQLModel
+
+from app.models.subject import Email
+
+Channel = Literal["email", "phone", "all"]
+OptOutSource = Literal["website", "crm", "mailchimp", "surveymonkey", "rights_request", "gpc"]
+
+
+class OptOutCreate(SQLModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)  # type: ignore[assignment]
+
+    email: Email
+    channel: Channel = "all"
+    source: OptOutSource
+    reason: str | None = Field(default=None, max_length=500)
+
+
+class OptOutPublic(SQLModel):
+    """No e-mail here: the opt-out is kept only as a keyed hash."""
+
+    id: uuid.UUID
+    channel: Channel
+    source: OptOutSource
+    reason: str | None
+    created_at: datetime
+
+
+class OptOutCheck(SQLModel):
+    opted_out: bool
+    channels: list[Channel]

@@ -1,0 +1,112 @@
+"""Consent events and receipts (crm, website)."""
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+from app.core.auth import Principal, require
+from app.core.db import SessionDep
+from app.core.errors import Unprocessable, problem_responses
+from app.core.idempotency import idempotent
+from app.core.pagination import Cursor, Limit, Page, decode_cursor, encode_cursor
+from app.core.signing import get_signer
+from app.models.consent import (
+    ConsentEventCreate,
+    ConsentEventCreated,
+    ConsentEventPublic,
+    ConsentStatePublic,
+)
+from app.services import consent
+
+router = APIRouter(prefix="/v1", tags=["consent"])
+Writer = Annotated[Principal, Depends(require("consent:write"))]
+Reader = Annotated[Principal, Depends(require("consent:read"))]
+JOSE = "application/jose"
+
+
+@router.post(
+    "/consent-events",
+    status_code=201,
+    response_model=ConsentEventCreated,
+    responses=problem_responses(401, 403, 404, 409, 413, 422),
+)
+async def create_consent_event(
+    body: ConsentEventCreate,
+    request: Request,
+    session: SessionDep,
+    principal: Writer,
+    sec_gpc: Annotated[str | None, Header(alias="Sec-GPC")] = None,
+) -> JSONResponse:
+    """Record consent given or withdrawn; returns the event and its receipt."""
+    gpc = sec_gpc == "1"
+
+    async def create() -> tuple[int, Any]:
+        return 201, await consent.record_consent(session, principal, data=body, gpc=gpc)
+
+    return await idempotent(session, principal, request, body, create, extra=f"gpc={gpc}")
+
+
+@router.get(
+    "/consent-events",
+    response_model=Page[ConsentEventPublic],
+    responses=problem_responses(401, 403, 422),
+)
+async def list_consent_events(
+    session: SessionDep,
+    _: Reader,
+    subject_id: Annotated[uuid.UUID, Query()],
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> Page[ConsentEventPublic]:
+    """A subject's consent history, oldest first."""
+    after = decode_cursor(cursor, 2)
+    try:
+        at = datetime.fromisoformat(after[0]) if after else None
+        last = uuid.UUID(after[1]) if after else None
+    except (TypeError, ValueError) as exc:
+        raise Unprocessable("The cursor is not valid.") from exc
+    items = await consent.list_events(
+        session, subject_id=subject_id, limit=limit + 1, after=at, after_id=last
+    )
+    more = len(items) > limit
+    items = items[:limit]
+    next_cursor = (
+        encode_cursor([items[-1].occurred_at.isoformat(), str(items[-1].id)]) if more else None
+    )
+    return Page(items=items, next_cursor=next_cursor)
+
+
+@router.get(
+    "/subjects/{subject_id}/consents",
+    response_model=Page[ConsentStatePublic],
+    responses=problem_responses(401, 403, 404, 422),
+)
+async def list_subject_consents(
+    subject_id: uuid.UUID, session: SessionDep, _: Reader
+) -> Page[ConsentStatePublic]:
+    """The current consent state per purpose (and per recipient for transfers)."""
+    return Page(items=await consent.current_state(session, subject_id=subject_id), next_cursor=None)
+
+
+@router.get(
+    "/consent-events/{event_id}/receipt",
+    responses={
+        200: {"content": {"application/json": {}, JOSE: {}}},
+        **problem_responses(401, 403, 404, 422),
+    },
+)
+async def get_consent_receipt(
+    event_id: uuid.UUID,
+    request: Request,
+    session: SessionDep,
+    _: Reader,
+) -> Response:
+    """The consent receipt as JSON, or as a compact JWS with `Accept: application/jose`."""
+    receipt = await consent.receipt(session, event_id=event_id)
+    if JOSE in request.headers.get("accept", ""):
+        token = get_signer(request.app.state.settings).sign(receipt)
+        return Response(token, media_type=JOSE)
+    return JSONResponse(receipt)

@@ -1,0 +1,357 @@
+"""Recording consent (§9, Art 7) and Global Privacy Control.
+
+A consent write is two round trips: one lookup (subject, purpose, policy, recipient and
+what the receipt needs) and one statement that stores the notice, appends the event,
+moves the current state, appends the change-feed entry and the audit entry.
+"""
+
+import hashlib
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.auth import Principal
+from app.core.config import get_settings
+from app.core.errors import Conflict, NotFound, Unprocessable
+from app.models.base import utcnow
+from app.models.consent import (
+    GPC_PURPOSE,
+    ConsentEventCreate,
+    ConsentEventCreated,
+    ConsentEventPublic,
+    ConsentStatePublic,
+    Evidence,
+)
+from app.models.subject import SubjectCreate
+from app.services import subjects
+from app.services.receipts import build_receipt
+
+CLOCK_SKEW = timedelta(minutes=5)
+
+LOOKUP = text("""
+SELECT s.id AS subject_id, s.email_hash, s.erased_at,
+       p.key AS purpose_key, p.description, p.direct_marketing,
+       pol.version AS policy_version, pol.url AS policy_url,
+       (SELECT key FROM recipients WHERE key = CAST(:recipient AS text)) AS recipient_key,
+       ARRAY(SELECT name FROM recipients WHERE CAST(:purpose AS text) = ANY (purposes)
+             ORDER BY name) AS third_parties
+FROM (SELECT 1) one
+LEFT JOIN subjects s ON s.id = CAST(:sid AS uuid)
+     OR (s.email = CAST(:email AS text) AND s.erased_at IS NULL)
+LEFT JOIN purposes p ON p.key = CAST(:purpose AS text)
+LEFT JOIN policies pol ON pol.version = CAST(:policy AS text)
+""")
+
+WRITE = text("""
+WITH notice AS (
+  INSERT INTO consent_notices (sha256, text)
+  SELECT CAST(:notice_sha AS text), CAST(:notice_text AS text)
+  WHERE CAST(:notice_sha AS text) IS NOT NULL
+  ON CONFLICT DO NOTHING
+),
+ev AS (
+  INSERT INTO consent_events (id, subject_id, purpose, recipient, action, method,
+    policy_version, notice_sha256, form_id, page_url, user_agent, occurred_at, recorded_at,
+    recorded_by_key_id, recorded_by, conflict)
+  VALUES (:id, :subject_id, :purpose, :recipient, :action, :method, :policy, :notice_sha,
+    :form_id, :page_url, :user_agent, :occurred_at, now(), :key_id, :key_name, :conflict)
+  RETURNING *
+),
+state AS (
+  INSERT INTO consent_state (subject_id, purpose, recipient, status, event_id, occurred_at)
+  SELECT subject_id, purpose, coalesce(recipient, ''), action, id, occurred_at FROM ev
+  ON CONFLICT (subject_id, purpose, recipient) DO UPDATE
+    SET status = EXCLUDED.status, event_id = EXCLUDED.event_id,
+        occurred_at = EXCLUDED.occurred_at
+    WHERE consent_state.occurred_at <= EXCLUDED.occurred_at
+),
+feed AS (
+  INSERT INTO changes (kind, subject_id, email_hash, purpose, at)
+  SELECT 'consent.' || action, subject_id, CAST(:email_hash AS text), purpose, recorded_at
+  FROM ev
+),
+audited AS (
+  INSERT INTO audit_entries (actor_key_id, actor_name, actor_role, action, entity, entity_id,
+    digest)
+  SELECT :key_id, :key_name, :key_role, 'consent.' || action, 'consent_event', id::text,
+    jsonb_build_object('subject_id', subject_id, 'purpose', purpose, 'recipient', recipient,
+                       'method', method, 'policy_version', policy_version,
+                       'notice_sha256', notice_sha256, 'conflict', conflict)
+  FROM ev
+)
+SELECT * FROM ev
+""")
+
+OBJECT = text("""
+INSERT INTO objections (subject_id, purpose, source, objected_at)
+VALUES (:subject_id, :purpose, :source, now())
+ON CONFLICT (subject_id, purpose) DO NOTHING
+""")
+
+
+@dataclass
+class Context:
+    subject_id: uuid.UUID
+    email_hash: str | None
+    description: str
+    direct_marketing: bool
+    policy_url: str | None
+    third_parties: list[str]
+
+
+def to_public(row: Any) -> ConsentEventPublic:
+    return ConsentEventPublic(
+        id=row.id,
+        subject_id=row.subject_id,
+        purpose=row.purpose,
+        recipient=row.recipient,
+        action=row.action,
+        method=row.method,
+        policy_version=row.policy_version,
+        notice_sha256=row.notice_sha256,
+        evidence=Evidence(form_id=row.form_id, page_url=row.page_url, user_agent=row.user_agent),
+        occurred_at=row.occurred_at,
+        recorded_at=row.recorded_at,
+        recorded_by=row.recorded_by,
+        conflict=row.conflict,
+    )
+
+
+async def _context(
+    session: AsyncSession, principal: Principal, data: ConsentEventCreate
+) -> Context:
+    params = {
+        "sid": data.subject_id,
+        "email": data.email,
+        "purpose": data.purpose,
+        "policy": data.policy_version,
+        "recipient": data.recipient,
+    }
+    row = (await session.execute(LOOKUP, params)).one()
+    if row.purpose_key is None:
+        raise Unprocessable(f"Unknown purpose `{data.purpose}`.", field="purpose")
+    if data.policy_version is not None and row.policy_version is None:
+        raise Unprocessable(
+            f"Unknown policy version `{data.policy_version}`.", field="policy_version"
+        )
+    if data.recipient is not None and row.recipient_key is None:
+        raise Unprocessable(f"Unknown recipient `{data.recipient}`.", field="recipient")
+    subject_id, email_hash = row.subject_id, row.email_hash
+    if subject_id is None:
+        subject_id, email_hash = await _new_web_subject(session, principal, data)
+    elif row.erased_at is not None:
+        raise Conflict("The subject has been erased.")
+    return Context(
+        subject_id,
+        email_hash,
+        row.description,
+        row.direct_marketing,
+        row.policy_url,
+        list(row.third_parties),
+    )
+
+
+async def _new_web_subject(
+    session: AsyncSession, principal: Principal, data: ConsentEventCreate
+) -> tuple[uuid.UUID, str | None]:
+    """A web form's consent from an unknown e-mail creates the prospect in the same call."""
+    if data.email is None or data.action != "given" or principal.role != "website":
+        raise NotFound("No such subject.")
+    subject = await subjects.create_subject(
+        session,
+        principal,
+        data=SubjectCreate(
+            email=data.email,
+            category="prospect",
+            source="enquiry",
+            source_detail="web form consent",
+        ),
+    )
+    return subject.id, subject.email_hash
+
+
+async def _write(
+    session: AsyncSession,
+    principal: Principal,
+    ctx: Context,
+    *,
+    purpose: str,
+    recipient: str | None,
+    action: str,
+    method: str,
+    policy: str | None,
+    notice_text: str | None,
+    evidence: Evidence | None,
+    occurred_at: datetime,
+    conflict: str | None = None,
+) -> Any:
+    evidence = evidence or Evidence()
+    notice_sha = hashlib.sha256(notice_text.encode()).hexdigest() if notice_text else None
+    params = {
+        "id": uuid.uuid4(),
+        "subject_id": ctx.subject_id,
+        "purpose": purpose,
+        "recipient": recipient,
+        "action": action,
+        "method": method,
+        "policy": policy,
+        "notice_sha": notice_sha,
+        "notice_text": notice_text,
+        "form_id": evidence.form_id,
+        "page_url": evidence.page_url,
+        "user_agent": evidence.user_agent,
+        "occurred_at": occurred_at,
+        "key_id": principal.key_id,
+        "key_name": principal.name,
+        "key_role": principal.role,
+        "conflict": conflict,
+        "email_hash": ctx.email_hash,
+    }
+    return (await session.execute(WRITE, params)).one()
+
+
+async def _apply_gpc(
+    session: AsyncSession, principal: Principal, ctx: Context, main: Any
+) -> list[ConsentEventPublic]:
+    """GPC: withdraw sharing with third parties (and object to it, so a legitimate-interests
+    basis cannot carry it either). Never erasure. Where it contradicts an explicit choice,
+    the more protective outcome stands and the conflict is recorded."""
+    await session.execute(
+        OBJECT, {"subject_id": ctx.subject_id, "purpose": GPC_PURPOSE, "source": "gpc"}
+    )
+    if main.method == "gpc":
+        return []
+    current = (
+        await session.execute(
+            text(
+                "SELECT status, event_id FROM consent_state WHERE subject_id = :s"
+                " AND purpose = :p AND recipient = ''"
+            ),
+            {"s": ctx.subject_id, "p": GPC_PURPOSE},
+        )
+    ).first()
+    if current is not None and current.status == "withdrawn":
+        return []
+    conflict = None
+    if current is not None and current.status == "given":
+        same_request = current.event_id == main.id
+        conflict = (
+            "GPC signal overrides the consent given in the same request"
+            if same_request
+            else "GPC signal overrides an earlier explicit consent"
+        )
+    row = await _write(
+        session,
+        principal,
+        ctx,
+        purpose=GPC_PURPOSE,
+        recipient=None,
+        action="withdrawn",
+        method="gpc",
+        policy=None,
+        notice_text=None,
+        evidence=None,
+        occurred_at=max(utcnow(), main.occurred_at),
+        conflict=conflict,
+    )
+    return [to_public(row)]
+
+
+async def record_consent(
+    session: AsyncSession, principal: Principal, *, data: ConsentEventCreate, gpc: bool = False
+) -> ConsentEventCreated:
+    """Append a consent event, move the current state, and return it with its receipt."""
+    now = utcnow()
+    occurred_at = data.occurred_at or now
+    if occurred_at > now + CLOCK_SKEW:
+        raise Unprocessable("`occurred_at` is in the future.", field="occurred_at")
+    ctx = await _context(session, principal, data)
+    row = await _write(
+        session,
+        principal,
+        ctx,
+        purpose=data.purpose,
+        recipient=data.recipient,
+        action=data.action,
+        method=data.method,
+        policy=data.policy_version,
+        notice_text=data.notice_text,
+        evidence=data.evidence,
+        occurred_at=occurred_at,
+    )
+    extra = await _apply_gpc(session, principal, ctx, row) if gpc or data.method == "gpc" else []
+    receipt = build_receipt(
+        row,
+        purpose_description=ctx.description,
+        direct_marketing=ctx.direct_marketing,
+        policy_url=ctx.policy_url,
+        third_parties=ctx.third_parties,
+        settings=get_settings(),
+    )
+    return ConsentEventCreated(**to_public(row).model_dump(), receipt=receipt, also_recorded=extra)
+
+
+async def list_events(
+    session: AsyncSession,
+    *,
+    subject_id: uuid.UUID,
+    limit: int,
+    after: datetime | None,
+    after_id: uuid.UUID | None,
+) -> list[ConsentEventPublic]:
+    rows = (
+        await session.execute(
+            text(
+                "SELECT * FROM consent_events WHERE subject_id = :s"
+                " AND (CAST(:at AS timestamptz) IS NULL OR (occurred_at, id) > (:at, :id))"
+                " ORDER BY occurred_at, id LIMIT :n"
+            ),
+            {"s": subject_id, "at": after, "id": after_id, "n": limit},
+        )
+    ).all()
+    return [to_public(r) for r in rows]
+
+
+async def current_state(
+    session: AsyncSession, *, subject_id: uuid.UUID
+) -> list[ConsentStatePublic]:
+    await subjects.get_subject(session, subject_id)
+    rows = (
+        await session.execute(
+            text(
+                "SELECT purpose, nullif(recipient, '') AS recipient, status, event_id, occurred_at"
+                " FROM consent_state WHERE subject_id = :s ORDER BY purpose, recipient"
+            ),
+            {"s": subject_id},
+        )
+    ).all()
+    return [ConsentStatePublic.model_validate(r._mapping) for r in rows]
+
+
+async def receipt(session: AsyncSession, *, event_id: uuid.UUID) -> dict[str, Any]:
+    row = (
+        await session.execute(
+            text(
+                "SELECT e.*, p.description, p.direct_marketing, pol.url AS policy_url,"
+                " ARRAY(SELECT name FROM recipients r WHERE e.purpose = ANY (r.purposes)"
+                "       ORDER BY name) AS third_parties"
+                " FROM consent_events e JOIN purposes p ON p.key = e.purpose"
+                " LEFT JOIN policies pol ON pol.version = e.policy_version WHERE e.id = :id"
+            ),
+            {"id": event_id},
+        )
+    ).first()
+    if row is None:
+        raise NotFound("No consent event with this id.")
+    return build_receipt(
+        row,
+        purpose_description=row.description,
+        direct_marketing=row.direct_marketing,
+        policy_url=row.policy_url,
+        third_parties=list(row.third_parties),
+        settings=get_settings(),
+    )

@@ -1,0 +1,68 @@
+"""Marketing opt-outs (§10, Art 21(2)-(3), PECR), keyed by HMAC of the normalised e-mail so
+they outlive the subject's erasure and apply to any later subject with that e-mail."""
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.auth import Principal
+from app.core.crypto import email_hash
+from app.models.optout import OptOutCheck, OptOutCreate, OptOutPublic
+from app.services import audit, changes
+
+INSERT = text(
+    "INSERT INTO marketing_optouts (id, email_hash, channel, source, reason, created_at)"
+    " VALUES (gen_random_uuid(), :h, :channel, :source, :reason, now())"
+    " ON CONFLICT (email_hash, channel) DO NOTHING"
+    " RETURNING id, channel, source, reason, created_at"
+)
+EXISTING = text(
+    "SELECT id, channel, source, reason, created_at FROM marketing_optouts"
+    " WHERE email_hash = :h AND channel = :channel"
+)
+
+
+async def record_optout(
+    session: AsyncSession, principal: Principal, *, data: OptOutCreate
+) -> tuple[OptOutPublic, bool]:
+    """Returns the opt-out and whether it is new (a repeat returns the first one)."""
+    h = email_hash(data.email)
+    params = {"h": h, "channel": data.channel, "source": data.source, "reason": data.reason}
+    row = (await session.execute(INSERT, params)).first()
+    created = row is not None
+    if row is None:
+        row = (await session.execute(EXISTING, params)).one()
+    else:
+        subject_id = (
+            await session.execute(
+                text("SELECT id FROM subjects WHERE email_hash = :h AND erased_at IS NULL"),
+                {"h": h},
+            )
+        ).scalar_one_or_none()
+        await changes.append(session, "optout", subject_id=subject_id, email_hash=h)
+        await audit.record(
+            session,
+            principal,
+            "optout.create",
+            "optout",
+            row.id,
+            channel=data.channel,
+            source=data.source,
+            subject_id=str(subject_id),
+        )
+    return OptOutPublic.model_validate(row._mapping), created
+
+
+async def check(session: AsyncSession, *, email: str) -> OptOutCheck:
+    channels = (
+        (
+            await session.execute(
+                text(
+                    "SELECT channel FROM marketing_optouts WHERE email_hash = :h ORDER BY channel"
+                ),
+                {"h": email_hash(email)},
+            )
+        )
+        .scalars()
+        .all()
+    )
+    return OptOutCheck(opted_out=bool(channels), channels=list(channels))  # type: ignore[arg-type]

@@ -1,0 +1,77 @@
+"""Consent receipts: the fields of the Kantara Consent Receipt v1.1, with the ISO/IEC TS 27560
+names beside them where they differ. Derived from the ledger on demand, so a receipt can
+always be re-issued and never disagrees with the event."""
+
+from datetime import datetime
+from typing import Any
+
+from app.core.config import Settings
+
+PII_CATEGORIES = [
+    "name",
+    "business e-mail",
+    "telephone",
+    "mobile",
+    "job title",
+    "company",
+    "business address",
+]
+
+
+def build_receipt(
+    event: Any,
+    *,
+    purpose_description: str,
+    direct_marketing: bool,
+    policy_url: str | None,
+    third_parties: list[str],
+    settings: Settings,
+) -> dict[str, Any]:
+    occurred: datetime = event.occurred_at
+    controller = {
+        "piiController": settings.controller_name,
+        "contact": settings.controller_email,
+        "address": settings.controller_address,
+        "email": settings.controller_email,
+        "phone": settings.controller_phone,
+    }
+    termination = (
+        "Until withdrawn. Withdraw at any time, as easily as it was given, by asking "
+        f"{settings.controller_email}."
+    )
+    purpose = {
+        "purpose": purpose_description,
+        "purposeCategory": ["direct marketing" if direct_marketing else event.purpose],
+        "consentType": "EXPLICIT",
+        "piiCategory": PII_CATEGORIES,
+        "primaryPurpose": True,
+        "termination": termination,
+        "thirdPartyDisclosure": bool(third_parties),
+        "thirdPartyName": ", ".join(third_parties) if third_parties else None,
+    }
+    return {
+        "version": "KI-CR-v1.1.0",
+        "jurisdiction": "GB",
+        "consentTimestamp": int(occurred.timestamp()),
+        "collectionMethod": event.method,
+        "consentReceiptID": str(event.id),
+        "language": "en",
+        "piiPrincipalId": str(event.subject_id),
+        "piiControllers": [controller],
+        "policyUrl": policy_url,
+        "services": [{"service": event.purpose, "purposes": [purpose]}],
+        "sensitive": False,
+        "spiCat": [],
+        # ISO/IEC TS 27560 consent record names where they differ from Kantara's.
+        "iso27560": {
+            "record_id": str(event.id),
+            "pii_principal_id": str(event.subject_id),
+            "timestamp": occurred.isoformat(),
+            "state": event.action,
+            "collection_method": event.method,
+            "policy_version": event.policy_version,
+            "notice": {"sha256": event.notice_sha256},
+            "recipient": event.recipient,
+            "supervisory_authority": settings.supervisory_authority,
+        },
+    }
