@@ -24,14 +24,18 @@ ERRORS = problem_responses(401, 403, 413, 422)
 
 @router.post("", response_model=DecisionPublic, responses=ERRORS)
 async def create_decision(
-    body: DecisionRequest, session: SessionDep, principal: Asker
-) -> DecisionPublic:
+    body: DecisionRequest, request: Request, session: SessionDep, principal: Asker
+) -> JSONResponse:
     """Decide whether processing a subject's data for a purpose is lawful, and why."""
     subject = body.subject_id if body.subject_id is not None else body.email
     assert subject is not None  # the model requires one of them
-    return await decisions.decide(
-        session, principal, subject=subject, purpose=body.purpose, recipient=body.recipient
-    )
+
+    async def create() -> tuple[int, Any]:
+        return 200, await decisions.decide(
+            session, principal, subject=subject, purpose=body.purpose, recipient=body.recipient
+        )
+
+    return await idempotent(session, principal, request, body, create)
 
 
 @router.post("/batch", response_model=BatchDecisionPublic, responses=ERRORS)

@@ -1,14 +1,16 @@
 """Subjects (crm)."""
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, status
+from fastapi import APIRouter, Depends, Query, Request, status
+from fastapi.responses import JSONResponse
 from pydantic import EmailStr
 
 from app.core.auth import Principal, require
 from app.core.db import SessionDep
 from app.core.errors import problem_responses
+from app.core.idempotency import idempotent
 from app.core.pagination import Cursor, Limit, Page
 from app.models.subject import SubjectCreate, SubjectPublic, SubjectUpdate, to_public
 from app.services import subjects
@@ -25,10 +27,14 @@ Writer = Annotated[Principal, Depends(require("subjects:write"))]
     responses=problem_responses(401, 403, 409, 413, 422),
 )
 async def create_subject(
-    body: SubjectCreate, session: SessionDep, principal: Writer
-) -> SubjectPublic:
+    body: SubjectCreate, request: Request, session: SessionDep, principal: Writer
+) -> JSONResponse:
     """Create a subject; only the fields of the policy are accepted."""
-    return to_public(await subjects.create_subject(session, principal, data=body))
+
+    async def create() -> tuple[int, Any]:
+        return 201, to_public(await subjects.create_subject(session, principal, data=body))
+
+    return await idempotent(session, principal, request, body, create)
 
 
 @router.get("", response_model=Page[SubjectPublic], responses=problem_responses(401, 403, 422))

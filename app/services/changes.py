@@ -16,7 +16,8 @@ APPEND = text(
 READ = text(
     "SELECT seq, kind, subject_id, email_hash, purpose, at FROM changes"
     " WHERE seq > :after"
-    "   AND txid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
+    "   AND (txid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
+    "        OR txid = pg_current_xact_id_if_assigned()::text::bigint)"
     " ORDER BY seq LIMIT :limit"
 )
 
