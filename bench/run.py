@@ -187,6 +187,25 @@ async def main(args: argparse.Namespace) -> None:
             ),
             baselines,
         )
+        notice = "Tick to receive white papers from JI Group."
+        report(
+            "POST /v1/consent-events",
+            await run(
+                lambda c: c.post(
+                    "/v1/consent-events",
+                    headers=auth,
+                    json={
+                        "subject_id": random.choice(ids),
+                        "purpose": "content_subscriptions",
+                        "action": random.choice(["given", "withdrawn"]),
+                        "method": "web_form",
+                        "policy_version": "1",
+                        "notice_text": notice,
+                    },
+                )
+            ),
+            baselines,
+        )
         report(
             "POST /v1/subjects",
             await run(
