@@ -27,6 +27,7 @@ from app.routers import (
     decisions,
     ops,
     optouts,
+    rights,
     subjects,
 )
 from app.sealer import running_sealer
@@ -86,7 +87,8 @@ def create_app(
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(JsonBodyMiddleware)
     app.add_middleware(RequestContextMiddleware)
-    for module in (ops, subjects, bases, consent, optouts, decisions, changes, catalogue, audit):
+    routers = (ops, subjects, bases, consent, optouts, decisions, rights, changes, catalogue, audit)
+    for module in routers:
         app.include_router(module.router)
     _problem_media_types(app)
     return app

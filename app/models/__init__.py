@@ -9,6 +9,7 @@ from app.models import (  # noqa: F401
     consent,
     decision,
     optout,
+    rights,
     state,
     subject,
 )

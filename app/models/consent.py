@@ -14,6 +14,10 @@ from app.models.subject import Email
 
 ConsentAction = Literal["given", "withdrawn"]
 ConsentMethod = Literal["web_form", "email", "phone", "in_person", "import", "gpc"]
+# Also written by the service itself when it fulfils a withdraw_consent rights request.
+RecordedMethod = Literal[
+    "web_form", "email", "phone", "in_person", "import", "gpc", "rights_request"
+]
 GPC_PURPOSE = "partner_referral"  # GPC: do not share with third parties (§6)
 
 
@@ -94,7 +98,7 @@ class ConsentEventPublic(SQLModel):
     purpose: str
     recipient: str | None
     action: ConsentAction
-    method: ConsentMethod
+    method: RecordedMethod
     policy_version: str | None
     notice_sha256: str | None
     evidence: Evidence

@@ -355,3 +355,46 @@ async def receipt(session: AsyncSession, *, event_id: uuid.UUID) -> dict[str, An
         third_parties=list(row.third_parties),
         settings=get_settings(),
     )
+
+
+async def withdraw_all(
+    session: AsyncSession, principal: Principal, *, subject: Any, purposes: list[str] | None
+) -> list[str]:
+    """Withdraw every consent given (for the named purposes, or all), effective at once."""
+    if purposes:
+        known = set(
+            (
+                await session.execute(
+                    text("SELECT key FROM purposes WHERE key = ANY(:p)"), {"p": purposes}
+                )
+            ).scalars()
+        )
+        if set(purposes) - known:
+            raise Unprocessable(f"Unknown purpose(s): {', '.join(sorted(set(purposes) - known))}.")
+    rows = (
+        await session.execute(
+            text(
+                "SELECT purpose, nullif(recipient, '') AS recipient FROM consent_state"
+                " WHERE subject_id = :s AND status = 'given'"
+                " AND (CAST(:p AS text[]) IS NULL OR purpose = ANY(CAST(:p AS text[])))"
+                " ORDER BY purpose, recipient"
+            ),
+            {"s": subject.id, "p": purposes},
+        )
+    ).all()
+    ctx = Context(subject.id, subject.email_hash, "", False, None, [])
+    for row in rows:
+        await _write(
+            session,
+            principal,
+            ctx,
+            purpose=row.purpose,
+            recipient=row.recipient,
+            action="withdrawn",
+            method="rights_request",
+            policy=None,
+            notice_text=None,
+            evidence=None,
+            occurred_at=utcnow(),
+        )
+    return [r.purpose if r.recipient is None else f"{r.purpose}:{r.recipient}" for r in rows]

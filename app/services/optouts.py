@@ -25,8 +25,27 @@ async def record_optout(
     session: AsyncSession, principal: Principal, *, data: OptOutCreate
 ) -> tuple[OptOutPublic, bool]:
     """Returns the opt-out and whether it is new (a repeat returns the first one)."""
-    h = email_hash(data.email)
-    params = {"h": h, "channel": data.channel, "source": data.source, "reason": data.reason}
+    return await record_optout_hash(
+        session,
+        principal,
+        email_hash=email_hash(data.email),
+        channel=data.channel,
+        source=data.source,
+        reason=data.reason,
+    )
+
+
+async def record_optout_hash(
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    email_hash: str,
+    channel: str,
+    source: str,
+    reason: str | None,
+) -> tuple[OptOutPublic, bool]:
+    """The same, from the keyed hash (a rights request may outlive the clear e-mail)."""
+    params = {"h": email_hash, "channel": channel, "source": source, "reason": reason}
     row = (await session.execute(INSERT, params)).first()
     created = row is not None
     if row is None:
@@ -35,18 +54,18 @@ async def record_optout(
         subject_id = (
             await session.execute(
                 text("SELECT id FROM subjects WHERE email_hash = :h AND erased_at IS NULL"),
-                {"h": h},
+                {"h": email_hash},
             )
         ).scalar_one_or_none()
-        await changes.append(session, "optout", subject_id=subject_id, email_hash=h)
+        await changes.append(session, "optout", subject_id=subject_id, email_hash=email_hash)
         await audit.record(
             session,
             principal,
             "optout.create",
             "optout",
             row.id,
-            channel=data.channel,
-            source=data.source,
+            channel=channel,
+            source=source,
             subject_id=str(subject_id),
         )
     return OptOutPublic.model_validate(row._mapping), created

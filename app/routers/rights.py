@@ -1,0 +1,183 @@
+"""Rights requests (crm; website may create) and their report (auditors)."""
+
+import uuid
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi.responses import JSONResponse
+
+from app.core.auth import Principal, require
+from app.core.db import SessionDep
+from app.core.errors import problem_responses
+from app.core.idempotency import idempotent
+from app.core.pagination import Cursor, Limit, Page
+from app.models.rights import (
+    Complete,
+    Extend,
+    Reject,
+    RightsReport,
+    RightsRequestCreate,
+    RightsRequestPublic,
+    RightStatus,
+    RightType,
+    VerifyIdentity,
+)
+from app.services import exports, rights
+
+router = APIRouter(prefix="/v1", tags=["rights requests"])
+Creator = Annotated[Principal, Depends(require("rights:create"))]
+Writer = Annotated[Principal, Depends(require("rights:write"))]
+Reader = Annotated[Principal, Depends(require("rights:read"))]
+ReportReader = Annotated[Principal, Depends(require("reports:read"))]
+SubjectWriter = Annotated[Principal, Depends(require("subjects:write"))]
+ACTION_ERRORS = problem_responses(401, 403, 404, 409, 413, 422)
+
+
+@router.post(
+    "/rights-requests",
+    status_code=201,
+    response_model=RightsRequestPublic,
+    responses=problem_responses(401, 403, 404, 413, 422),
+)
+async def create_rights_request(
+    body: RightsRequestCreate, request: Request, session: SessionDep, principal: Creator
+) -> JSONResponse:
+    """Receive a request; the due date follows Art 12(3) and UK working days."""
+
+    async def create() -> tuple[int, Any]:
+        return 201, rights.to_public(await rights.create_request(session, principal, data=body))
+
+    return await idempotent(session, principal, request, body, create)
+
+
+@router.get(
+    "/rights-requests",
+    response_model=Page[RightsRequestPublic],
+    responses=problem_responses(401, 403, 422),
+)
+async def list_rights_requests(
+    session: SessionDep,
+    _: Reader,
+    status: RightStatus | None = None,
+    type: RightType | None = None,
+    overdue: bool = False,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> Page[RightsRequestPublic]:
+    """Requests by status and type; `overdue=true` lists open requests past due."""
+    return await rights.list_requests(
+        session, status=status, type_=type, overdue=overdue, limit=limit, cursor=cursor
+    )
+
+
+@router.get(
+    "/rights-requests/{request_id}",
+    response_model=RightsRequestPublic,
+    responses=problem_responses(401, 403, 404, 422),
+)
+async def get_rights_request(
+    request_id: uuid.UUID, session: SessionDep, _: Reader
+) -> RightsRequestPublic:
+    """One request with its history of transitions."""
+    return await rights.get_with_history(session, request_id)
+
+
+@router.post(
+    "/rights-requests/{request_id}/verify-identity",
+    response_model=RightsRequestPublic,
+    responses=ACTION_ERRORS,
+)
+async def verify_rights_request_identity(
+    request_id: uuid.UUID, body: VerifyIdentity, session: SessionDep, principal: Writer
+) -> RightsRequestPublic:
+    """Record how the requester's identity was verified."""
+    req = await rights.verify_identity(session, principal, request_id=request_id, data=body)
+    return rights.to_public(req)
+
+
+@router.post(
+    "/rights-requests/{request_id}/extend",
+    response_model=RightsRequestPublic,
+    responses=ACTION_ERRORS,
+)
+async def extend_rights_request(
+    request_id: uuid.UUID, body: Extend, session: SessionDep, principal: Writer
+) -> RightsRequestPublic:
+    """Extend once, before the due date, by one or two months, with a reason."""
+    return rights.to_public(
+        await rights.extend(session, principal, request_id=request_id, data=body)
+    )
+
+
+@router.post(
+    "/rights-requests/{request_id}/complete",
+    response_model=RightsRequestPublic,
+    responses=ACTION_ERRORS,
+)
+async def complete_rights_request(
+    request_id: uuid.UUID, body: Complete, session: SessionDep, principal: Writer
+) -> RightsRequestPublic:
+    """Perform the request (identity must be verified) and mark it completed."""
+    return rights.to_public(
+        await rights.complete(session, principal, request_id=request_id, data=body)
+    )
+
+
+@router.post(
+    "/rights-requests/{request_id}/reject",
+    response_model=RightsRequestPublic,
+    responses=ACTION_ERRORS,
+)
+async def reject_rights_request(
+    request_id: uuid.UUID, body: Reject, session: SessionDep, principal: Writer
+) -> RightsRequestPublic:
+    """Refuse the request with a reason code and text."""
+    return rights.to_public(
+        await rights.reject(session, principal, request_id=request_id, data=body)
+    )
+
+
+@router.get(
+    "/rights-requests/{request_id}/export",
+    responses={
+        200: {"content": {"application/json": {}, "text/csv": {}}},
+        **problem_responses(401, 403, 404, 409, 422),
+    },
+)
+async def export_rights_request(
+    request_id: uuid.UUID,
+    session: SessionDep,
+    _: Reader,
+    format: Annotated[Literal["json", "csv"], Query()] = "json",
+) -> Response:
+    """The access report (JSON) or the portable data (JSON or CSV)."""
+    media_type, content = await exports.export(session, request_id=request_id, fmt=format)
+    if media_type == "application/json":
+        return JSONResponse(content)
+    return Response(
+        content,
+        media_type=media_type,
+        headers={"Content-Disposition": f'attachment; filename="{request_id}.csv"'},
+    )
+
+
+@router.get(
+    "/reports/rights-requests", response_model=RightsReport, responses=problem_responses(401, 403)
+)
+async def rights_requests_report(session: SessionDep, _: ReportReader) -> RightsReport:
+    """Counts by type and status, the overdue list and the median days to complete."""
+    return await rights.report(session)
+
+
+@router.delete(
+    "/subjects/{subject_id}/restriction",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=problem_responses(401, 403, 404, 422),
+)
+async def lift_subject_restriction(
+    subject_id: uuid.UUID, session: SessionDep, principal: SubjectWriter
+) -> Response:
+    """Lift a restriction of processing (Art 18); a recorded action."""
+    await rights.lift_restriction(session, principal, subject_id=subject_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,195 @@
+"""Completing a rights request performs it (§10). Each returns (result, private): `result`
+holds `outcome` (no personal data, shown on the request) and, for access and portability,
+the personal data to export; `private` goes to the request's history, never the API."""
+
+import hashlib
+import hmac
+import uuid
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.auth import Principal
+from app.core.config import get_settings
+from app.core.errors import Unprocessable
+from app.models.rights import Complete, RightsRequest
+from app.models.subject import Subject, SubjectUpdate
+from app.services import changes, consent, erasure, optouts, subject_report, subjects
+
+Result = tuple[dict[str, Any], dict[str, Any] | None]
+
+
+async def feed(
+    session: AsyncSession,
+    kind: str,
+    subject_id: uuid.UUID | None,
+    email_hash: str | None,
+    purpose: str | None = None,
+) -> None:
+    """Every fulfilment tells sync clients, so recipients are told too (Art 19)."""
+    await changes.append(
+        session, kind, subject_id=subject_id, email_hash=email_hash, purpose=purpose
+    )
+
+
+async def _subject(session: AsyncSession, req: RightsRequest) -> Subject | None:
+    if req.subject_id is None:
+        return None
+    subject = await session.get(Subject, req.subject_id)
+    return subject if subject is not None and subject.erased_at is None else None
+
+
+async def _access(
+    session: AsyncSession, principal: Principal, req: RightsRequest, data: Complete
+) -> Result:
+    report = await subject_report.access_report(session, req, await _subject(session, req))
+    return {"outcome": {"report": "access", "held": report["held"]}, "report": report}, None
+
+
+async def _portability(
+    session: AsyncSession, principal: Principal, req: RightsRequest, data: Complete
+) -> Result:
+    export = await subject_report.portable_data(session, await _subject(session, req))
+    outcome = {
+        "report": "portability",
+        "included_purposes": export["included_purposes"],
+        "refused": export["refused"],
+    }
+    return {"outcome": outcome, "report": export}, None
+
+
+def _keyed(value: Any) -> str | None:
+    if value is None:
+        return None
+    secret = get_settings().secret_key.get_secret_value().encode()
+    return hmac.new(secret, str(value).encode(), hashlib.sha256).hexdigest()
+
+
+async def _rectification(
+    session: AsyncSession, principal: Principal, req: RightsRequest, data: Complete
+) -> Result:
+    subject = await _subject(session, req)
+    if subject is None:
+        raise Unprocessable("There is no live subject to rectify.")
+    changes_ = data.changes.model_dump(exclude_unset=True) if data.changes else {}
+    if not changes_:
+        raise Unprocessable("Rectification needs `changes`.", field="changes")
+    old = {field: getattr(subject, field) for field in changes_}
+    await subjects.update_subject(
+        session, principal, subject_id=subject.id, data=SubjectUpdate.model_validate(changes_)
+    )
+    await feed(session, "subject.rectified", subject.id, subject.email_hash)
+    # Old values only as keyed hashes: provable if presented, never readable.
+    private = {"fields": {f: {"old_hmac": _keyed(old[f]), "new": changes_[f]} for f in changes_}}
+    return {"outcome": {"rectified_fields": sorted(changes_)}}, private
+
+
+async def _erasure(
+    session: AsyncSession, principal: Principal, req: RightsRequest, data: Complete
+) -> Result:
+    subject = await _subject(session, req)
+    if subject is None:
+        await erasure.forget_requests(session, req.email_hash, None)
+        return {"outcome": {"held": False, "erased": False}}, None
+    outcome = await erasure.erase_subject(session, principal, subject)
+    kind = "subject.erased" if outcome["erased"] else "subject.erased_in_part"
+    await feed(session, kind, subject.id, req.email_hash)
+    return {"outcome": outcome}, None
+
+
+async def _restriction(
+    session: AsyncSession, principal: Principal, req: RightsRequest, data: Complete
+) -> Result:
+    subject = await _subject(session, req)
+    if subject is None:
+        raise Unprocessable("There is no live subject to restrict.")
+    subject.restricted = True
+    await session.flush()
+    await feed(session, "subject.restricted", subject.id, subject.email_hash)
+    return {"outcome": {"restricted": True}}, None
+
+
+async def _withdraw_consent(
+    session: AsyncSession, principal: Principal, req: RightsRequest, data: Complete
+) -> Result:
+    subject = await _subject(session, req)
+    if subject is None:
+        return {"outcome": {"held": False, "withdrawn": []}}, None
+    withdrawn = await consent.withdraw_all(
+        session, principal, subject=subject, purposes=data.purposes
+    )
+    return {"outcome": {"withdrawn": withdrawn}}, None
+
+
+async def _object_marketing(
+    session: AsyncSession, principal: Principal, req: RightsRequest, data: Complete
+) -> Result:
+    # Art 21(3) is absolute and reaches every direct-marketing purpose, named or not.
+    if req.email_hash is None:
+        raise Unprocessable("The request names no e-mail to opt out.")
+    await optouts.record_optout_hash(
+        session,
+        principal,
+        email_hash=req.email_hash,
+        channel="all",
+        source="rights_request",
+        reason=f"rights request {req.id}",
+    )
+    return {"outcome": {"opted_out": True, "channel": "all"}}, None
+
+
+async def _object_processing(
+    session: AsyncSession, principal: Principal, req: RightsRequest, data: Complete
+) -> Result:
+    subject = await _subject(session, req)
+    if subject is None:
+        return {"outcome": {"held": False, "objected": []}}, None
+    purposes = data.purposes or list(
+        (
+            await session.execute(
+                text(
+                    "SELECT purpose FROM lawful_bases WHERE subject_id = :s"
+                    " AND basis = 'legitimate_interests' ORDER BY purpose"
+                ),
+                {"s": subject.id},
+            )
+        ).scalars()
+    )
+    known = set(
+        (
+            await session.execute(
+                text("SELECT key FROM purposes WHERE key = ANY(:p)"), {"p": purposes}
+            )
+        ).scalars()
+    )
+    if set(purposes) - known:
+        raise Unprocessable(f"Unknown purpose(s): {', '.join(sorted(set(purposes) - known))}.")
+    for purpose in purposes:
+        await session.execute(
+            text(
+                "INSERT INTO objections (subject_id, purpose, source, objected_at)"
+                " VALUES (:s, :p, 'rights_request', now()) ON CONFLICT DO NOTHING"
+            ),
+            {"s": subject.id, "p": purpose},
+        )
+        await feed(session, "objection", subject.id, subject.email_hash, purpose)
+    return {"outcome": {"objected": sorted(purposes)}}, None
+
+
+HANDLERS = {
+    "access": _access,
+    "portability": _portability,
+    "rectification": _rectification,
+    "erasure": _erasure,
+    "restriction": _restriction,
+    "withdraw_consent": _withdraw_consent,
+    "object_marketing": _object_marketing,
+    "object_processing": _object_processing,
+}
+
+
+async def perform(
+    session: AsyncSession, principal: Principal, req: RightsRequest, data: Complete
+) -> Result:
+    return await HANDLERS[req.type](session, principal, req, data)
