@@ -11,10 +11,18 @@ NOTICE = "Tick to receive white papers and blog posts from JI Group. Unsubscribe
 
 
 def give(subject_id=None, email=None, purpose="content_subscriptions", **extra):
-    body = {"purpose": purpose, "action": "given", "method": "web_form", "policy_version": "1",
-            "notice_text": NOTICE,
-            "evidence": {"form_id": "f-1", "page_url": "https://example.com/p",
-                         "user_agent": "Mozilla/5.0"}}
+    body = {
+        "purpose": purpose,
+        "action": "given",
+        "method": "web_form",
+        "policy_version": "1",
+        "notice_text": NOTICE,
+        "evidence": {
+            "form_id": "f-1",
+            "page_url": "https://example.com/p",
+            "user_agent": "Mozilla/5.0",
+        },
+    }
     body.update({"subject_id": subject_id} if subject_id else {"email": email})
     body.update(extra)
     return body
@@ -33,37 +41,64 @@ async def _decide(client, crm, sid, purpose, recipient=None):
 
 async def test_history_is_appended_and_state_follows_the_newest_event(client, crm, db):
     s = await _subject(client, crm)
-    await client.put(f"/v1/subjects/{s['id']}/bases/content_subscriptions",
-                     json={"basis": "consent"}, headers=crm)
-    assert (await _decide(client, crm, s["id"], "content_subscriptions"))["reasons"] == ["consent_missing"]
+    await client.put(
+        f"/v1/subjects/{s['id']}/bases/content_subscriptions",
+        json={"basis": "consent"},
+        headers=crm,
+    )
+    assert (await _decide(client, crm, s["id"], "content_subscriptions"))["reasons"] == [
+        "consent_missing"
+    ]
     r = await client.post("/v1/consent-events", json=give(s["id"]), headers=crm)
     assert r.status_code == 201, r.text
     given = r.json()
     assert given["notice_sha256"] and given["evidence"]["form_id"] == "f-1"
     assert (await _decide(client, crm, s["id"], "content_subscriptions"))["allowed"] is True
     # Withdrawal: subject, purpose and method only.
-    w = await client.post("/v1/consent-events", json={
-        "subject_id": s["id"], "purpose": "content_subscriptions", "action": "withdrawn",
-        "method": "email"}, headers=crm)
+    w = await client.post(
+        "/v1/consent-events",
+        json={
+            "subject_id": s["id"],
+            "purpose": "content_subscriptions",
+            "action": "withdrawn",
+            "method": "email",
+        },
+        headers=crm,
+    )
     assert w.status_code == 201, w.text
-    assert (await _decide(client, crm, s["id"], "content_subscriptions"))["reasons"] == ["consent_withdrawn"]
+    assert (await _decide(client, crm, s["id"], "content_subscriptions"))["reasons"] == [
+        "consent_withdrawn"
+    ]
     # A back-dated import does not move the state backwards.
     old = give(s["id"], method="import", occurred_at="2020-01-01T00:00:00Z")
     assert (await client.post("/v1/consent-events", json=old, headers=crm)).status_code == 201
     state = (await client.get(f"/v1/subjects/{s['id']}/consents", headers=crm)).json()["items"]
     assert [(i["purpose"], i["status"]) for i in state] == [("content_subscriptions", "withdrawn")]
-    history = (await client.get(f"/v1/consent-events?subject_id={s['id']}", headers=crm)).json()["items"]
+    history = (await client.get(f"/v1/consent-events?subject_id={s['id']}", headers=crm)).json()[
+        "items"
+    ]
     assert [e["action"] for e in history] == ["given", "given", "withdrawn"]  # by occurred_at
-    rows = (await db.execute(text("SELECT count(*) FROM consent_events WHERE subject_id = :s"),
-                             {"s": s["id"]})).scalar()
+    rows = (
+        await db.execute(
+            text("SELECT count(*) FROM consent_events WHERE subject_id = :s"), {"s": s["id"]}
+        )
+    ).scalar()
     assert rows == 3
-    notices = (await db.execute(text("SELECT count(*) FROM consent_notices WHERE text = :t"),
-                                {"t": NOTICE})).scalar()
+    notices = (
+        await db.execute(
+            text("SELECT count(*) FROM consent_notices WHERE text = :t"), {"t": NOTICE}
+        )
+    ).scalar()
     assert notices == 1  # stored once
 
 
 async def test_no_api_route_updates_or_deletes_events(app):
-    routes = [(m, r.path) for r in app.routes for m in getattr(r, "methods", ()) if "consent-events" in r.path]
+    routes = [
+        (m, r.path)
+        for r in app.routes
+        for m in getattr(r, "methods", ())
+        if "consent-events" in r.path
+    ]
     assert {m for m, _ in routes} <= {"GET", "POST", "HEAD"}
 
 
@@ -96,33 +131,55 @@ async def test_website_consent_from_an_unknown_email_creates_a_prospect(client, 
     assert subject["email"] == email and subject["category"] == "prospect"
     assert subject["source"] == "enquiry"
     # the CRM must name an existing subject
-    crm_try = await client.post("/v1/consent-events", json=give(email="other@example.com"), headers=crm)
+    crm_try = await client.post(
+        "/v1/consent-events", json=give(email="other@example.com"), headers=crm
+    )
     assert crm_try.status_code == 404
 
 
 async def test_transfer_consent_names_its_recipient_and_feeds_the_gate(client, crm):
     s = await _subject(client, crm)
-    await client.put(f"/v1/subjects/{s['id']}/bases/partner_referral",
-                     json={"basis": "legitimate_interests", "lia_ref": "LIA-7"}, headers=crm)
+    await client.put(
+        f"/v1/subjects/{s['id']}/bases/partner_referral",
+        json={"basis": "legitimate_interests", "lia_ref": "LIA-7"},
+        headers=crm,
+    )
     d = await _decide(client, crm, s["id"], "partner_referral", "bpmonline")
     assert d["reasons"] == ["transfer_not_permitted"]
     body = give(s["id"], purpose="international_transfer", recipient="bpmonline")
     assert (await client.post("/v1/consent-events", json=body, headers=crm)).status_code == 201
     assert (await _decide(client, crm, s["id"], "partner_referral", "bpmonline"))["allowed"] is True
-    assert (await _decide(client, crm, s["id"], "partner_referral", "mailchimp"))["allowed"] is False
+    assert (await _decide(client, crm, s["id"], "partner_referral", "mailchimp"))[
+        "allowed"
+    ] is False
 
 
 async def test_receipt_fields_and_signed_receipt_verifies_with_the_published_jwks(client, crm):
     s = await _subject(client, crm)
     event = (await client.post("/v1/consent-events", json=give(s["id"]), headers=crm)).json()
     receipt = event["receipt"]
-    for field in ("version", "jurisdiction", "consentTimestamp", "collectionMethod",
-                  "consentReceiptID", "piiPrincipalId", "piiControllers", "policyUrl", "services",
-                  "sensitive"):
+    for field in (
+        "version",
+        "jurisdiction",
+        "consentTimestamp",
+        "collectionMethod",
+        "consentReceiptID",
+        "piiPrincipalId",
+        "piiControllers",
+        "policyUrl",
+        "services",
+        "sensitive",
+    ):
         assert field in receipt, field
     purpose = receipt["services"][0]["purposes"][0]
-    for field in ("purposeCategory", "consentType", "piiCategory", "termination",
-                  "thirdPartyDisclosure", "thirdPartyName"):
+    for field in (
+        "purposeCategory",
+        "consentType",
+        "piiCategory",
+        "termination",
+        "thirdPartyDisclosure",
+        "thirdPartyName",
+    ):
         assert field in purpose, field
     assert receipt["consentReceiptID"] == event["id"]
     assert receipt["piiControllers"][0]["piiController"] == "JI Group"
@@ -131,8 +188,9 @@ async def test_receipt_fields_and_signed_receipt_verifies_with_the_published_jwk
 
     as_json = await client.get(f"/v1/consent-events/{event['id']}/receipt", headers=crm)
     assert as_json.json() == receipt
-    signed = await client.get(f"/v1/consent-events/{event['id']}/receipt",
-                              headers={**crm, "Accept": "application/jose"})
+    signed = await client.get(
+        f"/v1/consent-events/{event['id']}/receipt", headers={**crm, "Accept": "application/jose"}
+    )
     assert signed.headers["content-type"].startswith("application/jose")
     token = signed.text
     jwks = (await client.get("/v1/keys", headers=crm)).json()
@@ -152,72 +210,137 @@ async def test_receipt_fields_and_signed_receipt_verifies_with_the_published_jwk
 
 async def test_opt_out_blocks_consented_marketing_and_survives_erasure(client, crm, db):
     s = await _subject(client, crm)
-    await client.put(f"/v1/subjects/{s['id']}/bases/email_campaigns", json={"basis": "consent"}, headers=crm)
-    await client.post("/v1/consent-events", json=give(s["id"], purpose="email_campaigns"), headers=crm)
+    await client.put(
+        f"/v1/subjects/{s['id']}/bases/email_campaigns", json={"basis": "consent"}, headers=crm
+    )
+    await client.post(
+        "/v1/consent-events", json=give(s["id"], purpose="email_campaigns"), headers=crm
+    )
     assert (await _decide(client, crm, s["id"], "email_campaigns"))["allowed"] is True
-    body = {"email": s["email"].upper(), "channel": "email", "source": "website", "reason": "unsubscribe link"}
+    body = {
+        "email": s["email"].upper(),
+        "channel": "email",
+        "source": "website",
+        "reason": "unsubscribe link",
+    }
     first = await client.post("/v1/opt-outs", json=body, headers=crm)
     assert first.status_code == 201 and "email" not in first.json()
     again = await client.post("/v1/opt-outs", json=body, headers=crm)
     assert again.status_code == 200 and again.json()["id"] == first.json()["id"]
-    assert (await _decide(client, crm, s["id"], "email_campaigns"))["reasons"] == ["marketing_opt_out"]
-    check = (await client.get("/v1/opt-outs/check", params={"email": s["email"]}, headers=crm)).json()
+    assert (await _decide(client, crm, s["id"], "email_campaigns"))["reasons"] == [
+        "marketing_opt_out"
+    ]
+    check = (
+        await client.get("/v1/opt-outs/check", params={"email": s["email"]}, headers=crm)
+    ).json()
     assert check == {"opted_out": True, "channels": ["email"]}
-    stored = (await db.execute(text("SELECT * FROM marketing_optouts WHERE id = :i"),
-                               {"i": first.json()["id"]})).one()
+    stored = (
+        await db.execute(
+            text("SELECT * FROM marketing_optouts WHERE id = :i"), {"i": first.json()["id"]}
+        )
+    ).one()
     assert s["email"] not in str(tuple(stored))
     # Erase the subject row; the same person reappears in an import.
-    await db.execute(text("UPDATE subjects SET email = NULL, name = NULL, email_hash = NULL,"
-                          " erased_at = now() WHERE id = :i"), {"i": s["id"]})
+    await db.execute(
+        text(
+            "UPDATE subjects SET email = NULL, name = NULL, email_hash = NULL,"
+            " erased_at = now() WHERE id = :i"
+        ),
+        {"i": s["id"]},
+    )
     await db.commit()
-    again_subject = await client.post("/v1/subjects", json=new_subject(email=s["email"]), headers=crm)
+    again_subject = await client.post(
+        "/v1/subjects", json=new_subject(email=s["email"]), headers=crm
+    )
     new_id = again_subject.json()["id"]
-    await client.put(f"/v1/subjects/{new_id}/bases/email_campaigns", json={"basis": "consent"}, headers=crm)
-    await client.post("/v1/consent-events", json=give(new_id, purpose="email_campaigns", method="import"),
-                      headers=crm)
-    assert (await _decide(client, crm, new_id, "email_campaigns"))["reasons"] == ["marketing_opt_out"]
+    await client.put(
+        f"/v1/subjects/{new_id}/bases/email_campaigns", json={"basis": "consent"}, headers=crm
+    )
+    await client.post(
+        "/v1/consent-events",
+        json=give(new_id, purpose="email_campaigns", method="import"),
+        headers=crm,
+    )
+    assert (await _decide(client, crm, new_id, "email_campaigns"))["reasons"] == [
+        "marketing_opt_out"
+    ]
 
 
 async def test_gpc_header_withdraws_partner_sharing_and_records_the_conflict(client, crm, db):
     s = await _subject(client, crm)
-    await client.put(f"/v1/subjects/{s['id']}/bases/partner_referral", json={"basis": "consent"}, headers=crm)
-    await client.post("/v1/consent-events", json=give(s["id"], purpose="partner_referral"), headers=crm)
+    await client.put(
+        f"/v1/subjects/{s['id']}/bases/partner_referral", json={"basis": "consent"}, headers=crm
+    )
+    await client.post(
+        "/v1/consent-events", json=give(s["id"], purpose="partner_referral"), headers=crm
+    )
     assert (await _decide(client, crm, s["id"], "partner_referral"))["allowed"] is True
-    r = await client.post("/v1/consent-events", json=give(s["id"], purpose="content_subscriptions"),
-                          headers={**crm, "Sec-GPC": "1"})
+    r = await client.post(
+        "/v1/consent-events",
+        json=give(s["id"], purpose="content_subscriptions"),
+        headers={**crm, "Sec-GPC": "1"},
+    )
     assert r.status_code == 201
     extra = r.json()["also_recorded"]
     assert len(extra) == 1 and extra[0]["method"] == "gpc" and extra[0]["action"] == "withdrawn"
-    assert extra[0]["purpose"] == "partner_referral" and "earlier explicit consent" in extra[0]["conflict"]
-    assert (await _decide(client, crm, s["id"], "partner_referral"))["reasons"] == ["consent_withdrawn"]
+    assert (
+        extra[0]["purpose"] == "partner_referral"
+        and "earlier explicit consent" in extra[0]["conflict"]
+    )
+    assert (await _decide(client, crm, s["id"], "partner_referral"))["reasons"] == [
+        "consent_withdrawn"
+    ]
     # Never erasure: the subject and its other consent are untouched.
     subject = (await client.get(f"/v1/subjects/{s['id']}", headers=crm)).json()
     assert subject["status"] == "active" and subject["email"] == s["email"]
     # A legitimate-interests basis cannot carry the sharing either (objection recorded).
-    await client.put(f"/v1/subjects/{s['id']}/bases/partner_referral",
-                     json={"basis": "legitimate_interests", "lia_ref": "L"}, headers=crm)
+    await client.put(
+        f"/v1/subjects/{s['id']}/bases/partner_referral",
+        json={"basis": "legitimate_interests", "lia_ref": "L"},
+        headers=crm,
+    )
     assert (await _decide(client, crm, s["id"], "partner_referral"))["reasons"] == ["objected"]
     # A repeated signal adds nothing.
-    r2 = await client.post("/v1/consent-events", json=give(s["id"], purpose="content_subscriptions"),
-                           headers={**crm, "Sec-GPC": "1"})
+    r2 = await client.post(
+        "/v1/consent-events",
+        json=give(s["id"], purpose="content_subscriptions"),
+        headers={**crm, "Sec-GPC": "1"},
+    )
     assert r2.json()["also_recorded"] == []
 
 
 async def test_gpc_method_and_a_give_in_the_same_request(client, crm):
     s = await _subject(client, crm)
-    r = await client.post("/v1/consent-events", json=give(s["id"], purpose="partner_referral"),
-                          headers={**crm, "Sec-GPC": "1"})
+    r = await client.post(
+        "/v1/consent-events",
+        json=give(s["id"], purpose="partner_referral"),
+        headers={**crm, "Sec-GPC": "1"},
+    )
     extra = r.json()["also_recorded"]
     assert extra and "same request" in extra[0]["conflict"]
     state = (await client.get(f"/v1/subjects/{s['id']}/consents", headers=crm)).json()["items"]
     assert {i["purpose"]: i["status"] for i in state}["partner_referral"] == "withdrawn"
-    gpc = await client.post("/v1/consent-events", json={
-        "subject_id": s["id"], "purpose": "partner_referral", "action": "withdrawn",
-        "method": "gpc"}, headers=crm)
+    gpc = await client.post(
+        "/v1/consent-events",
+        json={
+            "subject_id": s["id"],
+            "purpose": "partner_referral",
+            "action": "withdrawn",
+            "method": "gpc",
+        },
+        headers=crm,
+    )
     assert gpc.status_code == 201
-    bad = await client.post("/v1/consent-events", json={
-        "subject_id": s["id"], "purpose": "email_campaigns", "action": "withdrawn",
-        "method": "gpc"}, headers=crm)
+    bad = await client.post(
+        "/v1/consent-events",
+        json={
+            "subject_id": s["id"],
+            "purpose": "email_campaigns",
+            "action": "withdrawn",
+            "method": "gpc",
+        },
+        headers=crm,
+    )
     assert bad.status_code == 422
 
 

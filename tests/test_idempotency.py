@@ -21,8 +21,11 @@ async def test_same_key_same_body_replays_the_first_answer(client, crm, db):
     assert first.status_code == second.status_code == 201
     assert first.json() == second.json()
     assert second.headers.get("idempotent-replayed") == "true"
-    count = (await db.execute(text("SELECT count(*) FROM subjects WHERE email = :e"),
-                              {"e": body["email"]})).scalar()
+    count = (
+        await db.execute(
+            text("SELECT count(*) FROM subjects WHERE email = :e"), {"e": body["email"]}
+        )
+    ).scalar()
     assert count == 1
     other = await client.post("/v1/subjects", json=new_subject(), headers=headers)
     assert other.status_code == 422 and "different request" in other.json()["detail"]
@@ -31,8 +34,12 @@ async def test_same_key_same_body_replays_the_first_answer(client, crm, db):
 async def test_keys_belong_to_one_api_key(client, crm, make_key):
     key = f"k-{uuid.uuid4()}"
     other_crm = await make_key("crm")
-    a = await client.post("/v1/subjects", json=new_subject(), headers={**crm, "Idempotency-Key": key})
-    b = await client.post("/v1/subjects", json=new_subject(), headers={**other_crm, "Idempotency-Key": key})
+    a = await client.post(
+        "/v1/subjects", json=new_subject(), headers={**crm, "Idempotency-Key": key}
+    )
+    b = await client.post(
+        "/v1/subjects", json=new_subject(), headers={**other_crm, "Idempotency-Key": key}
+    )
     assert a.status_code == b.status_code == 201 and a.json()["id"] != b.json()["id"]
 
 
@@ -60,8 +67,12 @@ async def test_50_concurrent_duplicates_make_one_consent_event(engine, test_sett
     assert {r.status_code for r in responses} == {201}
     assert len({r.json()["id"] for r in responses}) == 1
     async with app.state.sessionmaker() as session:
-        n = (await session.execute(text("SELECT count(*) FROM consent_events WHERE subject_id = :s"),
-                                   {"s": subject["id"]})).scalar()
+        n = (
+            await session.execute(
+                text("SELECT count(*) FROM consent_events WHERE subject_id = :s"),
+                {"s": subject["id"]},
+            )
+        ).scalar()
     assert n == 1
 
 

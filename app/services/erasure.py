@@ -34,8 +34,10 @@ ERASE_EVIDENCE = text(
 ERASE_NOTES = [
     text("UPDATE lawful_bases SET note = NULL WHERE subject_id = :s"),
     text(
-        "UPDATE lawful_basis_history SET value = value - 'note', previous = previous - 'note'"
-        " WHERE subject_id = :s"
+        "UPDATE lawful_basis_history SET"
+        " value = CASE WHEN jsonb_typeof(value) = 'object' THEN value - 'note' ELSE value END,"
+        " previous = CASE WHEN jsonb_typeof(previous) = 'object' THEN previous - 'note'"
+        " ELSE previous END WHERE subject_id = :s"
     ),
 ]
 
@@ -46,7 +48,8 @@ async def forget_requests(
     """The person's rights requests keep their dates and outcome, not their contents."""
     await session.execute(
         text(
-            "UPDATE rights_request_events SET detail = detail - 'private' WHERE request_id IN"
+            "UPDATE rights_request_events SET detail = detail - 'private'"
+            " WHERE jsonb_typeof(detail) = 'object' AND request_id IN"
             " (SELECT id FROM rights_requests WHERE subject_id = :s OR email_hash = :h)"
         ),
         {"s": subject_id, "h": email_hash},

@@ -10,6 +10,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
+from pydantic_core import to_jsonable_python
 from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -207,14 +208,16 @@ async def complete(
     result, private = await fulfilment.perform(session, principal, req, data)
     req.status, req.completed_at, req.updated_at = "completed", utcnow(), utcnow()
     req.purposes = data.purposes
-    req.result = result
+    req.result = to_jsonable_python(result)
     await session.flush()
     await _event(
         session,
         principal,
         req,
         "completed",
-        {"public": result.get("outcome"), **({"private": private} if private else {})},
+        to_jsonable_python(
+            {"public": result.get("outcome"), **({"private": private} if private else {})}
+        ),
     )
     return req
 
