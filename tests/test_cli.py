@@ -60,9 +60,21 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _start_serve(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+def _postmasters(pgdata: Path) -> list[int]:
+    import psutil
+
+    return [
+        p.pid
+        for p in psutil.process_iter(["name", "cmdline"])
+        if p.info["name"] == "postgres"
+        and str(pgdata) in " ".join(p.info["cmdline"] or [])
+        and "-D" in (p.info["cmdline"] or [])
+    ]
+
+
+def _start_serve(env: dict[str, str], port: int, workers: int = 1) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
-        [*CLI, "serve", "--port", str(port)],
+        [*CLI, "serve", "--port", str(port), "--workers", str(workers)],
         env=env,
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
@@ -109,10 +121,12 @@ def test_serve_on_embedded_postgres_keeps_data_across_restarts(tmp_path):
         proc.send_signal(signal.SIGKILL)  # the hard way: no clean shutdown
         proc.wait(timeout=30)
 
-    proc = _start_serve(env, port)
+    proc = _start_serve(env, port, workers=2)
     try:
-        r = httpx.get(f"http://127.0.0.1:{port}/v1/subjects/{subject_id}", headers=headers)
-        assert r.status_code == 200 and r.json()["email"] == "kept@example.com"
+        for _ in range(6):  # several connections, spread over both workers
+            r = httpx.get(f"http://127.0.0.1:{port}/v1/subjects/{subject_id}", headers=headers)
+            assert r.status_code == 200 and r.json()["email"] == "kept@example.com"
+        assert len(_postmasters(tmp_path / "data" / "pg")) == 1  # one server for both workers
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)

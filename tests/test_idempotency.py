@@ -101,3 +101,23 @@ async def test_change_feed_waits_for_a_late_lower_seq_instead_of_skipping_it(eng
     finally:
         await slow.close()
         await fast.close()
+
+
+async def test_a_key_older_than_24_hours_may_be_used_afresh(client, crm, db):
+    key = f"k-{uuid.uuid4()}"
+    headers = {**crm, "Idempotency-Key": key}
+    first = await client.post("/v1/subjects", json=new_subject(), headers=headers)
+    await db.execute(
+        text("UPDATE idempotency_keys SET created_at = now() - interval '23 hours' WHERE key = :k"),
+        {"k": key},
+    )
+    await db.commit()
+    within = await client.post("/v1/subjects", json=new_subject(), headers=headers)
+    assert within.status_code == 422  # still remembered, other body
+    await db.execute(
+        text("UPDATE idempotency_keys SET created_at = now() - interval '25 hours' WHERE key = :k"),
+        {"k": key},
+    )
+    await db.commit()
+    later = await client.post("/v1/subjects", json=new_subject(), headers=headers)
+    assert later.status_code == 201 and later.json()["id"] != first.json()["id"]

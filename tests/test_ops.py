@@ -56,3 +56,21 @@ def test_operation_ids_are_stable_and_errors_documented(app):
                     content = op["responses"][code]["content"]
                     assert "application/problem+json" in content, (method, path, code)
     assert len(ids) == len(set(ids))
+
+
+def test_production_refuses_default_secrets(monkeypatch):
+    import pytest
+    from pydantic import ValidationError
+
+    from app.core.config import Settings
+
+    for key in list(__import__("os").environ):
+        if key.startswith("CONSENT_"):
+            monkeypatch.delenv(key)
+    with pytest.raises(ValidationError, match="CONSENT_SECRET_KEY"):
+        Settings(env="production")
+    with pytest.raises(ValidationError, match="CONSENT_SIGNING_KEY_PEM"):
+        Settings(env="production", secret_key="a-real-secret-of-some-length")
+    ok = Settings(env="production", secret_key="a-real-secret", signing_key_pem="pem")
+    assert ok.env == "production"
+    assert Settings().env == "development"  # the embedded default

@@ -1,7 +1,6 @@
 """Consent events and receipts (crm, website)."""
 
 import uuid
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
@@ -9,9 +8,9 @@ from fastapi.responses import JSONResponse
 
 from app.core.auth import Principal, require
 from app.core.db import SessionDep
-from app.core.errors import Unprocessable, problem_responses
+from app.core.errors import problem_responses
 from app.core.idempotency import idempotent
-from app.core.pagination import Cursor, Limit, Page, decode_cursor, encode_cursor
+from app.core.pagination import Cursor, Limit, Page, decode_time_cursor, encode_time_cursor
 from app.core.signing import get_signer
 from app.models.consent import (
     ConsentEventCreate,
@@ -62,20 +61,14 @@ async def list_consent_events(
     cursor: Cursor = None,
 ) -> Page[ConsentEventPublic]:
     """A subject's consent history, oldest first."""
-    after = decode_cursor(cursor, 2)
-    try:
-        at = datetime.fromisoformat(after[0]) if after else None
-        last = uuid.UUID(after[1]) if after else None
-    except (TypeError, ValueError) as exc:
-        raise Unprocessable("The cursor is not valid.") from exc
+    after = decode_time_cursor(cursor)
+    at, last = after if after else (None, None)
     items = await consent.list_events(
         session, subject_id=subject_id, limit=limit + 1, after=at, after_id=last
     )
     more = len(items) > limit
     items = items[:limit]
-    next_cursor = (
-        encode_cursor([items[-1].occurred_at.isoformat(), str(items[-1].id)]) if more else None
-    )
+    next_cursor = encode_time_cursor(items[-1].occurred_at, items[-1].id) if more else None
     return Page(items=items, next_cursor=next_cursor)
 
 

@@ -1,14 +1,18 @@
 """Reading the accountability records: audit entries, checkpoints, decisions."""
 
 import uuid
-from datetime import datetime
 
 from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from app.core.errors import Unprocessable
-from app.core.pagination import Page, decode_cursor, encode_cursor
+from app.core.pagination import (
+    Page,
+    decode_cursor,
+    decode_time_cursor,
+    encode_cursor,
+    encode_time_cursor,
+)
 from app.core.signing import Signer
 from app.models.audit import (
     AuditCheckpoint,
@@ -78,12 +82,9 @@ async def list_decisions(
         stmt = stmt.where(col(Decision.subject_id) == subject_id)
     if purpose is not None:
         stmt = stmt.where(col(Decision.purpose) == purpose)
-    decoded = decode_cursor(cursor, 2)
+    decoded = decode_time_cursor(cursor)
     if decoded:
-        try:
-            at, last = datetime.fromisoformat(decoded[0]), uuid.UUID(decoded[1])
-        except (TypeError, ValueError) as exc:
-            raise Unprocessable("The cursor is not valid.") from exc
+        at, last = decoded
         stmt = stmt.where(
             or_(
                 col(Decision.decided_at) < at,
@@ -95,7 +96,5 @@ async def list_decisions(
     rows = rows[:limit]
     return Page(
         items=[DecisionPublic.model_validate(r) for r in rows],
-        next_cursor=encode_cursor([rows[-1].decided_at.isoformat(), str(rows[-1].id)])
-        if more
-        else None,
+        next_cursor=encode_time_cursor(rows[-1].decided_at, rows[-1].id) if more else None,
     )

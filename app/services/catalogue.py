@@ -72,16 +72,7 @@ async def put_recipient(
     session: AsyncSession, principal: Principal, *, key: str, data: RecipientUpdate
 ) -> tuple[Recipient, bool]:
     if data.purposes:
-        known = set(
-            (
-                await session.execute(
-                    select(col(Purpose.key)).where(col(Purpose.key).in_(data.purposes))
-                )
-            ).scalars()
-        )
-        unknown = sorted(set(data.purposes) - known)
-        if unknown:
-            raise Unprocessable(f"Unknown purpose(s): {', '.join(unknown)}.", field="purposes")
+        await require_purposes(session, data.purposes)
     if not data.inside_eea_uk and data.transfer_safeguard is None:
         # §8: outside the EEA/UK only with the subject's explicit consent, unless an
         # admin names another safeguard.
@@ -115,3 +106,15 @@ async def create_policy(
         session, principal, "policies.create", "policy", policy.id, version=data.version
     )
     return policy
+
+
+async def require_purposes(session: AsyncSession, purposes: list[str]) -> None:
+    """422 naming any key that is not in the purposes catalogue."""
+    known = set(
+        (
+            await session.execute(select(col(Purpose.key)).where(col(Purpose.key).in_(purposes)))
+        ).scalars()
+    )
+    unknown = sorted(set(purposes) - known)
+    if unknown:
+        raise Unprocessable(f"Unknown purpose(s): {', '.join(unknown)}.", field="purposes")

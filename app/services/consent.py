@@ -27,7 +27,7 @@ from app.models.consent import (
     Evidence,
 )
 from app.models.subject import SubjectCreate
-from app.services import subjects
+from app.services import catalogue, subjects
 from app.services.receipts import build_receipt
 
 CLOCK_SKEW = timedelta(minutes=5)
@@ -362,15 +362,7 @@ async def withdraw_all(
 ) -> list[str]:
     """Withdraw every consent given (for the named purposes, or all), effective at once."""
     if purposes:
-        known = set(
-            (
-                await session.execute(
-                    text("SELECT key FROM purposes WHERE key = ANY(:p)"), {"p": purposes}
-                )
-            ).scalars()
-        )
-        if set(purposes) - known:
-            raise Unprocessable(f"Unknown purpose(s): {', '.join(sorted(set(purposes) - known))}.")
+        await catalogue.require_purposes(session, purposes)
     rows = (
         await session.execute(
             text(

@@ -4,7 +4,6 @@ the personal data to export; `private` goes to the request's history, never the 
 
 import hashlib
 import hmac
-import uuid
 from typing import Any
 
 from sqlalchemy import text
@@ -15,22 +14,11 @@ from app.core.config import get_settings
 from app.core.errors import Unprocessable
 from app.models.rights import Complete, RightsRequest
 from app.models.subject import Subject, SubjectUpdate
-from app.services import changes, consent, erasure, optouts, subject_report, subjects
+from app.services import catalogue, changes, consent, erasure, optouts, subject_report, subjects
 
 Result = tuple[dict[str, Any], dict[str, Any] | None]
-
-
-async def feed(
-    session: AsyncSession,
-    kind: str,
-    subject_id: uuid.UUID | None,
-    email_hash: str | None,
-    purpose: str | None = None,
-) -> None:
-    """Every fulfilment tells sync clients, so recipients are told too (Art 19)."""
-    await changes.append(
-        session, kind, subject_id=subject_id, email_hash=email_hash, purpose=purpose
-    )
+# Every fulfilment that changes data appends to the change feed, so that sync clients tell
+# the recipients too (Art 19).
 
 
 async def _subject(session: AsyncSession, req: RightsRequest) -> Subject | None:
@@ -79,7 +67,9 @@ async def _rectification(
     await subjects.update_subject(
         session, principal, subject_id=subject.id, data=SubjectUpdate.model_validate(changes_)
     )
-    await feed(session, "subject.rectified", subject.id, subject.email_hash)
+    await changes.append(
+        session, "subject.rectified", subject_id=subject.id, email_hash=subject.email_hash
+    )
     # Old values only as keyed hashes: provable if presented, never readable.
     private = {"fields": {f: {"old_hmac": _keyed(old[f]), "new": changes_[f]} for f in changes_}}
     return {"outcome": {"rectified_fields": sorted(changes_)}}, private
@@ -94,7 +84,7 @@ async def _erasure(
         return {"outcome": {"held": False, "erased": False}}, None
     outcome = await erasure.erase_subject(session, principal, subject)
     kind = "subject.erased" if outcome["erased"] else "subject.erased_in_part"
-    await feed(session, kind, subject.id, req.email_hash)
+    await changes.append(session, kind, subject_id=subject.id, email_hash=req.email_hash)
     return {"outcome": outcome}, None
 
 
@@ -106,7 +96,9 @@ async def _restriction(
         raise Unprocessable("There is no live subject to restrict.")
     subject.restricted = True
     await session.flush()
-    await feed(session, "subject.restricted", subject.id, subject.email_hash)
+    await changes.append(
+        session, "subject.restricted", subject_id=subject.id, email_hash=subject.email_hash
+    )
     return {"outcome": {"restricted": True}}, None
 
 
@@ -156,15 +148,7 @@ async def _object_processing(
             )
         ).scalars()
     )
-    known = set(
-        (
-            await session.execute(
-                text("SELECT key FROM purposes WHERE key = ANY(:p)"), {"p": purposes}
-            )
-        ).scalars()
-    )
-    if set(purposes) - known:
-        raise Unprocessable(f"Unknown purpose(s): {', '.join(sorted(set(purposes) - known))}.")
+    await catalogue.require_purposes(session, purposes)
     for purpose in purposes:
         await session.execute(
             text(
@@ -173,7 +157,13 @@ async def _object_processing(
             ),
             {"s": subject.id, "p": purpose},
         )
-        await feed(session, "objection", subject.id, subject.email_hash, purpose)
+        await changes.append(
+            session,
+            "objection",
+            subject_id=subject.id,
+            email_hash=subject.email_hash,
+            purpose=purpose,
+        )
     return {"outcome": {"objected": sorted(purposes)}}, None
 
 

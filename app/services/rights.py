@@ -7,7 +7,7 @@ the request (app.services.fulfilment) in the same transaction.
 
 import statistics
 import uuid
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from pydantic_core import to_jsonable_python
@@ -18,7 +18,7 @@ from sqlmodel import col
 from app.core.auth import Principal
 from app.core.crypto import email_hash
 from app.core.errors import Conflict, NotFound, Unprocessable
-from app.core.pagination import Page, decode_cursor, encode_cursor
+from app.core.pagination import Page, decode_time_cursor, encode_time_cursor
 from app.models.base import utcnow
 from app.models.rights import (
     OPEN_STATUSES,
@@ -33,7 +33,7 @@ from app.models.rights import (
     VerifyIdentity,
 )
 from app.models.subject import Subject
-from app.services import audit, fulfilment
+from app.services import audit, changes, fulfilment
 from app.services.deadlines import due_date, today_uk
 
 CLOCK_SKEW = timedelta(minutes=5)
@@ -253,12 +253,9 @@ async def list_requests(
         stmt = stmt.where(
             col(RightsRequest.status).in_(OPEN_STATUSES), col(RightsRequest.due_at) < today_uk()
         )
-    after = decode_cursor(cursor, 2)
+    after = decode_time_cursor(cursor)
     if after is not None:
-        try:
-            at, last = datetime.fromisoformat(after[0]), uuid.UUID(after[1])
-        except (TypeError, ValueError) as exc:
-            raise Unprocessable("The cursor is not valid.") from exc
+        at, last = after
         stmt = stmt.where(
             or_(
                 col(RightsRequest.received_at) > at,
@@ -268,9 +265,7 @@ async def list_requests(
     rows = list((await session.execute(stmt.limit(limit + 1))).scalars())
     more = len(rows) > limit
     rows = rows[:limit]
-    next_cursor = (
-        encode_cursor([rows[-1].received_at.isoformat(), str(rows[-1].id)]) if more else None
-    )
+    next_cursor = encode_time_cursor(rows[-1].received_at, rows[-1].id) if more else None
     return Page(items=[to_public(r) for r in rows], next_cursor=next_cursor)
 
 
@@ -343,5 +338,7 @@ async def lift_restriction(
     ).first()
     if lifted is None:
         raise NotFound("The subject is not restricted.")
-    await fulfilment.feed(session, "subject.unrestricted", subject_id, lifted.email_hash)
+    await changes.append(
+        session, "subject.unrestricted", subject_id=subject_id, email_hash=lifted.email_hash
+    )
     await audit.record(session, principal, "subject.unrestrict", "subject", subject_id)

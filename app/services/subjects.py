@@ -1,7 +1,6 @@
 """Subjects: create, read, list, update. Data minimisation is enforced by the models."""
 
 import uuid
-from datetime import datetime
 
 from sqlalchemy import and_, or_, select
 from sqlalchemy.dialects.postgresql import insert
@@ -11,7 +10,7 @@ from sqlmodel import col
 from app.core.auth import Principal
 from app.core.crypto import email_hash
 from app.core.errors import Conflict, NotFound, Unprocessable
-from app.core.pagination import Page, decode_cursor, encode_cursor
+from app.core.pagination import Page, decode_time_cursor, encode_time_cursor
 from app.models.base import utcnow
 from app.models.catalogue import Category, Source
 from app.models.subject import Subject, SubjectCreate, SubjectPublic, SubjectUpdate, to_public
@@ -96,12 +95,9 @@ async def list_subjects(
         stmt = stmt.where(col(Subject.email) == email.strip().lower())
     if category is not None:
         stmt = stmt.where(col(Subject.category) == category)
-    after = decode_cursor(cursor, 2)
+    after = decode_time_cursor(cursor)
     if after is not None:
-        try:
-            at, last_id = datetime.fromisoformat(after[0]), uuid.UUID(after[1])
-        except (TypeError, ValueError) as exc:
-            raise Unprocessable("The cursor is not valid.") from exc
+        at, last_id = after
         stmt = stmt.where(
             or_(
                 col(Subject.created_at) > at,
@@ -112,7 +108,7 @@ async def list_subjects(
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]
-        next_cursor = encode_cursor([rows[-1].created_at.isoformat(), str(rows[-1].id)])
+        next_cursor = encode_time_cursor(rows[-1].created_at, rows[-1].id)
     return Page(items=[to_public(s) for s in rows], next_cursor=next_cursor)
 
 
