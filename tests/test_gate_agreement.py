@@ -67,7 +67,7 @@ people = st.builds(
     category=st.sampled_from(CATEGORIES),
     restricted=st.booleans(),
     erased=st.integers(0, 9).map(lambda n: n == 0),
-    created_days_ago=st.integers(0, 1200),
+    created_days_ago=st.integers(0, 3000),
     ceased_days=st.one_of(st.none(), st.integers(-100, 100)),
     bases=st.dictionaries(
         st.sampled_from(PURPOSES),
@@ -106,9 +106,12 @@ def oracle(
     rule, months = cat[p.category]
     expired = False
     if rule == "contract_end_plus":
+        # End of the last contract + 6 years; while one runs, never; with none, from creation.
         contracts = [b for b in p.bases.values() if b.basis == "contract"]
-        if contracts and all(b.end_days is not None for b in contracts):
-            last = max(days(b.end_days) for b in contracts)  # type: ignore[type-var]
+        running = any(b.end_days is None or days(b.end_days) > NOW for b in contracts)  # type: ignore[operator]
+        if not running:
+            ends = [days(b.end_days) for b in contracts]
+            last = max(ends) if ends else NOW - timedelta(days=p.created_days_ago)  # type: ignore[type-var]
             expired = add_months(last, months) <= NOW
     elif rule == "interest_ceased":
         expired = p.ceased_days is not None and days(p.ceased_days) <= NOW  # type: ignore[operator]

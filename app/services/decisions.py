@@ -19,17 +19,32 @@ from app.core.errors import Unprocessable
 from app.models.base import utcnow
 from app.models.decision import BatchDecisionItem, DecisionPublic
 
+# A subject's contracts, now and in the basis history (an ended or replaced contract ended
+# when it was ended, or at its own end date if that came first): whether one is running,
+# and when the last one ended. Retention (§7) counts from there; with none ever, from creation.
+CONTRACTS = """
+SELECT bool_or(x.running) AS running, max(x.ended) AS last_end FROM (
+  SELECT lb.contract_end IS NULL OR lb.contract_end > :now AS running, lb.contract_end AS ended
+  FROM lawful_bases lb WHERE lb.subject_id = {subject} AND lb.basis = 'contract'
+  UNION ALL
+  SELECT false, least(coalesce((h.previous ->> 'contract_end')::timestamptz, h.at), h.at)
+  FROM lawful_basis_history h
+  WHERE h.subject_id = {subject} AND h.previous ->> 'basis' = 'contract'
+) x
+"""
+
 # Every reason that applies, in the order of DOMAIN.md. `live` = known and not erased: the
 # rules after 1 speak of a subject that exists. Parameters: :purpose, :recipient, :now.
-REASONS_SQL = """
-SELECT c.ord, s.id AS subject_id, b.basis,
+REASONS_SQL = f"""
+SELECT c.ord, s.id AS subject_id, CASE WHEN live.ok THEN b.basis END AS basis,
   array_remove(ARRAY[
     CASE WHEN s.id IS NULL THEN 'subject_unknown' END,
     CASE WHEN s.erased_at IS NOT NULL THEN 'subject_erased' END,
     CASE WHEN live.ok AND s.restricted THEN 'restricted' END,
     CASE WHEN live.ok AND (
-           (cat.retention_rule = 'contract_end_plus' AND ct.all_ended
-              AND ct.last_end + make_interval(months => cat.retention_months) <= :now)
+           (cat.retention_rule = 'contract_end_plus' AND NOT coalesce(ct.running, false)
+              AND coalesce(ct.last_end, s.created_at)
+                  + make_interval(months => cat.retention_months) <= :now)
         OR (cat.retention_rule = 'interest_ceased' AND s.interest_ceased_at <= :now)
         OR (cat.retention_rule = 'fixed_period'
               AND s.created_at + make_interval(months => cat.retention_months) <= :now)
@@ -61,10 +76,7 @@ LEFT JOIN consent_state cs ON cs.subject_id = s.id AND cs.purpose = p.key AND cs
 LEFT JOIN consent_state tc ON tc.subject_id = s.id AND tc.purpose = 'international_transfer'
   AND tc.recipient = rc.key
 LEFT JOIN objections ob ON ob.subject_id = s.id AND ob.purpose = p.key
-LEFT JOIN LATERAL (
-  SELECT bool_and(lb.contract_end IS NOT NULL) AS all_ended, max(lb.contract_end) AS last_end
-  FROM lawful_bases lb WHERE lb.subject_id = s.id AND lb.basis = 'contract'
-) ct ON true
+LEFT JOIN LATERAL ({CONTRACTS.format(subject="s.id")}) ct ON true
 WHERE (:recipient IS NULL OR rc.key IS NOT NULL)
 """
 

@@ -10,6 +10,7 @@ from app.core.config import get_settings
 from app.models.rights import RightsRequest
 from app.models.subject import PERSONAL_FIELDS, Subject
 from app.services.deadlines import add_months
+from app.services.decisions import CONTRACTS
 from app.services.receipts import build_receipt
 
 RIGHTS = [
@@ -50,17 +51,12 @@ async def _retention(session: AsyncSession, subject: Subject) -> dict[str, Any]:
     if cat.retention_rule == "fixed_period" and cat.retention_months:
         until = add_months(subject.created_at.date(), cat.retention_months).isoformat()
     elif cat.retention_rule == "contract_end_plus" and cat.retention_months:
-        ends = (
-            await session.execute(
-                text(
-                    "SELECT bool_and(contract_end IS NOT NULL), max(contract_end) FROM lawful_bases"
-                    " WHERE subject_id = :s AND basis = 'contract'"
-                ),
-                {"s": subject.id},
-            )
-        ).one()
-        if ends[0] and ends[1] is not None:
-            until = add_months(ends[1].date(), cat.retention_months).isoformat()
+        ct = (await session.execute(
+            text(CONTRACTS.format(subject=":s").replace(":now", "now()")), {"s": subject.id}
+        )).one()
+        if not ct.running:
+            anchor = ct.last_end or subject.created_at
+            until = add_months(anchor.date(), cat.retention_months).isoformat()
     elif cat.retention_rule == "interest_ceased" and subject.interest_ceased_at:
         until = subject.interest_ceased_at.date().isoformat()
     return {"rule": cat.retention_rule, "months": cat.retention_months, "until": until}
