@@ -1,5 +1,7 @@
 """Lawful bases per subject and purpose, with history."""
 
+import uuid
+
 from sqlalchemy import text
 
 from tests.conftest import new_subject
@@ -18,7 +20,8 @@ async def test_set_replace_list_and_history(client, crm, auditor, db):
         headers=crm,
     )
     assert r.status_code == 200, r.text
-    assert r.json()["contract_end"].startswith("2030-12-31T00:00:00")
+    # a date-only end runs through that day (UK time): stored as the next midnight
+    assert r.json()["contract_end"].startswith("2031-01-01T00:00:00")
     r = await client.put(
         url, json={"basis": "legal_obligation", "obligation": "VAT records"}, headers=crm
     )
@@ -108,3 +111,22 @@ async def test_roles_for_bases(client, make_key):
             "/v1/subjects/00000000-0000-0000-0000-000000000000/bases", headers=headers
         )
         assert r.status_code == 403
+
+
+async def test_a_contract_ending_today_still_runs_today(client, crm, db):
+    from datetime import UTC, datetime
+
+    from app.core.auth import ROLE_SCOPES, Principal
+    from app.services.decisions import decide
+
+    s = await _subject(client, crm)
+    await client.put(f"/v1/subjects/{s['id']}/bases/contractual_communications",
+                     json={"basis": "contract", "contract_ref": "C", "contract_end": "2026-06-15"},
+                     headers=crm)
+    who = Principal(uuid.uuid4(), "t", "crm", ROLE_SCOPES["crm"])
+    on_the_day = datetime(2026, 6, 15, 22, 30, tzinfo=UTC)  # 23:30 in London
+    d = await decide(db, who, subject=uuid.UUID(s["id"]), purpose="contractual_communications", now=on_the_day)
+    assert d.allowed is True
+    next_day = datetime(2026, 6, 15, 23, 30, tzinfo=UTC)
+    d = await decide(db, who, subject=uuid.UUID(s["id"]), purpose="contractual_communications", now=next_day)
+    assert d.reasons == ["contract_ended"]

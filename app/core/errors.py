@@ -7,6 +7,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("consent_api.errors")
@@ -133,6 +134,36 @@ async def _on_http(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(exc.status_code, slug, title, detail)
 
 
+def _invalid_value() -> JSONResponse:
+    return problem_response(
+        422,
+        "invalid-value",
+        "A value cannot be stored",
+        "A value is out of range or contains characters that cannot be stored.",
+    )
+
+
+async def _on_overflow(request: Request, exc: Exception) -> JSONResponse:
+    return _invalid_value()
+
+
+async def _on_database_error(request: Request, exc: Exception) -> JSONResponse:
+    """By SQLSTATE class, never the database's message: 22 (data exception: a NUL
+    character, a number or date out of range) is the client's input; 23 (integrity) is a
+    race the service's own checks could not see coming."""
+    sqlstate = str(getattr(getattr(exc, "orig", None), "sqlstate", "") or "")
+    if sqlstate.startswith("22"):
+        return _invalid_value()
+    if sqlstate.startswith("23"):
+        return problem_response(
+            409,
+            "conflict",
+            "Conflict with the current state",
+            "A concurrent request changed the same data; retry.",
+        )
+    return await _on_unexpected(request, exc)
+
+
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     # Only the exception class: messages and tracebacks may carry SQL or personal data.
     log.error("unhandled error", extra={"error_class": type(exc).__name__})
@@ -143,6 +174,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ProblemError, _on_problem)
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(StarletteHTTPException, _on_http)
+    app.add_exception_handler(DBAPIError, _on_database_error)
+    app.add_exception_handler(OverflowError, _on_overflow)
     app.add_exception_handler(Exception, _on_unexpected)
 
 

@@ -53,5 +53,5 @@ def decode_time_cursor(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
         return None
     try:
         return datetime.fromisoformat(values[0]), uuid.UUID(values[1])
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, AttributeError) as exc:
         raise Unprocessable("The cursor is not valid.") from exc

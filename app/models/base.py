@@ -2,6 +2,7 @@
 
 from datetime import UTC, date, datetime
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
 from pydantic import AfterValidator, AwareDatetime, BeforeValidator
 from sqlalchemy import DateTime
@@ -25,21 +26,47 @@ def timestamp_field(**kwargs: Any) -> Any:
     return Field(sa_type=DateTime(timezone=True), **kwargs)  # type: ignore[call-overload]
 
 
-def _date_to_datetime(value: Any) -> Any:
-    """Accept a date ("2027-01-31") as midnight UTC; pass date-times through."""
+LONDON = ZoneInfo("Europe/London")
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+
+
+def _date_only(value: Any) -> date | None:
     if isinstance(value, str) and len(value) == 10:
-        return f"{value}T00:00:00Z"
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            return None
     if isinstance(value, date) and not isinstance(value, datetime):
-        return datetime(value.year, value.month, value.day, tzinfo=UTC)
+        return value
+    return None
+
+
+def _start_of_day(value: Any) -> Any:
+    """A date ("2027-01-31") means from the start of that day, UK time."""
+    day = _date_only(value)
+    return value if day is None else datetime(day.year, day.month, day.day, tzinfo=LONDON)
+
+
+def _end_of_day(value: Any) -> Any:
+    """A date as an end ("contract_end": "2027-01-31") runs through that day, UK time:
+    it is stored as the next midnight."""
+    day = _date_only(value)
+    if day is None:
+        return value
+    after = date.fromordinal(day.toordinal() + 1)
+    return datetime(after.year, after.month, after.day, tzinfo=LONDON)
+
+
+def _bounded(value: datetime) -> datetime:
+    value = value if value.tzinfo else value.replace(tzinfo=UTC)
+    if not EARLIEST <= value <= LATEST:
+        raise ValueError("must be between the years 1900 and 9000")
     return value
 
 
-def _require_tz(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-DateOrDateTime = Annotated[
-    AwareDatetime | datetime,
-    BeforeValidator(_date_to_datetime),
-    AfterValidator(_require_tz),
-]
+# Date fields accept a date or a date-time (API.md); a date-time without an offset is UTC.
+DateOrDateTime = Annotated[datetime, BeforeValidator(_start_of_day), AfterValidator(_bounded)]
+EndDateOrDateTime = Annotated[datetime, BeforeValidator(_end_of_day), AfterValidator(_bounded)]
+# Event times must carry their offset (RFC 3339).
+Timestamp = Annotated[AwareDatetime, AfterValidator(_bounded)]

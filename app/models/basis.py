@@ -9,7 +9,7 @@ from sqlalchemy import BigInteger, Column, Identity, Index
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
-from app.models.base import DateOrDateTime, timestamp_field
+from app.models.base import DateOrDateTime, EndDateOrDateTime, timestamp_field
 from app.models.catalogue import LawfulBasis
 
 REQUIRED_DETAIL = {
@@ -25,7 +25,7 @@ class BasisFields(SQLModel):
     basis: LawfulBasis
     contract_ref: str | None = Field(default=None, max_length=200)
     contract_start: DateOrDateTime | None = None
-    contract_end: DateOrDateTime | None = None
+    contract_end: EndDateOrDateTime | None = None
     lia_ref: str | None = Field(default=None, max_length=200)
     obligation: str | None = Field(default=None, max_length=500)
     note: str | None = Field(default=None, max_length=1000)

@@ -8,7 +8,7 @@ from pydantic import ConfigDict, model_validator
 from sqlalchemy import Index
 from sqlmodel import Field, SQLModel
 
-from app.models.base import timestamp_field
+from app.models.base import Timestamp, timestamp_field
 from app.models.catalogue import KEY_PATTERN
 from app.models.subject import Email
 
@@ -77,7 +77,7 @@ class ConsentEventCreate(SQLModel):
     policy_version: str | None = Field(default=None, max_length=50)
     notice_text: str | None = Field(default=None, min_length=1, max_length=20000)
     evidence: Evidence | None = None
-    occurred_at: datetime | None = None
+    occurred_at: Timestamp | None = None
 
     @model_validator(mode="after")
     def _rules(self) -> Self:

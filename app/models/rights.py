@@ -9,7 +9,7 @@ from sqlalchemy import BigInteger, Column, Identity, Index, String
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlmodel import Field, SQLModel
 
-from app.models.base import timestamp_field
+from app.models.base import Timestamp, timestamp_field
 from app.models.subject import Email, SubjectUpdate
 
 RightType = Literal[
@@ -86,7 +86,7 @@ class RightsRequestCreate(SQLModel):
     subject_id: uuid.UUID | None = None
     email: Email | None = None
     details: str | None = Field(default=None, max_length=5000)
-    received_at: datetime | None = None
+    received_at: Timestamp | None = None
 
     @model_validator(mode="after")
     def _one_reference(self) -> Self:

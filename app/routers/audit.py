@@ -39,7 +39,9 @@ class Jwks(BaseModel):
 async def list_audit_events(
     session: SessionDep,
     _: AuditReader,
-    after: Annotated[int, Query(ge=0, description="Entries with id greater than this")] = 0,
+    after: Annotated[
+        int, Query(ge=0, le=2**63 - 1, description="Entries with id greater than this")
+    ] = 0,
     limit: Limit = 100,
     cursor: Cursor = None,
 ) -> Page[AuditEntryPublic]:

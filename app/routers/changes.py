@@ -19,7 +19,9 @@ Reader = Annotated[Principal, Depends(require("changes:read"))]
 async def list_changes(
     session: SessionDep,
     _: Reader,
-    after: Annotated[int, Query(ge=0, description="Last seq seen; 0 reads from the start")] = 0,
+    after: Annotated[
+        int, Query(ge=0, le=2**63 - 1, description="Last seq seen; 0 reads from the start")
+    ] = 0,
     limit: Limit = 100,
 ) -> ChangePage:
     """Changes after `after`, in sequence order; never skips a late commit."""

@@ -1,11 +1,13 @@
 """Reading the accountability records: audit entries, checkpoints, decisions."""
 
 import uuid
+from typing import Any
 
 from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from app.core.errors import Unprocessable
 from app.core.pagination import (
     Page,
     decode_cursor,
@@ -25,11 +27,18 @@ from app.services.audit_chain import Verification
 from app.services.audit_chain import verify as verify_chain
 
 
+def _int_cursor(decoded: list[Any]) -> int:
+    value = decoded[0]
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**63:
+        raise Unprocessable("The cursor is not valid.")
+    return value
+
+
 async def list_events(
     session: AsyncSession, *, after: int, limit: int, cursor: str | None
 ) -> Page[AuditEntryPublic]:
     decoded = decode_cursor(cursor, 1)
-    start = int(decoded[0]) if decoded else after
+    start = _int_cursor(decoded) if decoded else after
     stmt = (
         select(AuditEntry)
         .where(col(AuditEntry.id) > start)
@@ -51,7 +60,7 @@ async def list_checkpoints(
     decoded = decode_cursor(cursor, 1)
     stmt = select(AuditCheckpoint).order_by(col(AuditCheckpoint.position)).limit(limit + 1)
     if decoded:
-        stmt = stmt.where(col(AuditCheckpoint.position) > int(decoded[0]))
+        stmt = stmt.where(col(AuditCheckpoint.position) > _int_cursor(decoded))
     rows = list((await session.execute(stmt)).scalars())
     more = len(rows) > limit
     rows = rows[:limit]

@@ -51,9 +51,11 @@ async def _retention(session: AsyncSession, subject: Subject) -> dict[str, Any]:
     if cat.retention_rule == "fixed_period" and cat.retention_months:
         until = add_months(subject.created_at.date(), cat.retention_months).isoformat()
     elif cat.retention_rule == "contract_end_plus" and cat.retention_months:
-        ct = (await session.execute(
-            text(CONTRACTS.format(subject=":s").replace(":now", "now()")), {"s": subject.id}
-        )).one()
+        ct = (
+            await session.execute(
+                text(CONTRACTS.format(subject=":s").replace(":now", "now()")), {"s": subject.id}
+            )
+        ).one()
         if not ct.running:
             anchor = ct.last_end or subject.created_at
             until = add_months(anchor.date(), cat.retention_months).isoformat()
