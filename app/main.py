@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.background import running_background_tasks
 from app.core.config import Settings, get_settings
 from app.core.db import create_engine, create_sessionmaker, resolve_database_url
 from app.core.errors import PROBLEM_MEDIA_TYPE, install_error_handlers
@@ -30,7 +31,6 @@ from app.routers import (
     rights,
     subjects,
 )
-from app.sealer import running_sealer
 
 API_DESCRIPTION = (
     "Records consent events, marketing opt-outs and data-subject-rights requests, and "
@@ -66,7 +66,7 @@ def create_app(
         app.state.engine = engine or create_engine(await resolve_database_url(settings), settings)
         app.state.sessionmaker = _sessionmaker(app.state.engine, session_bind)
         try:
-            async with running_sealer(app.state.sessionmaker, get_signer(settings)):
+            async with running_background_tasks(app.state.sessionmaker, get_signer(settings)):
                 yield
         finally:
             if own_engine:

@@ -120,13 +120,19 @@ async def test_a_contract_ending_today_still_runs_today(client, crm, db):
     from app.services.decisions import decide
 
     s = await _subject(client, crm)
-    await client.put(f"/v1/subjects/{s['id']}/bases/contractual_communications",
-                     json={"basis": "contract", "contract_ref": "C", "contract_end": "2026-06-15"},
-                     headers=crm)
+    await client.put(
+        f"/v1/subjects/{s['id']}/bases/contractual_communications",
+        json={"basis": "contract", "contract_ref": "C", "contract_end": "2026-06-15"},
+        headers=crm,
+    )
     who = Principal(uuid.uuid4(), "t", "crm", ROLE_SCOPES["crm"])
     on_the_day = datetime(2026, 6, 15, 22, 30, tzinfo=UTC)  # 23:30 in London
-    d = await decide(db, who, subject=uuid.UUID(s["id"]), purpose="contractual_communications", now=on_the_day)
+    d = await decide(
+        db, who, subject=uuid.UUID(s["id"]), purpose="contractual_communications", now=on_the_day
+    )
     assert d.allowed is True
     next_day = datetime(2026, 6, 15, 23, 30, tzinfo=UTC)
-    d = await decide(db, who, subject=uuid.UUID(s["id"]), purpose="contractual_communications", now=next_day)
+    d = await decide(
+        db, who, subject=uuid.UUID(s["id"]), purpose="contractual_communications", now=next_day
+    )
     assert d.reasons == ["contract_ended"]

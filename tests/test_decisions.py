@@ -306,14 +306,19 @@ async def test_retention_counts_ended_contracts_and_falls_back_to_creation(clien
     # A customer whose contract basis was ended years ago through the API.
     sid = await gs.subject(db, category="customer_contact")
     await gs.basis(db, sid, "day_to_day_communications", "legitimate_interests")
-    await db.execute(text(
-        "INSERT INTO lawful_basis_history (subject_id, purpose, action, value, previous, actor, at)"
-        " VALUES (:s, 'account_management', 'ended', NULL,"
-        " jsonb_build_object('basis', 'contract', 'contract_end', NULL), 'crm', :at)"),
-        {"s": sid, "at": NOW - timedelta(days=365 * 6 + 30)})
+    await db.execute(
+        text(
+            "INSERT INTO lawful_basis_history (subject_id, purpose, action, value, previous, actor, at)"
+            " VALUES (:s, 'account_management', 'ended', NULL,"
+            " jsonb_build_object('basis', 'contract', 'contract_end', NULL), 'crm', :at)"
+        ),
+        {"s": sid, "at": NOW - timedelta(days=365 * 6 + 30)},
+    )
     assert await reasons(db, sid, "day_to_day_communications") == ["retention_expired"]
     # No contract ever: six years from when we got the data.
-    old = await gs.subject(db, category="supplier_contact", created_at=NOW - timedelta(days=365 * 7))
+    old = await gs.subject(
+        db, category="supplier_contact", created_at=NOW - timedelta(days=365 * 7)
+    )
     await gs.basis(db, old, "day_to_day_communications", "legitimate_interests")
     assert await reasons(db, old, "day_to_day_communications") == ["retention_expired"]
     young = await gs.subject(db, category="supplier_contact", created_at=NOW - timedelta(days=365))

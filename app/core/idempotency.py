@@ -78,3 +78,11 @@ async def idempotent(
     encoded = jsonable_encoder(payload)
     await session.execute(COMPLETE, {**params, "status": status, "body": json.dumps(encoded)})
     return JSONResponse(encoded, status_code=status)
+
+
+async def purge_expired(session: AsyncSession) -> int:
+    """Forget keys past their 24 hours: their stored replies may echo personal data."""
+    result = await session.execute(
+        text("DELETE FROM idempotency_keys WHERE created_at < now() - interval '24 hours'")
+    )
+    return int(getattr(result, "rowcount", 0) or 0)

@@ -23,12 +23,12 @@ class OptOutCreate(SQLModel):
 
 
 class OptOutPublic(SQLModel):
-    """No e-mail here: the opt-out is kept only as a keyed hash."""
+    """No e-mail here: the opt-out is kept only as a keyed hash. No reason either: it is
+    free text another role may have written, and every caller may repeat an opt-out."""
 
     id: uuid.UUID
     channel: Channel
     source: OptOutSource
-    reason: str | None
     created_at: datetime
 
 

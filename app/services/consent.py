@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.auth import Principal
 from app.core.config import get_settings
+from app.core.crypto import email_hash
 from app.core.errors import Conflict, NotFound, Unprocessable
 from app.models.base import utcnow
 from app.models.consent import (
@@ -53,12 +54,20 @@ WITH notice AS (
   WHERE CAST(:notice_sha AS text) IS NOT NULL
   ON CONFLICT DO NOTHING
 ),
+live AS (
+  -- Waits for a concurrent erasure and then sees it: no evidence lands on an erased subject.
+  SELECT id FROM subjects WHERE id = CAST(:subject_id AS uuid) AND erased_at IS NULL FOR SHARE
+),
 ev AS (
   INSERT INTO consent_events (id, subject_id, purpose, recipient, action, method,
     policy_version, notice_sha256, form_id, page_url, user_agent, occurred_at, recorded_at,
     recorded_by_key_id, recorded_by, conflict)
-  VALUES (:id, :subject_id, :purpose, :recipient, :action, :method, :policy, :notice_sha,
-    :form_id, :page_url, :user_agent, :occurred_at, now(), :key_id, :key_name, :conflict)
+  SELECT CAST(:id AS uuid), live.id, CAST(:purpose AS text), CAST(:recipient AS text),
+    CAST(:action AS text), CAST(:method AS text), CAST(:policy AS text),
+    CAST(:notice_sha AS text), CAST(:form_id AS text), CAST(:page_url AS text),
+    CAST(:user_agent AS text), CAST(:occurred_at AS timestamptz), now(),
+    CAST(:key_id AS uuid), CAST(:key_name AS text), CAST(:conflict AS text)
+  FROM live
   RETURNING *
 ),
 state AS (
@@ -158,19 +167,23 @@ async def _context(
 async def _new_web_subject(
     session: AsyncSession, principal: Principal, data: ConsentEventCreate
 ) -> tuple[uuid.UUID, str | None]:
-    """A web form's consent from an unknown e-mail creates the prospect in the same call."""
+    """A web form's consent from an unknown e-mail creates the prospect in the same call.
+    Two such forms at once: the second uses the subject the first created."""
     if data.email is None or data.action != "given" or principal.role != "website":
         raise NotFound("No such subject.")
-    subject = await subjects.create_subject(
-        session,
-        principal,
-        data=SubjectCreate(
-            email=data.email,
-            category="prospect",
-            source="enquiry",
-            source_detail="web form consent",
-        ),
-    )
+    try:
+        subject = await subjects.create_subject(
+            session,
+            principal,
+            data=SubjectCreate(
+                email=data.email,
+                category="prospect",
+                source="enquiry",
+                source_detail="web form consent",
+            ),
+        )
+    except Conflict as exc:
+        return uuid.UUID(exc.extra["existing_id"]), email_hash(data.email)
     return subject.id, subject.email_hash
 
 
@@ -211,20 +224,29 @@ async def _write(
         "conflict": conflict,
         "email_hash": ctx.email_hash,
     }
-    return (await session.execute(WRITE, params)).one()
+    row = (await session.execute(WRITE, params)).first()
+    if row is None:
+        raise Conflict("The subject has been erased.")
+    return row
 
 
-async def _apply_gpc(
-    session: AsyncSession, principal: Principal, ctx: Context, main: Any
-) -> list[ConsentEventPublic]:
-    """GPC: withdraw sharing with third parties (and object to it, so a legitimate-interests
-    basis cannot carry it either). Never erasure. Where it contradicts an explicit choice,
-    the more protective outcome stands and the conflict is recorded."""
+async def _gpc_withdrawal(
+    session: AsyncSession,
+    principal: Principal,
+    ctx: Context,
+    *,
+    same_request: uuid.UUID | None,
+    always: bool,
+    evidence: Evidence | None,
+    occurred_at: datetime,
+) -> Any | None:
+    """GPC: withdraw sharing with third parties, and object to it so that a
+    legitimate-interests basis cannot carry it either. Never erasure. It takes effect now
+    (a back-dated signal cannot leave an older consent standing), and where it contradicts
+    an explicit consent, the withdrawal stands and the event records the conflict."""
     await session.execute(
         OBJECT, {"subject_id": ctx.subject_id, "purpose": GPC_PURPOSE, "source": "gpc"}
     )
-    if main.method == "gpc":
-        return []
     current = (
         await session.execute(
             text(
@@ -234,17 +256,16 @@ async def _apply_gpc(
             {"s": ctx.subject_id, "p": GPC_PURPOSE},
         )
     ).first()
-    if current is not None and current.status == "withdrawn":
-        return []
+    if current is not None and current.status == "withdrawn" and not always:
+        return None
     conflict = None
     if current is not None and current.status == "given":
-        same_request = current.event_id == main.id
         conflict = (
             "GPC signal overrides the consent given in the same request"
-            if same_request
+            if current.event_id == same_request
             else "GPC signal overrides an earlier explicit consent"
         )
-    row = await _write(
+    return await _write(
         session,
         principal,
         ctx,
@@ -254,11 +275,10 @@ async def _apply_gpc(
         method="gpc",
         policy=None,
         notice_text=None,
-        evidence=None,
-        occurred_at=max(utcnow(), main.occurred_at),
+        evidence=evidence,
+        occurred_at=max(utcnow(), occurred_at),
         conflict=conflict,
     )
-    return [to_public(row)]
 
 
 async def record_consent(
@@ -270,20 +290,42 @@ async def record_consent(
     if occurred_at > now + CLOCK_SKEW:
         raise Unprocessable("`occurred_at` is in the future.", field="occurred_at")
     ctx = await _context(session, principal, data)
-    row = await _write(
-        session,
-        principal,
-        ctx,
-        purpose=data.purpose,
-        recipient=data.recipient,
-        action=data.action,
-        method=data.method,
-        policy=data.policy_version,
-        notice_text=data.notice_text,
-        evidence=data.evidence,
-        occurred_at=occurred_at,
-    )
-    extra = await _apply_gpc(session, principal, ctx, row) if gpc or data.method == "gpc" else []
+    extra: list[ConsentEventPublic] = []
+    if data.method == "gpc":  # the request is itself the signal
+        row = await _gpc_withdrawal(
+            session,
+            principal,
+            ctx,
+            same_request=None,
+            always=True,
+            evidence=data.evidence,
+            occurred_at=occurred_at,
+        )
+    else:
+        row = await _write(
+            session,
+            principal,
+            ctx,
+            purpose=data.purpose,
+            recipient=data.recipient,
+            action=data.action,
+            method=data.method,
+            policy=data.policy_version,
+            notice_text=data.notice_text,
+            evidence=data.evidence,
+            occurred_at=occurred_at,
+        )
+        if gpc:
+            signal = await _gpc_withdrawal(
+                session,
+                principal,
+                ctx,
+                same_request=row.id,
+                always=False,
+                evidence=None,
+                occurred_at=row.occurred_at,
+            )
+            extra = [to_public(signal)] if signal is not None else []
     receipt = build_receipt(
         row,
         purpose_description=ctx.description,

@@ -9,9 +9,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.auth import Principal
-from app.models.base import utcnow
 from app.models.subject import Subject
-from app.services import audit
+from app.services import audit, bases, consent
 
 BLOCKING = text("""
 SELECT purpose, basis, contract_ref, contract_end, obligation FROM lawful_bases
@@ -56,7 +55,8 @@ async def forget_requests(
     )
     await session.execute(
         text(
-            "UPDATE rights_requests SET email = NULL, details = NULL,"
+            "UPDATE rights_requests SET email = NULL, details = NULL, identity_note = NULL,"
+            " extension_reason = NULL, rejection_reason = NULL,"
             " result = CASE WHEN result IS NULL THEN NULL"
             "   ELSE jsonb_build_object('outcome', result -> 'outcome') END"
             " WHERE subject_id = :s OR email_hash = :h"
@@ -65,14 +65,18 @@ async def forget_requests(
     )
 
 
-async def _forget_stored_answers(session: AsyncSession, subject: Subject) -> None:
-    # Idempotency replays store whole responses, which may echo the subject's fields.
+async def forget_stored_answers(
+    session: AsyncSession, subject: Subject, *, old_email: str | None = None
+) -> None:
+    """Idempotency replays store whole responses, which may echo the subject's fields."""
+    emails = [e for e in (subject.email, old_email) if e]
     await session.execute(
         text(
             "DELETE FROM idempotency_keys WHERE strpos(body::text, :id) > 0"
-            " OR (CAST(:email AS text) IS NOT NULL AND strpos(lower(body::text), :email) > 0)"
+            " OR EXISTS (SELECT 1 FROM unnest(CAST(:emails AS text[])) e"
+            "            WHERE strpos(lower(body::text), e) > 0)"
         ),
-        {"id": str(subject.id), "email": subject.email},
+        {"id": str(subject.id), "emails": emails},
     )
 
 
@@ -83,10 +87,14 @@ async def erase_subject(
     if blocking:
         return await _erase_in_part(session, principal, subject, blocking)
     email_hash = subject.email_hash
-    await _forget_stored_answers(session, subject)
+    await forget_stored_answers(session, subject)
     for stmt in (ERASE_SUBJECT, ERASE_EVIDENCE, *ERASE_NOTES):
         await session.execute(stmt, {"s": subject.id})
     await forget_requests(session, email_hash, subject.id)
+    # The opt-out itself stays (as a keyed hash); its free-text reason may name the person.
+    await session.execute(
+        text("UPDATE marketing_optouts SET reason = NULL WHERE email_hash = :h"), {"h": email_hash}
+    )
     await session.refresh(subject)
     await audit.record(session, principal, "subject.erase", "subject", subject.id, partial=False)
     return {
@@ -98,37 +106,48 @@ async def erase_subject(
 async def _erase_in_part(
     session: AsyncSession, principal: Principal, subject: Subject, blocking: list[Any]
 ) -> dict[str, Any]:
-    """Keep what a running contract or a legal obligation needs; end every other purpose."""
-    kept = {r.purpose for r in blocking}
+    """Keep what a running contract or a legal obligation needs; end every other purpose,
+    and make the end stick: consents are withdrawn and objections recorded, so that
+    re-recording a basis later does not quietly resume the processing."""
+    kept = sorted({r.purpose for r in blocking})
+    others = list(
+        (
+            await session.execute(
+                text("SELECT key FROM purposes WHERE NOT (key = ANY(:kept)) ORDER BY key"),
+                {"kept": kept},
+            )
+        ).scalars()
+    )
     ended = list(
         (
             await session.execute(
                 text(
-                    "DELETE FROM lawful_bases WHERE subject_id = :s AND NOT (purpose = ANY(:kept))"
-                    " RETURNING purpose"
+                    "SELECT purpose FROM lawful_bases WHERE subject_id = :s"
+                    " AND NOT (purpose = ANY(:kept)) ORDER BY purpose"
                 ),
-                {"s": subject.id, "kept": sorted(kept)},
+                {"s": subject.id, "kept": kept},
             )
         ).scalars()
     )
     for purpose in ended:
-        await session.execute(
-            text(
-                "INSERT INTO lawful_basis_history (subject_id, purpose, action, value, previous,"
-                " actor, at) VALUES (:s, :p, 'ended', NULL, NULL, :a, :t)"
-            ),
-            {"s": subject.id, "p": purpose, "a": f"erasure by {principal.name}", "t": utcnow()},
-        )
+        await bases.end_basis(session, principal, subject_id=subject.id, purpose=purpose)
+    await consent.withdraw_all(session, principal, subject=subject, purposes=others)
+    await session.execute(
+        text(
+            "INSERT INTO objections (subject_id, purpose, source, objected_at)"
+            " SELECT :s, key, 'erasure', now() FROM purposes WHERE key = ANY(:others)"
+            " ON CONFLICT DO NOTHING"
+        ),
+        {"s": subject.id, "others": others},
+    )
     await session.execute(ERASE_EVIDENCE, {"s": subject.id})
+    # Basis and purpose only: the contract reference or obligation text stays in the CRM,
+    # out of the outcome and the (unerasable) audit chain.
     retained = [
         {
             "purpose": r.purpose,
             "basis": r.basis,
-            "why": (
-                f"contract {r.contract_ref} is running"
-                if r.basis == "contract"
-                else f"legal obligation: {r.obligation}"
-            ),
+            "why": "a running contract" if r.basis == "contract" else "a legal obligation",
         }
         for r in blocking
     ]
@@ -139,13 +158,13 @@ async def _erase_in_part(
         "subject",
         subject.id,
         partial=True,
-        retained_for=sorted(kept),
-        ended=sorted(ended),
+        retained_for=kept,
+        ended=ended,
     )
     return {
         "erased": False,
         "partial": True,
         "article": "17(3)(b)",
         "retained_for": retained,
-        "ended_purposes": sorted(ended),
+        "ended_purposes": ended,
     }

@@ -12,6 +12,12 @@ from app.models.subject import PERSONAL_FIELDS
 from app.services.rights import get_request
 
 
+def _cell(value: Any) -> str:
+    """A spreadsheet would run a cell starting with = + - @ as a formula: quote it."""
+    text = "" if value is None else str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
 async def export(session: AsyncSession, *, request_id: uuid.UUID, fmt: str) -> tuple[str, Any]:
     """(media type, content) for a completed access or portability request."""
     req = await get_request(session, request_id)
@@ -29,5 +35,5 @@ async def export(session: AsyncSession, *, request_id: uuid.UUID, fmt: str) -> t
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=list(PERSONAL_FIELDS))
     writer.writeheader()
-    writer.writerow({f: report["data"].get(f) or "" for f in PERSONAL_FIELDS})
+    writer.writerow({f: _cell(report["data"].get(f)) for f in PERSONAL_FIELDS})
     return "text/csv", out.getvalue()

@@ -21,10 +21,16 @@ Result = tuple[dict[str, Any], dict[str, Any] | None]
 # the recipients too (Art 19).
 
 
-async def _subject(session: AsyncSession, req: RightsRequest) -> Subject | None:
+async def _subject(
+    session: AsyncSession, req: RightsRequest, *, lock: bool = False
+) -> Subject | None:
+    """The live subject, if any; locked where we change it (no write may interleave)."""
     if req.subject_id is None:
         return None
-    subject = await session.get(Subject, req.subject_id)
+    if lock:
+        subject: Subject | None = await subjects.lock_subject(session, req.subject_id)
+    else:
+        subject = await session.get(Subject, req.subject_id)
     return subject if subject is not None and subject.erased_at is None else None
 
 
@@ -57,7 +63,7 @@ def _keyed(value: Any) -> str | None:
 async def _rectification(
     session: AsyncSession, principal: Principal, req: RightsRequest, data: Complete
 ) -> Result:
-    subject = await _subject(session, req)
+    subject = await _subject(session, req, lock=True)
     if subject is None:
         raise Unprocessable("There is no live subject to rectify.")
     changes_ = data.changes.model_dump(exclude_unset=True) if data.changes else {}
@@ -70,15 +76,26 @@ async def _rectification(
     await changes.append(
         session, "subject.rectified", subject_id=subject.id, email_hash=subject.email_hash
     )
-    # Old values only as keyed hashes: provable if presented, never readable.
-    private = {"fields": {f: {"old_hmac": _keyed(old[f]), "new": changes_[f]} for f in changes_}}
+    # Superseded values must not stay readable: stored replies that echoed them go, and the
+    # request itself keeps the address it came from only as its keyed hash.
+    await erasure.forget_stored_answers(session, subject, old_email=old.get("email"))
+    if "email" in changes_:
+        await session.execute(
+            text("UPDATE rights_requests SET email = NULL WHERE subject_id = :s"), {"s": subject.id}
+        )
+    # Old and new values only as keyed hashes: provable if presented, never readable.
+    private = {
+        "fields": {
+            f: {"old_hmac": _keyed(old[f]), "new_hmac": _keyed(changes_[f])} for f in changes_
+        }
+    }
     return {"outcome": {"rectified_fields": sorted(changes_)}}, private
 
 
 async def _erasure(
     session: AsyncSession, principal: Principal, req: RightsRequest, data: Complete
 ) -> Result:
-    subject = await _subject(session, req)
+    subject = await _subject(session, req, lock=True)
     if subject is None:
         await erasure.forget_requests(session, req.email_hash, None)
         return {"outcome": {"held": False, "erased": False}}, None
@@ -91,7 +108,7 @@ async def _erasure(
 async def _restriction(
     session: AsyncSession, principal: Principal, req: RightsRequest, data: Complete
 ) -> Result:
-    subject = await _subject(session, req)
+    subject = await _subject(session, req, lock=True)
     if subject is None:
         raise Unprocessable("There is no live subject to restrict.")
     subject.restricted = True
@@ -137,18 +154,38 @@ async def _object_processing(
     subject = await _subject(session, req)
     if subject is None:
         return {"outcome": {"held": False, "objected": []}}, None
-    purposes = data.purposes or list(
-        (
-            await session.execute(
-                text(
-                    "SELECT purpose FROM lawful_bases WHERE subject_id = :s"
-                    " AND basis = 'legitimate_interests' ORDER BY purpose"
-                ),
-                {"s": subject.id},
-            )
-        ).scalars()
+    marketing = set(
+        (await session.execute(text("SELECT key FROM purposes WHERE direct_marketing"))).scalars()
     )
-    await catalogue.require_purposes(session, purposes)
+    named = data.purposes or []
+    await catalogue.require_purposes(session, named)
+    opted_out = sorted(set(named) & marketing)
+    if opted_out and subject.email_hash:
+        # Objecting to a direct-marketing purpose is Art 21(2)-(3): absolute, whatever the
+        # basis, so it is recorded as an opt-out the gate applies to every basis.
+        await optouts.record_optout_hash(
+            session,
+            principal,
+            email_hash=subject.email_hash,
+            channel="all",
+            source="rights_request",
+            reason=f"rights request {req.id}",
+        )
+    purposes = (
+        [p for p in named if p not in marketing]
+        if named
+        else list(
+            (
+                await session.execute(
+                    text(
+                        "SELECT purpose FROM lawful_bases WHERE subject_id = :s"
+                        " AND basis = 'legitimate_interests' ORDER BY purpose"
+                    ),
+                    {"s": subject.id},
+                )
+            ).scalars()
+        )
+    )
     for purpose in purposes:
         await session.execute(
             text(
@@ -164,7 +201,25 @@ async def _object_processing(
             email_hash=subject.email_hash,
             purpose=purpose,
         )
-    return {"outcome": {"objected": sorted(purposes)}}, None
+    # Art 21(1) reaches processing on legitimate interests; an objection to a purpose on
+    # another basis is recorded but only bites if that basis changes to legitimate interests.
+    li = set(
+        (
+            await session.execute(
+                text(
+                    "SELECT purpose FROM lawful_bases WHERE subject_id = :s"
+                    " AND basis = 'legitimate_interests'"
+                ),
+                {"s": subject.id},
+            )
+        ).scalars()
+    )
+    outcome = {
+        "objected": sorted(purposes),
+        "opted_out_of_marketing": opted_out,
+        "not_on_legitimate_interests": sorted(set(purposes) - li),
+    }
+    return {"outcome": outcome}, None
 
 
 HANDLERS = {

@@ -2,8 +2,9 @@
 
 import uuid
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, or_, select, text
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -112,10 +113,40 @@ async def list_subjects(
     return Page(items=[to_public(s) for s in rows], next_cursor=next_cursor)
 
 
+async def lock_subject(session: AsyncSession, subject_id: uuid.UUID) -> Subject:
+    """The subject row, locked for this transaction (updates and erasure never interleave)."""
+    subject = (
+        await session.execute(
+            select(Subject)
+            .where(col(Subject.id) == subject_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    ).scalar_one_or_none()
+    if subject is None:
+        raise NotFound("No subject with this id.")
+    return subject
+
+
+async def _carry_opt_outs(session: AsyncSession, old_hash: str, new_hash: str | None) -> None:
+    """A marketing objection belongs to the person, not to an address they stopped using."""
+    if new_hash is None:
+        return
+    await session.execute(
+        text(
+            "INSERT INTO marketing_optouts (id, email_hash, channel, source, reason, created_at)"
+            " SELECT gen_random_uuid(), :new, channel, source, reason, created_at"
+            " FROM marketing_optouts WHERE email_hash = :old ON CONFLICT DO NOTHING"
+        ),
+        {"old": old_hash, "new": new_hash},
+    )
+
+
 async def update_subject(
     session: AsyncSession, principal: Principal, *, subject_id: uuid.UUID, data: SubjectUpdate
 ) -> Subject:
-    subject = await get_subject(session, subject_id)
+    # Locked: a concurrent erasure either finishes first (we then see it) or waits for us.
+    subject = await lock_subject(session, subject_id)
     if subject.erased_at is not None:
         raise Conflict("The subject has been erased; it cannot be changed.")
     changes = data.model_dump(exclude_unset=True)
@@ -128,12 +159,20 @@ async def update_subject(
         existing = await _live_id_for_email(session, changes["email"])
         if existing is not None:
             raise _email_taken(existing)
+    old_hash = subject.email_hash
     for key, value in changes.items():
         setattr(subject, key, value)
     if "email" in changes:
         subject.email_hash = email_hash(changes["email"])
     subject.updated_at = utcnow()
-    await session.flush()
+    try:
+        async with session.begin_nested():
+            await session.flush()
+    except IntegrityError as exc:  # a concurrent request took the e-mail first
+        await session.refresh(subject)
+        raise _email_taken(await _live_id_for_email(session, changes["email"])) from exc
+    if old_hash and subject.email_hash != old_hash:
+        await _carry_opt_outs(session, old_hash, subject.email_hash)
     await audit.record(
         session, principal, "subject.update", "subject", subject.id, fields=sorted(changes)
     )
