@@ -222,8 +222,9 @@ async def _real_client(engine, test_settings, role):
 
 
 async def test_races_end_in_clean_answers(engine, test_settings):
-    app, client, crm = await _real_client(engine, test_settings, "crm")
-    _, _, website = await _real_client(engine, test_settings, "website")
+    _, client, crm = await _real_client(engine, test_settings, "crm")
+    _, other, website = await _real_client(engine, test_settings, "website")
+    await other.aclose()
     async with client:
         a = (await client.post("/v1/subjects", json=new_subject(), headers=crm)).json()
         b = (await client.post("/v1/subjects", json=new_subject(), headers=crm)).json()

@@ -168,9 +168,10 @@ async def update_subject(
     try:
         async with session.begin_nested():
             await session.flush()
-    except IntegrityError as exc:  # a concurrent request took the e-mail first
-        await session.refresh(subject)
-        raise _email_taken(await _live_id_for_email(session, changes["email"])) from exc
+    except IntegrityError as exc:
+        # A concurrent request took the e-mail between our check and our write. The
+        # session cannot run another query now, so the id is not in this answer.
+        raise Conflict("A live subject already has this e-mail.") from exc
     if old_hash and subject.email_hash != old_hash:
         await _carry_opt_outs(session, old_hash, subject.email_hash)
     await audit.record(
