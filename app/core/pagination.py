@@ -3,6 +3,7 @@
 import base64
 import json
 import uuid
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Annotated, Any, Generic, TypeVar
 
@@ -12,6 +13,7 @@ from pydantic import BaseModel
 from app.core.errors import Unprocessable
 
 T = TypeVar("T")
+R = TypeVar("R")
 MAX_LIMIT = 1000
 
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size (max 1000)")]
@@ -55,3 +57,13 @@ def decode_time_cursor(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
         return datetime.fromisoformat(values[0]), uuid.UUID(values[1])
     except (TypeError, ValueError, AttributeError) as exc:
         raise Unprocessable("The cursor is not valid.") from exc
+
+
+def page_of(
+    rows: Sequence[R], limit: int, cursor_of: Callable[[R], str], shape: Callable[[R], Any]
+) -> Page[Any]:
+    """Rows fetched with `limit + 1`: one more than a page means there is a next page,
+    which starts after the last row shown."""
+    shown = rows[:limit]
+    next_cursor = cursor_of(shown[-1]) if len(rows) > limit else None
+    return Page(items=[shape(r) for r in shown], next_cursor=next_cursor)

@@ -59,6 +59,3 @@ class IdempotencyKey(SQLModel, table=True):
     status_code: int | None = None
     body: dict[str, Any] | list[Any] | None = Field(default=None, sa_column=Column(JSONB))
     created_at: datetime = timestamp_field()
-
-
-__all__ = ["Change", "ChangePage", "ChangePublic", "IdempotencyKey"]

@@ -14,7 +14,7 @@ from app.core.pagination import Cursor, Limit, Page
 from app.core.signing import get_signer
 from app.models.audit import AuditCheckpointPublic, AuditEntryPublic
 from app.models.decision import DecisionPublic
-from app.services import audit_log
+from app.services import audit_chain, audit_log
 
 router = APIRouter(prefix="/v1", tags=["accountability"])
 AuditReader = Annotated[Principal, Depends(require("audit:read"))]
@@ -60,7 +60,7 @@ async def list_audit_checkpoints(
 @router.get("/audit/verify", response_model=VerifyResult, responses=problem_responses(401, 403))
 async def verify_audit_chain(request: Request, session: SessionDep, _: AuditReader) -> VerifyResult:
     """Seal what is pending, then recompute the chain and check every checkpoint."""
-    result = await audit_log.verify(session, get_signer(request.app.state.settings))
+    result = await audit_chain.verify(session, get_signer(request.app.state.settings))
     return VerifyResult(**result.__dict__)
 
 

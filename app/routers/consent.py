@@ -10,7 +10,7 @@ from app.core.auth import Principal, require
 from app.core.db import SessionDep
 from app.core.errors import problem_responses
 from app.core.idempotency import idempotent
-from app.core.pagination import Cursor, Limit, Page, decode_time_cursor, encode_time_cursor
+from app.core.pagination import Cursor, Limit, Page
 from app.core.signing import get_signer
 from app.models.consent import (
     ConsentEventCreate,
@@ -61,15 +61,7 @@ async def list_consent_events(
     cursor: Cursor = None,
 ) -> Page[ConsentEventPublic]:
     """A subject's consent history, oldest first."""
-    after = decode_time_cursor(cursor)
-    at, last = after if after else (None, None)
-    items = await consent.list_events(
-        session, subject_id=subject_id, limit=limit + 1, after=at, after_id=last
-    )
-    more = len(items) > limit
-    items = items[:limit]
-    next_cursor = encode_time_cursor(items[-1].occurred_at, items[-1].id) if more else None
-    return Page(items=items, next_cursor=next_cursor)
+    return await consent.list_events(session, subject_id=subject_id, limit=limit, cursor=cursor)
 
 
 @router.get(

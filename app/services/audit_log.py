@@ -14,8 +14,8 @@ from app.core.pagination import (
     decode_time_cursor,
     encode_cursor,
     encode_time_cursor,
+    page_of,
 )
-from app.core.signing import Signer
 from app.models.audit import (
     AuditCheckpoint,
     AuditCheckpointPublic,
@@ -23,8 +23,6 @@ from app.models.audit import (
     AuditEntryPublic,
 )
 from app.models.decision import Decision, DecisionPublic
-from app.services.audit_chain import Verification
-from app.services.audit_chain import verify as verify_chain
 
 
 def _int_cursor(decoded: list[Any]) -> int:
@@ -46,12 +44,7 @@ async def list_events(
         .limit(limit + 1)
     )
     rows = list((await session.execute(stmt)).scalars())
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return Page(
-        items=[AuditEntryPublic.model_validate(r) for r in rows],
-        next_cursor=encode_cursor([rows[-1].id]) if more else None,
-    )
+    return page_of(rows, limit, lambda r: encode_cursor([r.id]), AuditEntryPublic.model_validate)
 
 
 async def list_checkpoints(
@@ -62,16 +55,9 @@ async def list_checkpoints(
     if decoded:
         stmt = stmt.where(col(AuditCheckpoint.position) > _int_cursor(decoded))
     rows = list((await session.execute(stmt)).scalars())
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return Page(
-        items=[AuditCheckpointPublic.model_validate(r) for r in rows],
-        next_cursor=encode_cursor([rows[-1].position]) if more else None,
+    return page_of(
+        rows, limit, lambda r: encode_cursor([r.position]), AuditCheckpointPublic.model_validate
     )
-
-
-async def verify(session: AsyncSession, signer: Signer) -> Verification:
-    return await verify_chain(session, signer)
 
 
 async def list_decisions(
@@ -101,9 +87,6 @@ async def list_decisions(
             )
         )
     rows = list((await session.execute(stmt)).scalars())
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return Page(
-        items=[DecisionPublic.model_validate(r) for r in rows],
-        next_cursor=encode_time_cursor(rows[-1].decided_at, rows[-1].id) if more else None,
+    return page_of(
+        rows, limit, lambda r: encode_time_cursor(r.decided_at, r.id), DecisionPublic.model_validate
     )

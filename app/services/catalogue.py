@@ -9,7 +9,7 @@ from sqlmodel import SQLModel, col
 
 from app.core.auth import Principal
 from app.core.errors import Conflict, Unprocessable
-from app.core.pagination import Page, decode_cursor, encode_cursor
+from app.core.pagination import Page, decode_cursor, encode_cursor, page_of
 from app.models.catalogue import (
     Category,
     Policy,
@@ -34,8 +34,7 @@ async def list_keyed(
     if after is not None:
         stmt = stmt.where(col(model.key) > str(after[0]))
     rows = list((await session.execute(stmt)).scalars())
-    next_cursor = encode_cursor([rows[limit - 1].key]) if len(rows) > limit else None
-    return Page(items=rows[:limit], next_cursor=next_cursor)
+    return page_of(rows, limit, lambda r: encode_cursor([r.key]), lambda r: r)
 
 
 async def _upsert(
@@ -88,8 +87,7 @@ async def list_policies(session: AsyncSession, *, limit: int, cursor: str | None
     if after is not None:
         stmt = stmt.where(col(Policy.version) > str(after[0]))
     rows = list((await session.execute(stmt)).scalars())
-    next_cursor = encode_cursor([rows[limit - 1].version]) if len(rows) > limit else None
-    return Page(items=rows[:limit], next_cursor=next_cursor)
+    return page_of(rows, limit, lambda r: encode_cursor([r.version]), lambda r: r)
 
 
 async def create_policy(

@@ -18,6 +18,7 @@ from app.core.auth import Principal
 from app.core.config import get_settings
 from app.core.crypto import email_hash
 from app.core.errors import Conflict, NotFound, Unprocessable
+from app.core.pagination import Page, decode_time_cursor, encode_time_cursor, page_of
 from app.models.base import utcnow
 from app.models.consent import (
     GPC_PURPOSE,
@@ -338,13 +339,10 @@ async def record_consent(
 
 
 async def list_events(
-    session: AsyncSession,
-    *,
-    subject_id: uuid.UUID,
-    limit: int,
-    after: datetime | None,
-    after_id: uuid.UUID | None,
-) -> list[ConsentEventPublic]:
+    session: AsyncSession, *, subject_id: uuid.UUID, limit: int, cursor: str | None
+) -> Page[ConsentEventPublic]:
+    """A subject's consent history, oldest first."""
+    after_at, after_id = decode_time_cursor(cursor) or (None, None)
     rows = (
         await session.execute(
             text(
@@ -352,10 +350,10 @@ async def list_events(
                 " AND (CAST(:at AS timestamptz) IS NULL OR (occurred_at, id) > (:at, :id))"
                 " ORDER BY occurred_at, id LIMIT :n"
             ),
-            {"s": subject_id, "at": after, "id": after_id, "n": limit},
+            {"s": subject_id, "at": after_at, "id": after_id, "n": limit + 1},
         )
     ).all()
-    return [to_public(r) for r in rows]
+    return page_of(rows, limit, lambda r: encode_time_cursor(r.occurred_at, r.id), to_public)
 
 
 async def current_state(
@@ -374,21 +372,20 @@ async def current_state(
     return [ConsentStatePublic.model_validate(r._mapping) for r in rows]
 
 
-async def receipt(session: AsyncSession, *, event_id: uuid.UUID) -> dict[str, Any]:
-    row = (
-        await session.execute(
-            text(
-                "SELECT e.*, p.description, p.direct_marketing, pol.url AS policy_url,"
-                " ARRAY(SELECT name FROM recipients r WHERE e.purpose = ANY (r.purposes)"
-                "       ORDER BY name) AS third_parties"
-                " FROM consent_events e JOIN purposes p ON p.key = e.purpose"
-                " LEFT JOIN policies pol ON pol.version = e.policy_version WHERE e.id = :id"
-            ),
-            {"id": event_id},
-        )
-    ).first()
-    if row is None:
-        raise NotFound("No consent event with this id.")
+# Events with what their receipts name (purpose, policy, third parties), oldest first.
+EVENTS_WITH_CONTEXT = """
+SELECT e.*, p.description, p.direct_marketing, pol.url AS policy_url,
+       ARRAY(SELECT name FROM recipients r WHERE e.purpose = ANY (r.purposes)
+             ORDER BY name) AS third_parties
+FROM consent_events e JOIN purposes p ON p.key = e.purpose
+LEFT JOIN policies pol ON pol.version = e.policy_version
+WHERE {where} ORDER BY e.occurred_at, e.id
+"""
+BY_EVENT = text(EVENTS_WITH_CONTEXT.format(where="e.id = :id"))
+BY_SUBJECT = text(EVENTS_WITH_CONTEXT.format(where="e.subject_id = :id"))
+
+
+def receipt_of(row: Any) -> dict[str, Any]:
     return build_receipt(
         row,
         purpose_description=row.description,
@@ -397,6 +394,18 @@ async def receipt(session: AsyncSession, *, event_id: uuid.UUID) -> dict[str, An
         third_parties=list(row.third_parties),
         settings=get_settings(),
     )
+
+
+async def receipt(session: AsyncSession, *, event_id: uuid.UUID) -> dict[str, Any]:
+    row = (await session.execute(BY_EVENT, {"id": event_id})).first()
+    if row is None:
+        raise NotFound("No consent event with this id.")
+    return receipt_of(row)
+
+
+async def history_with_receipts(session: AsyncSession, *, subject_id: uuid.UUID) -> list[Any]:
+    """Every consent event of a subject with its receipt, oldest first (Art 15 reports)."""
+    return [(row, receipt_of(row)) for row in await session.execute(BY_SUBJECT, {"id": subject_id})]
 
 
 async def withdraw_all(

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import DateTime, String, bindparam, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.auth import Principal
@@ -115,18 +115,14 @@ SELECT id, ord, subject_id, basis, reasons FROM evaluated ORDER BY ord
 """
 
 
-def _typed(sql: str) -> str:
-    # asyncpg needs the parameter types where PostgreSQL cannot infer them (NULLs).
-    return (
-        sql.replace(":purpose", "CAST(:purpose AS text)")
-        .replace(":recipient", "CAST(:recipient AS text)")
-        .replace(":now", "CAST(:now AS timestamptz)")
-        .replace("CAST(CAST(:purpose AS text) AS text)", "CAST(:purpose AS text)")
-        .replace("CAST(CAST(:recipient AS text) AS text)", "CAST(:recipient AS text)")
-    )
-
-
-DECIDE_STATEMENT = text(_typed(DECIDE_AND_STORE))
+# Typed parameters: asyncpg needs their types where PostgreSQL cannot infer them (NULLs),
+# and the dialect renders the casts.
+GATE_PARAMS = (
+    bindparam("purpose", type_=String()),
+    bindparam("recipient", type_=String()),
+    bindparam("now", type_=DateTime(timezone=True)),
+)
+DECIDE_STATEMENT = text(DECIDE_AND_STORE).bindparams(*GATE_PARAMS)
 
 
 async def _explain_empty(session: AsyncSession, purpose: str, recipient: str | None) -> None:

@@ -18,7 +18,7 @@ from sqlmodel import col
 from app.core.auth import Principal
 from app.core.crypto import email_hash
 from app.core.errors import Conflict, NotFound, Unprocessable
-from app.core.pagination import Page, decode_time_cursor, encode_time_cursor
+from app.core.pagination import Page, decode_time_cursor, encode_time_cursor, page_of
 from app.models.base import utcnow
 from app.models.rights import (
     OPEN_STATUSES,
@@ -263,10 +263,7 @@ async def list_requests(
             )
         )
     rows = list((await session.execute(stmt.limit(limit + 1))).scalars())
-    more = len(rows) > limit
-    rows = rows[:limit]
-    next_cursor = encode_time_cursor(rows[-1].received_at, rows[-1].id) if more else None
-    return Page(items=[to_public(r) for r in rows], next_cursor=next_cursor)
+    return page_of(rows, limit, lambda r: encode_time_cursor(r.received_at, r.id), to_public)
 
 
 async def report(session: AsyncSession) -> RightsReport:

@@ -7,11 +7,12 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.config import get_settings
+from app.models.base import utcnow
 from app.models.rights import RightsRequest
 from app.models.subject import PERSONAL_FIELDS, Subject
+from app.services import consent
 from app.services.deadlines import add_months
-from app.services.decisions import CONTRACTS
-from app.services.receipts import build_receipt
+from app.services.decisions import CONTRACTS, GATE_PARAMS
 
 RIGHTS = [
     "access: a copy of your personal data and how it is used (Art 15)",
@@ -53,7 +54,8 @@ async def _retention(session: AsyncSession, subject: Subject) -> dict[str, Any]:
     elif cat.retention_rule == "contract_end_plus" and cat.retention_months:
         ct = (
             await session.execute(
-                text(CONTRACTS.format(subject=":s").replace(":now", "now()")), {"s": subject.id}
+                text(CONTRACTS.format(subject=":s")).bindparams(*GATE_PARAMS[2:]),
+                {"s": subject.id, "now": utcnow()},
             )
         ).one()
         if not ct.running:
@@ -95,19 +97,6 @@ async def access_report(
         " WHERE b.subject_id = :s ORDER BY b.purpose",
         s=subject.id,
     )
-    events = (
-        await session.execute(
-            text(
-                "SELECT e.*, p.description, p.direct_marketing, pol.url AS policy_url,"
-                " ARRAY(SELECT name FROM recipients r WHERE e.purpose = ANY(r.purposes))"
-                " AS third_parties"
-                " FROM consent_events e JOIN purposes p ON p.key = e.purpose"
-                " LEFT JOIN policies pol ON pol.version = e.policy_version"
-                " WHERE e.subject_id = :s ORDER BY e.occurred_at, e.id"
-            ),
-            {"s": subject.id},
-        )
-    ).all()
     history = [
         {
             "event_id": str(e.id),
@@ -115,16 +104,9 @@ async def access_report(
             "action": e.action,
             "method": e.method,
             "occurred_at": e.occurred_at.isoformat(),
-            "receipt": build_receipt(
-                e,
-                purpose_description=e.description,
-                direct_marketing=e.direct_marketing,
-                policy_url=e.policy_url,
-                third_parties=list(e.third_parties),
-                settings=settings,
-            ),
+            "receipt": receipt,
         }
-        for e in events
+        for e, receipt in await consent.history_with_receipts(session, subject_id=subject.id)
     ]
     since = req.received_at - timedelta(days=365)
     decisions = await _rows(

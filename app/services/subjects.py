@@ -11,7 +11,7 @@ from sqlmodel import col
 from app.core.auth import Principal
 from app.core.crypto import email_hash
 from app.core.errors import Conflict, NotFound, Unprocessable
-from app.core.pagination import Page, decode_time_cursor, encode_time_cursor
+from app.core.pagination import Page, decode_time_cursor, encode_time_cursor, page_of
 from app.models.base import utcnow
 from app.models.catalogue import Category, Source
 from app.models.subject import Subject, SubjectCreate, SubjectPublic, SubjectUpdate, to_public
@@ -106,11 +106,7 @@ async def list_subjects(
             )
         )
     rows = list((await session.execute(stmt)).scalars())
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = encode_time_cursor(rows[-1].created_at, rows[-1].id)
-    return Page(items=[to_public(s) for s in rows], next_cursor=next_cursor)
+    return page_of(rows, limit, lambda s: encode_time_cursor(s.created_at, s.id), to_public)
 
 
 async def lock_subject(session: AsyncSession, subject_id: uuid.UUID) -> Subject:
@@ -178,6 +174,3 @@ async def update_subject(
         session, principal, "subject.update", "subject", subject.id, fields=sorted(changes)
     )
     return subject
-
-
-__all__ = ["create_subject", "get_subject", "list_subjects", "to_public", "update_subject"]
