@@ -133,3 +133,7 @@ def new_subject(**overrides: Any) -> dict[str, Any]:
     }
     body.update(overrides)
     return body
+
+
+# Live server and browser fixtures for page tests (tests/browser.py).
+pytest_plugins = ["tests.browser"]
