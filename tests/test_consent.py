@@ -331,14 +331,10 @@ async def test_gpc_method_and_a_give_in_the_same_request(client, crm):
         headers=crm,
     )
     assert gpc.status_code == 201
+    # A GPC signal is a "no": it never records a consent given.
     bad = await client.post(
         "/v1/consent-events",
-        json={
-            "subject_id": s["id"],
-            "purpose": "email_campaigns",
-            "action": "withdrawn",
-            "method": "gpc",
-        },
+        json=give(s["id"], purpose="email_campaigns", method="gpc"),
         headers=crm,
     )
     assert bad.status_code == 422

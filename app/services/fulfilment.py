@@ -171,8 +171,11 @@ async def _object_processing(
             source="rights_request",
             reason=f"rights request {req.id}",
         )
+    # Every named purpose gets its objection (the gate answers `objected` for it), direct
+    # marketing included: the opt-out above comes in addition, never instead. With none
+    # named, the objection reaches what rests on legitimate interests (Art 21(1)).
     purposes = (
-        [p for p in named if p not in marketing]
+        list(dict.fromkeys(named))
         if named
         else list(
             (
