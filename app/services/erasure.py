@@ -112,7 +112,7 @@ async def forget_superseded_values(
             )
         )
         for request_id, details in rows.all():
-            scrubbed = pattern.sub("[rectified]", details)
+            scrubbed = pattern.sub("[rectified]", details or "")
             if scrubbed != details:
                 await session.execute(
                     update(RightsRequest)
