@@ -5,18 +5,14 @@ from typing import Any
 
 import httpx
 from fastapi import APIRouter
-from fastapi.routing import iter_route_contexts
 from sqlalchemy import event
 
 from app.core.auth import authenticate
 from app.main import create_app, include_api_router
+from tests.routes import all_routes
 
 # The only paths served without an API key (API.md, "Operations").
 PUBLIC_PATHS = {"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
-
-
-def _routes(app: Any) -> list[Any]:
-    return list(iter_route_contexts(app.routes))
 
 
 def _default_dependencies(route: Any) -> list[Any]:
@@ -24,7 +20,7 @@ def _default_dependencies(route: Any) -> list[Any]:
 
 
 def test_every_route_but_the_public_ones_authenticates_by_default(app):
-    routes = _routes(app)
+    routes = all_routes(app)
     assert len(routes) > 40  # the whole app was walked, included routers too
     missing = [
         f"{sorted(r.methods or [])} {r.path}"

@@ -3,10 +3,10 @@
 import uuid
 
 import jwt
-from fastapi.routing import iter_route_contexts
 from sqlalchemy import text
 
 from tests.conftest import new_subject
+from tests.routes import all_routes
 
 NOTICE = "Tick to receive white papers and blog posts from JI Group. Unsubscribe any time."
 
@@ -94,12 +94,8 @@ async def test_history_is_appended_and_state_follows_the_newest_event(client, cr
 
 
 async def test_no_api_route_updates_or_deletes_events(app):
-    # Included routers are walked through (app.routes lists them unexpanded).
     routes = [
-        (m, r.path)
-        for r in iter_route_contexts(app.routes)
-        for m in r.methods or ()
-        if "consent-events" in r.path
+        (m, r.path) for r in all_routes(app) for m in r.methods or () if "consent-events" in r.path
     ]
     assert routes and {m for m, _ in routes} <= {"GET", "POST", "HEAD"}
 
