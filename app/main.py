@@ -4,11 +4,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi.routing import APIRoute
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.background import running_background_tasks
+from app.core.auth import authenticate
 from app.core.config import Settings, get_settings
 from app.core.db import create_engine, create_sessionmaker, resolve_database_url
 from app.core.errors import PROBLEM_MEDIA_TYPE, install_error_handlers
@@ -28,9 +29,15 @@ from app.routers import (
     decisions,
     ops,
     optouts,
+    probes,
     rights,
     subjects,
 )
+
+# Routers whose routes need no API key: liveness and readiness. Every other router is
+# included with authentication as its default, so a route cannot ship without it.
+PUBLIC_ROUTERS = (probes,)
+API_ROUTERS = (ops, subjects, bases, consent, optouts, decisions, rights, changes, catalogue, audit)
 
 API_DESCRIPTION = (
     "Records consent events, marketing opt-outs and data-subject-rights requests, and "
@@ -87,11 +94,18 @@ def create_app(
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(JsonBodyMiddleware)
     app.add_middleware(RequestContextMiddleware)
-    routers = (ops, subjects, bases, consent, optouts, decisions, rights, changes, catalogue, audit)
-    for module in routers:
+    for module in PUBLIC_ROUTERS:
         app.include_router(module.router)
+    for module in API_ROUTERS:
+        include_api_router(app, module.router)
     _problem_media_types(app)
     return app
+
+
+def include_api_router(app: FastAPI, router: APIRouter) -> None:
+    """Authentication is the default: every route needs a valid key. Routes add their
+    scope with `require(scope)`, which reuses the principal (no second lookup)."""
+    app.include_router(router, dependencies=[Depends(authenticate)])
 
 
 def _problem_media_types(app: FastAPI) -> None:

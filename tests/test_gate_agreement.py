@@ -140,9 +140,11 @@ def oracle(
     if direct_marketing and p.opted_out:
         reasons.append("marketing_opt_out")
     if recipient is not None:
-        inside, safeguard = rec[recipient]
+        inside, safeguard, _ = rec[recipient]
         if not inside and safeguard == "explicit_consent" and p.transfers.get(recipient) != "given":
             reasons.append("transfer_not_permitted")
+    if recipient is not None and purpose not in rec[recipient][2]:  # §6: listed for it?
+        reasons.append("recipient_not_for_purpose")
     return reasons
 
 
@@ -194,7 +196,7 @@ async def _catalogues(db) -> tuple[dict, dict, dict]:
         for r in await db.execute(text("SELECT * FROM purposes"))
     }
     rec = {
-        r.key: (r.inside_eea_uk, r.transfer_safeguard)
+        r.key: (r.inside_eea_uk, r.transfer_safeguard, list(r.purposes))
         for r in await db.execute(text("SELECT * FROM recipients"))
     }
     return cat, pur, rec

@@ -54,7 +54,9 @@ async def test_objecting_to_a_marketing_purpose_is_an_opt_out(client, crm):
     req = await _verified(client, crm, "object_processing", subject_id=s["id"])
     done = await _complete(client, crm, req, purposes=["email_campaigns", "surveys"])
     assert done["outcome"]["opted_out_of_marketing"] == ["email_campaigns"]
-    assert done["outcome"]["not_on_legitimate_interests"] == ["surveys"]
+    # Both are recorded as objections (issue 8); on consent, the opt-out is what bites.
+    assert done["outcome"]["objected"] == ["email_campaigns", "surveys"]
+    assert done["outcome"]["not_on_legitimate_interests"] == ["email_campaigns", "surveys"]
     assert (await _decide(client, crm, s["id"], "email_campaigns"))["reasons"] == [
         "marketing_opt_out"
     ]

@@ -115,6 +115,18 @@ def _bearer_token(request: Request) -> str:
 
 
 async def authenticate(request: Request, session: SessionDep) -> Principal:
+    """The router default for every API route (app.main): who is calling. FastAPI caches a
+    dependency's value for the request, and the principal is also kept on `request.state`,
+    so `require(scope)` after it costs no second lookup."""
+    cached: Principal | None = getattr(request.state, "principal", None)
+    if cached is not None:
+        return cached
+    principal = await _lookup(request, session)
+    request.state.principal = principal
+    return principal
+
+
+async def _lookup(request: Request, session: SessionDep) -> Principal:
     key_hash = hash_key(_bearer_token(request))
     ttl: float = request.app.state.settings.auth_cache_seconds
     now = time.monotonic()
@@ -139,7 +151,9 @@ async def authenticate(request: Request, session: SessionDep) -> Principal:
 
 
 def require(scope: str) -> Callable[..., Coroutine[Any, Any, Principal]]:
-    """A dependency that authenticates the caller and checks one scope."""
+    """A dependency that checks one scope of the caller. Authentication itself is the
+    router default; the principal comes from FastAPI's per-request dependency cache (the
+    same `authenticate`), so there is one key lookup per request whichever runs first."""
 
     async def dependency(
         principal: Annotated[Principal, Depends(authenticate)],

@@ -14,10 +14,19 @@ from app.models.subject import Email
 
 ConsentAction = Literal["given", "withdrawn"]
 ConsentMethod = Literal["web_form", "email", "phone", "in_person", "import", "gpc"]
-# Also written by the service itself when it fulfils a withdraw_consent rights request.
+# Also written by the service itself: `rights_request` when it fulfils a withdraw_consent
+# request, `unspecified` for a withdrawal sent without a method (Art 7(3): a withdrawal
+# needs nothing beyond the subject, purpose and action).
 RecordedMethod = Literal[
-    "web_form", "email", "phone", "in_person", "import", "gpc", "rights_request"
+    "web_form", "email", "phone", "in_person", "import", "gpc", "rights_request", "unspecified"
 ]
+UNSPECIFIED_METHOD = "unspecified"
+METHOD_DESCRIPTION = (
+    "How the choice was expressed. Required when consent is given. A withdrawal may omit it "
+    "(Art 7(3): withdrawing is as easy as giving); it is then recorded as `unspecified`, and "
+    "the recording key and its role stay in `recorded_by` and the audit log. `gpc` (Global "
+    "Privacy Control) records a withdrawal of any purpose, never a consent given."
+)
 GPC_PURPOSE = "partner_referral"  # GPC: do not share with third parties (§6)
 
 
@@ -73,7 +82,7 @@ class ConsentEventCreate(SQLModel):
     purpose: str = Field(max_length=63, regex=KEY_PATTERN)
     action: ConsentAction
     recipient: str | None = Field(default=None, max_length=63, regex=KEY_PATTERN)
-    method: ConsentMethod
+    method: ConsentMethod | None = Field(default=None, description=METHOD_DESCRIPTION)
     policy_version: str | None = Field(default=None, max_length=50)
     notice_text: str | None = Field(default=None, min_length=1, max_length=20000)
     evidence: Evidence | None = None
@@ -85,10 +94,12 @@ class ConsentEventCreate(SQLModel):
             raise ValueError("give exactly one of `subject_id` or `email`")
         if (self.recipient is not None) != (self.purpose == "international_transfer"):
             raise ValueError("`recipient` goes with, and only with, `international_transfer`")
-        if self.action == "given" and (not self.policy_version or not self.notice_text):
-            raise ValueError("giving consent needs `policy_version` and `notice_text`")
-        if self.method == "gpc" and (self.action != "withdrawn" or self.purpose != GPC_PURPOSE):
-            raise ValueError(f"method `gpc` records only a withdrawal of `{GPC_PURPOSE}`")
+        if self.action == "given" and (
+            self.method is None or not self.policy_version or not self.notice_text
+        ):
+            raise ValueError("giving consent needs `method`, `policy_version` and `notice_text`")
+        if self.method == "gpc" and self.action != "withdrawn":
+            raise ValueError("method `gpc` records only a withdrawal")
         return self
 
 
@@ -98,7 +109,7 @@ class ConsentEventPublic(SQLModel):
     purpose: str
     recipient: str | None
     action: ConsentAction
-    method: RecordedMethod
+    method: RecordedMethod = Field(description=METHOD_DESCRIPTION)
     policy_version: str | None
     notice_sha256: str | None
     evidence: Evidence

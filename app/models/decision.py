@@ -26,8 +26,14 @@ Reason = Literal[
     "objected",
     "marketing_opt_out",
     "transfer_not_permitted",
+    "recipient_not_for_purpose",
 ]
 MAX_BATCH = 1000
+REASONS_DESCRIPTION = (
+    "Every reason that applies, in the order of the rules; empty when allowed. Besides the "
+    "codes API.md lists, `recipient_not_for_purpose`: the recipient named is not one the "
+    "catalogue lists for this purpose (§6; e.g. `surveys` to a partner)."
+)
 
 
 class Decision(SQLModel, table=True):
@@ -77,7 +83,7 @@ class DecisionPublic(SQLModel):
     recipient: str | None
     allowed: bool
     basis: str | None
-    reasons: list[Reason]
+    reasons: list[Reason] = Field(description=REASONS_DESCRIPTION)
     decided_at: datetime
 
 

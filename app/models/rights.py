@@ -9,7 +9,7 @@ from sqlalchemy import BigInteger, Column, Identity, Index, String
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlmodel import Field, SQLModel
 
-from app.models.base import Timestamp, timestamp_field
+from app.models.base import DateOrDateTime, timestamp_field
 from app.models.subject import Email, SubjectUpdate
 
 RightType = Literal[
@@ -29,7 +29,9 @@ RejectionCode = Literal[
     "manifestly_unfounded",
     "manifestly_excessive",
     "legal_exemption",
+    "other",
 ]
+DEFAULT_REJECTION_CODE = "other"
 OPEN_STATUSES = ("received", "identity_verified")
 
 
@@ -86,7 +88,12 @@ class RightsRequestCreate(SQLModel):
     subject_id: uuid.UUID | None = None
     email: Email | None = None
     details: str | None = Field(default=None, max_length=5000)
-    received_at: Timestamp | None = None
+    received_at: DateOrDateTime | None = Field(
+        default=None,
+        description="When the request reached the controller (default: now). Any past date "
+        "is accepted, a date alone meaning the start of that day, UK time (a letter "
+        "entered late); a time in the future is refused with 422.",
+    )
 
     @model_validator(mode="after")
     def _one_reference(self) -> Self:
@@ -114,10 +121,18 @@ class Complete(SQLModel):
 
 
 class Reject(SQLModel):
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
-    code: RejectionCode
-    reason: str = Field(min_length=3, max_length=2000)
-    article: str | None = Field(default=None, max_length=50)
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)  # type: ignore[assignment]
+    reason: str = Field(
+        min_length=1, max_length=2000, description="Why the request is refused (required)."
+    )
+    code: RejectionCode = Field(
+        default=DEFAULT_REJECTION_CODE,
+        description="The kind of refusal; `other` when not given. `legal_exemption` needs "
+        "`article`.",
+    )
+    article: str | None = Field(
+        default=None, min_length=1, max_length=50, description="The exemption relied on."
+    )
 
     @model_validator(mode="after")
     def _article(self) -> Self:

@@ -39,7 +39,9 @@ async def create_consent_event(
     principal: Writer,
     sec_gpc: Annotated[str | None, Header(alias="Sec-GPC")] = None,
 ) -> JSONResponse:
-    """Record consent given or withdrawn; returns the event and its receipt."""
+    """Record consent given or withdrawn; returns the event and its receipt. A withdrawal
+    needs only the subject, purpose and action (Art 7(3)); `method: gpc` withdraws any
+    purpose; `Sec-GPC: 1` also withdraws and objects to `partner_referral`."""
     gpc = sec_gpc == "1"
 
     async def create() -> tuple[int, Any]:

@@ -1,34 +1,14 @@
-"""Liveness, readiness and Prometheus metrics."""
+"""Prometheus metrics (a key with `metrics:read`). The public probes are in app.routers.probes."""
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel
 
 from app.core.auth import Principal, require
-from app.core.errors import ServiceUnavailable, problem_responses
-from app.services import health
+from app.core.errors import problem_responses
 
 router = APIRouter(tags=["operations"])
-
-
-class Health(BaseModel):
-    status: str
-
-
-@router.get("/healthz", response_model=Health)
-async def healthz() -> Health:
-    """The process is up."""
-    return Health(status="ok")
-
-
-@router.get("/readyz", response_model=Health, responses=problem_responses(503))
-async def readyz(request: Request) -> Health:
-    """The database answers."""
-    if not await health.database_ready(request.app.state.engine):
-        raise ServiceUnavailable("The database does not answer.")
-    return Health(status="ready")
 
 
 @router.get(

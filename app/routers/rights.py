@@ -131,7 +131,8 @@ async def complete_rights_request(
 async def reject_rights_request(
     request_id: uuid.UUID, body: Reject, session: SessionDep, principal: Writer
 ) -> RightsRequestPublic:
-    """Refuse the request with a reason code and text."""
+    """Refuse the request. `reason` alone is enough; `code` defaults to `other`, and
+    `legal_exemption` needs `article`."""
     return rights.to_public(
         await rights.reject(session, principal, request_id=request_id, data=body)
     )

@@ -47,7 +47,7 @@ async def list_subjects(
     cursor: Cursor = None,
 ) -> Page[SubjectPublic]:
     """List subjects, optionally by e-mail or category."""
-    return await subjects.list_subjects(
+    return await subjects.list_subjects(  # guard: allow-subject-read (the CRM's own records)
         session, email=email, category=category, limit=limit, cursor=cursor
     )
 

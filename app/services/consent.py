@@ -22,6 +22,7 @@ from app.core.pagination import Page, decode_time_cursor, encode_time_cursor, pa
 from app.models.base import utcnow
 from app.models.consent import (
     GPC_PURPOSE,
+    UNSPECIFIED_METHOD,
     ConsentEventCreate,
     ConsentEventCreated,
     ConsentEventPublic,
@@ -292,7 +293,7 @@ async def record_consent(
         raise Unprocessable("`occurred_at` is in the future.", field="occurred_at")
     ctx = await _context(session, principal, data)
     extra: list[ConsentEventPublic] = []
-    if data.method == "gpc":  # the request is itself the signal
+    if data.method == "gpc" and data.purpose == GPC_PURPOSE:  # the request is the signal
         row = await _gpc_withdrawal(
             session,
             principal,
@@ -310,7 +311,8 @@ async def record_consent(
             purpose=data.purpose,
             recipient=data.recipient,
             action=data.action,
-            method=data.method,
+            # A withdrawal may come without a method (Art 7(3)); never refuse a "no".
+            method=data.method or UNSPECIFIED_METHOD,
             policy=data.policy_version,
             notice_text=data.notice_text,
             evidence=data.evidence,

@@ -63,7 +63,10 @@ SELECT c.ord, s.id AS subject_id, CASE WHEN live.ok THEN b.basis END AS basis,
            SELECT 1 FROM marketing_optouts o WHERE o.email_hash = s.email_hash)
          THEN 'marketing_opt_out' END,
     CASE WHEN live.ok AND NOT rc.inside_eea_uk AND rc.transfer_safeguard = 'explicit_consent'
-          AND tc.status IS DISTINCT FROM 'given' THEN 'transfer_not_permitted' END
+          AND tc.status IS DISTINCT FROM 'given' THEN 'transfer_not_permitted' END,
+    -- §6 recipients: only one the catalogue lists for this purpose may receive the data.
+    CASE WHEN live.ok AND rc.key IS NOT NULL AND p.key <> ALL (rc.purposes)
+         THEN 'recipient_not_for_purpose' END
   ]::text[], NULL) AS reasons
 FROM cand c
 LEFT JOIN subjects s ON s.id = c.subject_id

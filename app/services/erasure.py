@@ -2,13 +2,16 @@
 kept; refused in part where a running contract or a legal obligation still needs the data
 (Art 17(3)(b)), saying which purposes block it."""
 
+import re
 import uuid
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from app.core.auth import Principal
+from app.models.rights import RightsRequest
 from app.models.subject import Subject
 from app.services import audit, bases, consent
 
@@ -63,6 +66,60 @@ async def forget_requests(
         ),
         {"s": subject_id, "h": email_hash},
     )
+
+
+# Access and portability reports are copies of what was held; once a field is rectified or
+# erased, a stored copy would keep the superseded value readable. The copy goes, the outcome
+# (no personal data) stays, and the export then asks for a new request.
+WITHDRAW_REPORTS = text("""
+UPDATE rights_requests
+SET result = jsonb_build_object('outcome', result -> 'outcome',
+                                'report_withdrawn', CAST(:why AS text))
+WHERE (subject_id = :s OR email_hash = ANY (CAST(:hashes AS text[])))
+  AND jsonb_typeof(result) = 'object' AND result ? 'report'
+""")
+
+
+async def forget_superseded_values(
+    session: AsyncSession, subject: Subject, *, old: dict[str, Any], old_email_hash: str | None
+) -> None:
+    """Rectification (Art 16): no stored report, free text or reply keeps the old values."""
+    hashes = [h for h in (subject.email_hash, old_email_hash) if h]
+    await session.execute(
+        WITHDRAW_REPORTS, {"s": subject.id, "hashes": hashes, "why": "rectification"}
+    )
+    if "email" in old:  # the requests keep the address they came from only as its hash
+        await session.execute(
+            update(RightsRequest)
+            .where(
+                or_(
+                    col(RightsRequest.subject_id) == subject.id,
+                    col(RightsRequest.email_hash).in_(hashes),
+                )
+            )
+            .values(email=None)
+        )
+    values = sorted({str(v) for v in old.values() if v is not None and len(str(v)) >= 3})
+    if values:
+        pattern = re.compile("|".join(re.escape(v) for v in values), re.IGNORECASE)
+        rows = await session.execute(
+            select(col(RightsRequest.id), col(RightsRequest.details)).where(
+                or_(
+                    col(RightsRequest.subject_id) == subject.id,
+                    col(RightsRequest.email_hash).in_(hashes),
+                ),
+                col(RightsRequest.details).is_not(None),
+            )
+        )
+        for request_id, details in rows.all():
+            scrubbed = pattern.sub("[rectified]", details or "")
+            if scrubbed != details:
+                await session.execute(
+                    update(RightsRequest)
+                    .where(col(RightsRequest.id) == request_id)
+                    .values(details=scrubbed)
+                )
+    await forget_stored_answers(session, subject, old_email=old.get("email"))
 
 
 async def forget_stored_answers(

@@ -23,8 +23,13 @@ async def export(session: AsyncSession, *, request_id: uuid.UUID, fmt: str) -> t
     req = await get_request(session, request_id)
     if req.type not in ("access", "portability"):
         raise Unprocessable("Only access and portability requests have an export.")
-    if req.status != "completed" or not req.result or "report" not in req.result:
-        raise Conflict("The request is not completed, or its export was erased.")
+    if req.status != "completed" or not req.result:
+        raise Conflict("The request is not completed.")
+    if "report" not in req.result:
+        raise Conflict(
+            "The report was withdrawn after a rectification or erasure changed the data it "
+            "held; make a new access or portability request for a current copy."
+        )
     report = req.result["report"]
     if fmt == "json":
         return "application/json", report

@@ -70,19 +70,16 @@ async def _rectification(
     if not changes_:
         raise Unprocessable("Rectification needs `changes`.", field="changes")
     old = {field: getattr(subject, field) for field in changes_}
+    old_email_hash = subject.email_hash
     await subjects.update_subject(
         session, principal, subject_id=subject.id, data=SubjectUpdate.model_validate(changes_)
     )
     await changes.append(
         session, "subject.rectified", subject_id=subject.id, email_hash=subject.email_hash
     )
-    # Superseded values must not stay readable: stored replies that echoed them go, and the
-    # request itself keeps the address it came from only as its keyed hash.
-    await erasure.forget_stored_answers(session, subject, old_email=old.get("email"))
-    if "email" in changes_:
-        await session.execute(
-            text("UPDATE rights_requests SET email = NULL WHERE subject_id = :s"), {"s": subject.id}
-        )
+    # Superseded values must not stay readable: stored reports and replies that echoed them
+    # go, and the request itself keeps the address it came from only as its keyed hash.
+    await erasure.forget_superseded_values(session, subject, old=old, old_email_hash=old_email_hash)
     # Old and new values only as keyed hashes: provable if presented, never readable.
     private = {
         "fields": {
@@ -171,8 +168,11 @@ async def _object_processing(
             source="rights_request",
             reason=f"rights request {req.id}",
         )
+    # Every named purpose gets its objection (the gate answers `objected` for it), direct
+    # marketing included: the opt-out above comes in addition, never instead. With none
+    # named, the objection reaches what rests on legitimate interests (Art 21(1)).
     purposes = (
-        [p for p in named if p not in marketing]
+        list(dict.fromkeys(named))
         if named
         else list(
             (

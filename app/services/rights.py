@@ -89,7 +89,10 @@ async def create_request(
     now = utcnow()
     received_at = data.received_at or now
     if received_at > now + CLOCK_SKEW:
-        raise Unprocessable("`received_at` is in the future.", field="received_at")
+        raise Unprocessable(
+            "`received_at` is in the future: give when the request arrived (any past date).",
+            field="received_at",
+        )
     subject_id, hashed = data.subject_id, None
     if data.subject_id is not None:
         subject = await session.get(Subject, data.subject_id)

@@ -1,0 +1,75 @@
+"""Issue 8, item 7(c): authentication is the router default. A route cannot ship without it,
+`require(scope)` only adds the scope, and a request costs one key lookup."""
+
+from typing import Any
+
+import httpx
+from fastapi import APIRouter
+from sqlalchemy import event
+
+from app.core.auth import authenticate
+from app.main import create_app, include_api_router
+from tests.routes import all_routes
+
+# The only paths served without an API key (API.md, "Operations").
+PUBLIC_PATHS = {"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+
+
+def _default_dependencies(route: Any) -> list[Any]:
+    return [d.dependency for d in getattr(route, "dependencies", None) or []]
+
+
+def test_every_route_but_the_public_ones_authenticates_by_default(app):
+    routes = all_routes(app)
+    assert len(routes) > 40  # the whole app was walked, included routers too
+    missing = [
+        f"{sorted(r.methods or [])} {r.path}"
+        for r in routes
+        if r.path not in PUBLIC_PATHS and authenticate not in _default_dependencies(r)
+    ]
+    assert missing == []
+    public = {r.path for r in routes if authenticate not in _default_dependencies(r)}
+    assert public == PUBLIC_PATHS  # and the allow-list names nothing that is not public
+
+
+async def test_a_route_written_without_require_still_needs_a_key(engine, conn, test_settings, crm):
+    app = create_app(test_settings, engine=engine, session_bind=conn)
+    careless = APIRouter()
+
+    @careless.get("/v1/forgot-its-scope")
+    async def forgot() -> dict[str, str]:
+        return {"ok": "yes"}
+
+    include_api_router(app, careless)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        anonymous = await c.get("/v1/forgot-its-scope")
+        assert anonymous.status_code == 401
+        assert anonymous.headers["content-type"].startswith("application/problem+json")
+        assert (await c.get("/v1/forgot-its-scope", headers=crm)).json() == {"ok": "yes"}
+
+
+async def test_one_key_lookup_per_request(client, engine, crm, auditor):
+    statements: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "api_keys" in statement:
+            statements.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        assert (await client.get("/v1/purposes", headers=crm)).status_code == 200
+        assert len(statements) == 1  # the default and require(scope) share one principal
+        statements.clear()
+        # The scope check still bites after the shared authentication.
+        forbidden = await client.post("/v1/subjects", json={}, headers=auditor)
+        assert forbidden.status_code == 403 and "subjects:write" in forbidden.json()["detail"]
+        assert len(statements) == 1
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", seen)
+
+
+async def test_public_paths_answer_without_a_key(client):
+    for path in ("/healthz", "/readyz", "/docs", "/openapi.json"):
+        assert (await client.get(path)).status_code == 200, path
+    assert (await client.get("/metrics")).status_code == 401
