@@ -26,11 +26,13 @@ from app.routers import (
     changes,
     consent,
     decisions,
+    links,
     ops,
     optouts,
     rights,
     subjects,
 )
+from app.web import person as person_pages
 
 API_DESCRIPTION = (
     "Records consent events, marketing opt-outs and data-subject-rights requests, and "
@@ -87,9 +89,23 @@ def create_app(
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(JsonBodyMiddleware)
     app.add_middleware(RequestContextMiddleware)
-    routers = (ops, subjects, bases, consent, optouts, decisions, rights, changes, catalogue, audit)
+    routers = (
+        ops,
+        subjects,
+        bases,
+        consent,
+        optouts,
+        decisions,
+        rights,
+        changes,
+        catalogue,
+        audit,
+        links,
+    )
     for module in routers:
         app.include_router(module.router)
+    # The person's pages: no API key, the signed token is the credential (issue 12).
+    app.include_router(person_pages.router)
     _problem_media_types(app)
     return app
 

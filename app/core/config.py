@@ -4,7 +4,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import SecretStr, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_SECRET = "development-only-secret-change-me"  # noqa: S105 - refused outside development
@@ -41,6 +41,25 @@ class Settings(BaseSettings):
             raise ValueError("CONSENT_SECRET_KEY must be set outside development")
         if self.signing_key_pem is None:
             raise ValueError("CONSENT_SIGNING_KEY_PEM must be set outside development")
+        return self
+
+    # Issue 12: the person's own door (signed links, one-click unsubscribe, preference page).
+    # Where the links point; never taken from a request's Host header.
+    public_base_url: str = "http://127.0.0.1:8000"
+    # "kid:secret,kid:secret": the first signs, all verify (rotate by putting a new key first
+    # and dropping an old one once its links have expired). Unset: one key derived from
+    # CONSENT_SECRET_KEY.
+    link_keys: SecretStr | None = None
+    unsubscribe_link_days: int = Field(default=90, ge=1, le=366)
+    preference_link_days: int = Field(default=14, ge=1, le=90)
+    # Per token, per worker process (in memory): requests allowed in a sliding window.
+    link_rate_limit: int = Field(default=30, ge=1)
+    link_rate_window_seconds: float = Field(default=60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _links_outside_development(self) -> "Settings":
+        if self.env != "development" and not self.public_base_url.startswith("https://"):
+            raise ValueError("CONSENT_PUBLIC_BASE_URL must be an https:// URL (RFC 8058)")
         return self
 
 
