@@ -377,3 +377,18 @@ def test_keys_rotate_and_tokens_cannot_be_widened(test_settings):
         verify_link(old, token, kind="u", now=time.time() + 120)
     with pytest.raises(ValueError, match="CONSENT_LINK_KEYS"):
         verify_link(keys("short:abc"), token, kind="u")
+
+
+async def test_links_need_an_https_base_url_outside_development(
+    engine, conn, test_settings, client, crm
+):
+    s = await _subject(client, crm)
+    for base, status in (("http://consent.example.com", 503), ("https://consent.example.com", 200)):
+        settings = test_settings.model_copy(update={"env": "production", "public_base_url": base})
+        app = create_app(settings, engine=engine, session_bind=conn)
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://evil.example"
+        ) as prod:
+            r = await prod.post(f"/v1/subjects/{s['id']}/links", json={}, headers=crm)
+        assert r.status_code == status, r.text
+    assert r.json()["unsubscribe_url"].startswith("https://consent.example.com/u/")

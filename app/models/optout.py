@@ -33,7 +33,10 @@ class OptOutPublic(SQLModel):
 
     id: uuid.UUID
     channel: Channel
-    source: RecordedOptOutSource
+    source: RecordedOptOutSource = Field(
+        description="Where it came from; `email_link` is the person's own one-click unsubscribe"
+        " or preference page (written by the service only)."
+    )
     created_at: datetime
 
 

@@ -139,7 +139,10 @@ class RightsRequestPublic(SQLModel):
     overdue: bool
     extended_months: int
     extension_reason: str | None
-    identity_method: RecordedIdentityMethod | None
+    identity_method: RecordedIdentityMethod | None = Field(
+        description="How identity was verified; `link`: the person made the request on their"
+        " own page, reached by a signed e-mail link (written by the service only)."
+    )
     rejection_code: str | None
     rejection_article: str | None
     rejection_reason: str | None

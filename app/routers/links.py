@@ -19,7 +19,7 @@ Issuer = Annotated[Principal, Depends(require("links:create"))]
     "/subjects/{subject_id}/links",
     response_model=LinkPublic,
     response_model_by_alias=True,
-    responses=problem_responses(401, 403, 404, 409, 413, 422),
+    responses=problem_responses(401, 403, 404, 409, 413, 422, 503),
 )
 async def create_subject_links(
     subject_id: uuid.UUID,

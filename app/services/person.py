@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.auth import Principal
 from app.core.config import Settings
-from app.core.errors import Conflict, NotFound, Unprocessable
+from app.core.errors import Conflict, NotFound, ServiceUnavailable, Unprocessable
 from app.core.link_tokens import LinkClaims, sign_link
 from app.models.base import utcnow
 from app.models.consent import ConsentEventCreate, Evidence
@@ -81,6 +81,10 @@ async def issue_links(
     settings: Settings,
 ) -> LinkPublic:
     """Sign an unsubscribe and a preference link for a live subject (and a purpose)."""
+    if settings.env != "development" and not settings.public_base_url.startswith("https://"):
+        raise ServiceUnavailable(
+            "Set CONSENT_PUBLIC_BASE_URL to this service's public https:// address."
+        )
     subject = await subjects.get_subject(session, subject_id)
     if subject.erased_at is not None or subject.email_hash is None:
         raise Conflict("The subject has been erased or has no e-mail address.")
