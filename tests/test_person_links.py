@@ -392,3 +392,10 @@ async def test_links_need_an_https_base_url_outside_development(
             r = await prod.post(f"/v1/subjects/{s['id']}/links", json={}, headers=crm)
         assert r.status_code == status, r.text
     assert r.json()["unsubscribe_url"].startswith("https://consent.example.com/u/")
+
+
+async def test_the_page_escapes_what_it_shows(client, crm):
+    s = await _subject(client, crm, name="<script>alert(1)</script>")
+    page = await client.get(_path((await _links(client, crm, s["id"]))["preference_url"]))
+    assert "<script>alert(1)" not in page.text and "&lt;script&gt;" in page.text
+    assert "<script" not in page.text  # no script of any kind on the page

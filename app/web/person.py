@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
-from fastapi.responses import FileResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -34,7 +34,31 @@ from app.core.rate_limit import SlidingWindowLimiter
 from app.models.link import ONE_CLICK
 from app.services import person
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(tags=["person pages"])
+HTML_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "Not the RFC 8058 body", "content": {"text/html": {}}},
+    404: {"description": "Not a valid link (tampered, unknown key)", "content": {"text/html": {}}},
+    410: {
+        "description": "The link has expired, or its subject is gone",
+        "content": {"text/html": {}},
+    },
+    429: {"description": "Too many requests for this link", "content": {"text/html": {}}},
+}
+ONE_CLICK_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            media: {
+                "schema": {
+                    "type": "object",
+                    "required": ["List-Unsubscribe"],
+                    "properties": {"List-Unsubscribe": {"type": "string", "enum": ["One-Click"]}},
+                }
+            }
+            for media in ("multipart/form-data", "application/x-www-form-urlencoded")
+        },
+    }
+}
 log = logging.getLogger("consent_api.person")
 HERE = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -123,7 +147,7 @@ async def _failed(request: Request, session: AsyncSession, exc: Exception) -> Re
     return error_page(request, 400)
 
 
-@router.get("/p/assets/{name}")
+@router.get("/p/assets/{name}", include_in_schema=False)
 async def person_asset(name: str) -> Response:
     """The pages' own stylesheet and icon (nothing is loaded from anywhere else)."""
     if name not in ASSETS:
@@ -132,18 +156,25 @@ async def person_asset(name: str) -> Response:
     return _secure(FileResponse(path, media_type=media_type))
 
 
-@router.get("/u/{token}")
+@router.get("/u/{token}", response_class=HTMLResponse, responses=HTML_ERRORS)
 async def unsubscribe_page(token: str, request: Request) -> Response:
-    """A confirmation page: mail scanners follow GET links, so a GET never changes anything."""
+    """A confirmation page with one button; a GET never changes anything (mail scanners)."""
     claims = _claims(request, token, "u")
     if isinstance(claims, Response):
         return claims
     return _render(request, "person/unsubscribe.html", token=token, one_click=ONE_CLICK)
 
 
-@router.post("/u/{token}")
+@router.post(
+    "/u/{token}",
+    response_class=HTMLResponse,
+    responses=HTML_ERRORS,
+    openapi_extra=ONE_CLICK_BODY,
+)
 async def one_click_unsubscribe(token: str, request: Request, session: SessionDep) -> Response:
-    """RFC 8058: body `List-Unsubscribe=One-Click` (multipart or urlencoded); 200, no redirect."""
+    """RFC 8058 one-click unsubscribe: records an e-mail marketing opt-out; 200, no redirect.
+
+    No API key and no cookies: the signed token is the credential. Repeating is harmless."""
     claims = _claims(request, token, "u")
     if isinstance(claims, Response):
         return claims
@@ -160,9 +191,9 @@ async def one_click_unsubscribe(token: str, request: Request, session: SessionDe
     return _render(request, "person/unsubscribed.html")
 
 
-@router.get("/p/{token}")
+@router.get("/p/{token}", response_class=HTMLResponse, responses=HTML_ERRORS)
 async def preference_page(token: str, request: Request, session: SessionDep) -> Response:
-    """The person's consents, opt-outs and requests, with forms to change them."""
+    """The person's preference page: consents, opt-outs, requests, and forms to change them."""
     claims = _claims(request, token, "p")
     if isinstance(claims, Response):
         return claims
@@ -197,7 +228,7 @@ def _back(token: str, done: str) -> Response:
     return _secure(RedirectResponse(f"/p/{token}?done={done}", status_code=303))
 
 
-@router.post("/p/{token}/withdraw")
+@router.post("/p/{token}/withdraw", include_in_schema=False)
 async def withdraw_consent(
     token: str,
     request: Request,
@@ -223,7 +254,7 @@ async def withdraw_consent(
     return _back(token, "withdrawn")
 
 
-@router.post("/p/{token}/give")
+@router.post("/p/{token}/give", include_in_schema=False)
 async def give_consent(
     token: str,
     request: Request,
@@ -251,7 +282,7 @@ async def give_consent(
     return _back(token, "given")
 
 
-@router.post("/p/{token}/opt-out")
+@router.post("/p/{token}/opt-out", include_in_schema=False)
 async def opt_out_of_marketing(
     token: str, request: Request, session: SessionDep, csrf: FormText = ""
 ) -> Response:
@@ -265,7 +296,7 @@ async def opt_out_of_marketing(
     return _back(token, "optout")
 
 
-@router.post("/p/{token}/request")
+@router.post("/p/{token}/request", include_in_schema=False)
 async def start_rights_request(
     token: str,
     request: Request,
