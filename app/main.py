@@ -27,17 +27,32 @@ from app.routers import (
     changes,
     consent,
     decisions,
+    links,
     ops,
     optouts,
     probes,
     rights,
     subjects,
 )
+from app.web import person as person_pages
 
-# Routers whose routes need no API key: liveness and readiness. Every other router is
-# included with authentication as its default, so a route cannot ship without it.
-PUBLIC_ROUTERS = (probes,)
-API_ROUTERS = (ops, subjects, bases, consent, optouts, decisions, rights, changes, catalogue, audit)
+# Routers whose routes need no API key: liveness and readiness, and the person's pages (the
+# signed token is the credential). Every other router is included with authentication as
+# its default, so a route cannot ship without it.
+PUBLIC_ROUTERS = (probes, person_pages)
+API_ROUTERS = (
+    ops,
+    subjects,
+    bases,
+    consent,
+    optouts,
+    decisions,
+    rights,
+    changes,
+    catalogue,
+    audit,
+    links,
+)
 
 API_DESCRIPTION = (
     "Records consent events, marketing opt-outs and data-subject-rights requests, and "

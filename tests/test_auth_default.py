@@ -13,6 +13,16 @@ from tests.routes import all_routes
 
 # The only paths served without an API key (API.md, "Operations").
 PUBLIC_PATHS = {"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+# The person's signed-link pages: the token in the path is the credential (API.md).
+PUBLIC_PATHS |= {
+    "/u/{token}",
+    "/p/{token}",
+    "/p/assets/{name}",
+    "/p/{token}/withdraw",
+    "/p/{token}/give",
+    "/p/{token}/opt-out",
+    "/p/{token}/request",
+}
 
 
 def _default_dependencies(route: Any) -> list[Any]:

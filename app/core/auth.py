@@ -59,6 +59,7 @@ ROLE_SCOPES: dict[str, frozenset[str]] = {
             "rights:read",
             "rights:create",
             "rights:write",
+            "links:create",
         }
     ),
     # The website never lists subjects: it writes and checks only.
@@ -80,6 +81,7 @@ ROLE_SCOPES: dict[str, frozenset[str]] = {
             "optouts:write",
             "optouts:read",
             "decisions:ask",
+            "links:create",
         }
     ),
     "auditor": READ_SCOPES,

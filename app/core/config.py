@@ -1,10 +1,11 @@
 """Settings from the environment (prefix CONSENT_)."""
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_SECRET = "development-only-secret-change-me"  # noqa: S105 - refused outside development
@@ -42,6 +43,32 @@ class Settings(BaseSettings):
         if self.signing_key_pem is None:
             raise ValueError("CONSENT_SIGNING_KEY_PEM must be set outside development")
         return self
+
+    # Issue 12: the person's own door (signed links, one-click unsubscribe, preference page).
+    # Where the links point; never taken from a request's Host header. Outside development
+    # links are refused until it is an https:// URL (RFC 8058 section 3.1).
+    public_base_url: str = "http://127.0.0.1:8000"
+    # "kid:secret,kid:secret": the first signs, all verify (rotate by putting a new key first
+    # and dropping an old one once its links have expired). Unset: one key derived from
+    # CONSENT_SECRET_KEY.
+    link_keys: SecretStr | None = None
+    unsubscribe_link_days: int = Field(default=90, ge=1, le=366)
+    preference_link_days: int = Field(default=14, ge=1, le=90)
+    # Per token, per worker process (in memory): requests allowed in a sliding window.
+    link_rate_limit: int = Field(default=30, ge=1)
+    link_rate_window_seconds: float = Field(default=60.0, gt=0)
+
+    @field_validator("link_keys")
+    @classmethod
+    def _link_keys_format(cls, value: SecretStr | None) -> SecretStr | None:
+        for item in value.get_secret_value().split(",") if value else []:
+            kid, sep, secret = item.strip().partition(":")
+            if not sep or not re.fullmatch(r"[A-Za-z0-9_-]{1,16}", kid) or len(secret) < 32:
+                raise ValueError(
+                    "CONSENT_LINK_KEYS must be `kid:secret,...`: ids of 1-16 letters, digits,"
+                    " `_` or `-`; secrets of at least 32 characters"
+                )
+        return value
 
 
 @lru_cache

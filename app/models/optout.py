@@ -11,6 +11,11 @@ from app.models.subject import Email
 
 Channel = Literal["email", "phone", "all"]
 OptOutSource = Literal["website", "crm", "mailchimp", "surveymonkey", "rights_request", "gpc"]
+# Also written by the service itself: `email_link` is the person's own one-click unsubscribe
+# or preference page (issue 12); clients cannot claim it.
+RecordedOptOutSource = Literal[
+    "website", "crm", "mailchimp", "surveymonkey", "rights_request", "gpc", "email_link"
+]
 
 
 class OptOutCreate(SQLModel):
@@ -28,7 +33,10 @@ class OptOutPublic(SQLModel):
 
     id: uuid.UUID
     channel: Channel
-    source: OptOutSource
+    source: RecordedOptOutSource = Field(
+        description="Where it came from; `email_link` is the person's own one-click unsubscribe"
+        " or preference page (written by the service only)."
+    )
     created_at: datetime
 
 

@@ -24,6 +24,9 @@ RightType = Literal[
 ]
 RightStatus = Literal["received", "identity_verified", "completed", "rejected"]
 IdentityMethod = Literal["email", "document", "known_contact", "other"]
+# `link`: the request came through the person's signed preference link, which only the
+# holder of the mailbox has (issue 12); recorded by the service, not claimable by a client.
+RecordedIdentityMethod = Literal["email", "document", "known_contact", "other", "link"]
 RejectionCode = Literal[
     "identity_not_confirmed",
     "manifestly_unfounded",
@@ -151,7 +154,10 @@ class RightsRequestPublic(SQLModel):
     overdue: bool
     extended_months: int
     extension_reason: str | None
-    identity_method: str | None
+    identity_method: RecordedIdentityMethod | None = Field(
+        description="How identity was verified; `link`: the person made the request on their"
+        " own page, reached by a signed e-mail link (written by the service only)."
+    )
     rejection_code: str | None
     rejection_article: str | None
     rejection_reason: str | None
