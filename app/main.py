@@ -28,6 +28,7 @@ from app.routers import (
     decisions,
     ops,
     optouts,
+    retention,
     rights,
     subjects,
 )
@@ -88,6 +89,8 @@ def create_app(
     app.add_middleware(JsonBodyMiddleware)
     app.add_middleware(RequestContextMiddleware)
     routers = (ops, subjects, bases, consent, optouts, decisions, rights, changes, catalogue, audit)
+    for module in (retention,):  # issue 11
+        app.include_router(module.router)
     for module in routers:
         app.include_router(module.router)
     _problem_media_types(app)
