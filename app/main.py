@@ -28,6 +28,7 @@ from app.routers import (
     decisions,
     ops,
     optouts,
+    proofs,
     retention,
     rights,
     subjects,
@@ -89,7 +90,7 @@ def create_app(
     app.add_middleware(JsonBodyMiddleware)
     app.add_middleware(RequestContextMiddleware)
     routers = (ops, subjects, bases, consent, optouts, decisions, rights, changes, catalogue, audit)
-    for module in (retention,):  # issue 11
+    for module in (retention, proofs):  # issue 11
         app.include_router(module.router)
     for module in routers:
         app.include_router(module.router)

@@ -153,5 +153,3 @@ async def page(browser: Any) -> AsyncIterator[Page]:
         yield Page(pg, requested)
     finally:
         await context.close()
-
-
