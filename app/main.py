@@ -33,6 +33,8 @@ from app.routers import (
     rights,
     subjects,
 )
+from app.web import auditor as web_auditor
+from app.web import docs as web_docs
 
 API_DESCRIPTION = (
     "Records consent events, marketing opt-outs and data-subject-rights requests, and "
@@ -80,6 +82,8 @@ def create_app(
         description=API_DESCRIPTION,
         lifespan=lifespan,
         generate_unique_id_function=_operation_id,
+        docs_url=None,  # served offline by app.web.docs
+        redoc_url=None,
     )
     app.state.settings = settings
     if engine is not None:  # usable without running the lifespan (tests)
@@ -92,6 +96,8 @@ def create_app(
     routers = (ops, subjects, bases, consent, optouts, decisions, rights, changes, catalogue, audit)
     for module in (retention, proofs):  # issue 11
         app.include_router(module.router)
+    web_docs.install(app)  # issue 11: no API key (docs)
+    web_auditor.install(app)  # issue 11: authenticates itself (bearer or page session)
     for module in routers:
         app.include_router(module.router)
     _problem_media_types(app)
