@@ -94,12 +94,12 @@ def create_app(
     app.add_middleware(JsonBodyMiddleware)
     app.add_middleware(RequestContextMiddleware)
     routers = (ops, subjects, bases, consent, optouts, decisions, rights, changes, catalogue, audit)
+    for module in routers:
+        app.include_router(module.router)
     for module in (retention, proofs):  # issue 11
         app.include_router(module.router)
     web_docs.install(app)  # issue 11: no API key (docs)
     web_auditor.install(app)  # issue 11: authenticates itself (bearer or page session)
-    for module in routers:
-        app.include_router(module.router)
     _problem_media_types(app)
     return app
 

@@ -223,7 +223,7 @@ async def test_real_run_erases_in_batches_and_records_the_sweep(db, client, crm,
             )
         )
     }
-    assert erased == {cases["free"], cases["closed_request"]}
+    assert erased & set(cases.values()) == {cases["free"], cases["closed_request"]}
     for name in EXPECTED_HELD:
         assert await gs.email_of(db, cases[name]) is not None, name
     entry = (
