@@ -171,6 +171,88 @@ def _export_openapi(args: argparse.Namespace) -> None:
     print(f"Wrote {args.output}")
 
 
+def _cli_principal() -> Any:
+    """Who runs a command-line job: the OS user, with the admin role (no API key: the nil
+    key id marks the command line in the audit log)."""
+    import getpass
+    import uuid
+
+    from app.core.auth import ROLE_SCOPES, Principal
+
+    return Principal(uuid.UUID(int=0), f"cli:{getpass.getuser()}", "admin", ROLE_SCOPES["admin"])
+
+
+def _print_sweep(report: dict[str, Any], *, as_json: bool, shown: int = 20) -> None:
+    if as_json:
+        print(json.dumps(report, default=str))
+        return
+    kind = "Dry run" if report["dry_run"] else f"Sweep {report['sweep_id']}"
+    print(
+        f"{kind} as of {report['as_of']}: {report['due']} due, {report['erased']} erased,"
+        f" {report['held_back']} held back."
+    )
+    for item in report["items"][:shown]:
+        why = ", ".join(item["held_back"]) or ("would erase" if report["dry_run"] else "erased")
+        print(
+            f"  {item['subject_id']}  {item['category']:<22} {item['rule']:<18}"
+            f" due {item['due_at']}  {why}"
+        )
+    if len(report["items"]) > shown:
+        print(f"  ... and {len(report['items']) - shown} more (--json lists every one)")
+
+
+async def _sweep_run(url: str) -> dict[str, Any]:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from app.core.db import create_engine, create_sessionmaker
+    from app.services.retention import sweep
+
+    settings = get_settings()
+    engine = create_engine(url, settings)
+    console = Console(stderr=True)
+    columns = (
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+    )
+    try:
+        with Progress(*columns, console=console, disable=not console.is_terminal) as bar:
+            task = bar.add_task("Erasing due subjects", total=None)
+            report = await sweep.run(
+                create_sessionmaker(engine),
+                _cli_principal(),
+                batch_size=settings.retention_sweep_batch,
+                progress=lambda n: bar.advance(task, n),
+                on_total=lambda total: bar.update(task, total=total),
+            )
+    finally:
+        await engine.dispose()
+    return report.model_dump(mode="json")
+
+
+def _sweep(args: argparse.Namespace) -> None:
+    from app.services.retention import sweep
+
+    url = _database_url()
+    if args.dry_run:
+        report = asyncio.run(_in_transaction(url, sweep.dry_run))
+        report = json.loads(json.dumps(report, default=str))
+    else:
+        report = asyncio.run(_sweep_run(url))
+    _print_sweep(report, as_json=args.json)
+
+
+def _report_link(args: argparse.Namespace) -> None:
+    from app.web.session import issue_link_token
+
+    settings = get_settings()
+    token = issue_link_token(settings, role=args.role, minutes=args.minutes)
+    print(f"Valid for {args.minutes} minutes, for anyone who has it:")
+    print(f"{args.base_url.rstrip('/')}/auditor/link/{token}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from app.core.auth import ROLES
 
@@ -191,6 +273,15 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("name")
     keys_sub.add_parser("list", help="list keys (never the key itself)")
     keys.set_defaults(func=_keys)
+    sweep = sub.add_parser("sweep", help="erase subjects whose retention period has ended")
+    sweep.add_argument("--dry-run", action="store_true", help="report only, change nothing")
+    sweep.add_argument("--json", action="store_true", help="print the whole report as JSON")
+    sweep.set_defaults(func=_sweep)
+    link = sub.add_parser("report-link", help="print a short-lived signed link to the overview")
+    link.add_argument("--role", choices=("auditor", "admin"), default="auditor")
+    link.add_argument("--minutes", type=int, default=15, choices=range(1, 1441), metavar="1-1440")
+    link.add_argument("--base-url", default="http://127.0.0.1:8000")
+    link.set_defaults(func=_report_link)
     export = sub.add_parser("export-openapi", help="write openapi/openapi.json")
     export.add_argument("--output", default="openapi/openapi.json")
     export.set_defaults(func=_export_openapi)

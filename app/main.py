@@ -31,9 +31,13 @@ from app.routers import (
     ops,
     optouts,
     probes,
+    proofs,
+    retention,
     rights,
     subjects,
 )
+from app.web import auditor as web_auditor
+from app.web import docs as web_docs
 from app.web import person as person_pages
 
 # Routers whose routes need no API key: liveness and readiness, and the person's pages (the
@@ -52,6 +56,8 @@ API_ROUTERS = (
     catalogue,
     audit,
     links,
+    retention,
+    proofs,
 )
 
 API_DESCRIPTION = (
@@ -100,6 +106,8 @@ def create_app(
         description=API_DESCRIPTION,
         lifespan=lifespan,
         generate_unique_id_function=_operation_id,
+        docs_url=None,  # served offline by app.web.docs
+        redoc_url=None,
     )
     app.state.settings = settings
     if engine is not None:  # usable without running the lifespan (tests)
@@ -113,6 +121,8 @@ def create_app(
         app.include_router(module.router)
     for module in API_ROUTERS:
         include_api_router(app, module.router)
+    web_docs.install(app)  # no API key (docs)
+    web_auditor.install(app)  # authenticates itself (bearer or page session)
     _problem_media_types(app)
     return app
 

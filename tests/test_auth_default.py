@@ -12,7 +12,7 @@ from app.main import create_app, include_api_router
 from tests.routes import all_routes
 
 # The only paths served without an API key (API.md, "Operations").
-PUBLIC_PATHS = {"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+PUBLIC_PATHS = {"/healthz", "/readyz", "/openapi.json", "/docs", "/redoc"}
 # The person's signed-link pages: the token in the path is the credential (API.md).
 PUBLIC_PATHS |= {
     "/u/{token}",
@@ -23,6 +23,17 @@ PUBLIC_PATHS |= {
     "/p/{token}/opt-out",
     "/p/{token}/request",
 }
+# The auditor's pages accept a bearer key or a page session (a browser cannot send a header
+# from the address bar); they check the key or the session themselves, then the scope.
+PUBLIC_PATHS |= {
+    "/v1/reports/overview",
+    "/v1/reports/processing-activities",
+    "/auditor/link/{token}",
+    "/auditor/login",
+    "/auditor/logout",
+}
+# Static files served by the app itself (docs assets, the pages' stylesheets): nothing personal.
+PUBLIC_PATHS |= {"/static/docs", "/static/auditor"}
 
 
 def _default_dependencies(route: Any) -> list[Any]:

@@ -70,6 +70,23 @@ class Settings(BaseSettings):
                 )
         return value
 
+    # Issue 11: retention and the auditor's pages.
+    # Days a prospect's data is kept after `interest_ceased_at` (§7); 0 erases at once.
+    retention_prospect_grace_days: int = Field(default=0, ge=0, le=3650)
+    # Subjects erased per transaction by the retention sweep.
+    retention_sweep_batch: int = Field(default=500, ge=1, le=10000)
+    # Lifetime of an auditor's page session (login form or signed link), in minutes.
+    report_session_minutes: int = Field(default=30, ge=1, le=24 * 60)
+    # Security measures (Art 32) listed in the record of processing activities (Art 30(1)(g)).
+    security_measures: list[str] = [
+        "API keys per client with one role each, stored as SHA-256 hashes",
+        "TLS between clients and the service (terminated at the deployment's proxy)",
+        "Hash-chained audit log with signed checkpoints (tamper evidence)",
+        "Opt-outs kept as keyed hashes (HMAC-SHA-256) of e-mail addresses",
+        "Erasure removes personal fields everywhere, leaving a tombstone",
+        "Personal data kept in the EEA/UK unless a transfer consent or safeguard applies",
+    ]
+
 
 @lru_cache
 def get_settings() -> Settings:

@@ -57,3 +57,24 @@ async def list_keys(session: AsyncSession) -> list[dict[str, Any]]:
         ).order_by(col(ApiKey.name))
     )
     return [dict(r._mapping) for r in rows]
+
+
+async def find_live_key(session: AsyncSession, key: str) -> Any:
+    """(id, name, role) of the unrevoked key, or None: the auditor pages' login form."""
+    if not key:
+        return None
+    return (
+        await session.execute(
+            select(col(ApiKey.id), col(ApiKey.name), col(ApiKey.role)).where(
+                col(ApiKey.key_hash) == hash_key(key), col(ApiKey.revoked_at).is_(None)
+            )
+        )
+    ).first()
+
+
+async def is_live(session: AsyncSession, key_id: Any) -> bool:
+    """Whether the key behind a page session is still unrevoked."""
+    found = await session.scalar(
+        select(col(ApiKey.id)).where(col(ApiKey.id) == key_id, col(ApiKey.revoked_at).is_(None))
+    )
+    return found is not None

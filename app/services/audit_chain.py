@@ -25,8 +25,9 @@ BATCH = 2000
 ENTRY_COLUMNS = "id, at, actor_key_id, actor_name, actor_role, action, entity, entity_id, digest"
 
 
-def canonical_json(row: Any, position: int) -> bytes:
-    entry = {
+def chain_entry(row: Any, position: int) -> dict[str, Any]:
+    """What the chain hashes for an entry (consent proofs hand it out as it is)."""
+    return {
         "position": position,
         "id": row.id,
         "at": row.at.isoformat(),
@@ -38,6 +39,10 @@ def canonical_json(row: Any, position: int) -> bytes:
         "entity_id": row.entity_id,
         "digest": row.digest,
     }
+
+
+def canonical_json(row: Any, position: int) -> bytes:
+    entry = chain_entry(row, position)
     return json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 

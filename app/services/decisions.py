@@ -11,10 +11,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import DateTime, String, bindparam, text
+from sqlalchemy import DateTime, Integer, String, bindparam, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.auth import Principal
+from app.core.config import get_settings
 from app.core.errors import Unprocessable
 from app.models.base import utcnow
 from app.models.decision import BatchDecisionItem, DecisionPublic
@@ -34,21 +35,18 @@ SELECT bool_or(x.running) AS running, max(x.ended) AS last_end FROM (
 """
 
 # Every reason that applies, in the order of DOMAIN.md. `live` = known and not erased: the
-# rules after 1 speak of a subject that exists. Parameters: :purpose, :recipient, :now.
+# rules after 1 speak of a subject that exists. Parameters: :purpose, :recipient, :now,
+# :grace_days. Retention's due date is the SQL function `retention_due_at` (migration 0009),
+# shared with the retention sweep.
 REASONS_SQL = f"""
 SELECT c.ord, s.id AS subject_id, CASE WHEN live.ok THEN b.basis END AS basis,
   array_remove(ARRAY[
     CASE WHEN s.id IS NULL THEN 'subject_unknown' END,
     CASE WHEN s.erased_at IS NOT NULL THEN 'subject_erased' END,
     CASE WHEN live.ok AND s.restricted THEN 'restricted' END,
-    CASE WHEN live.ok AND (
-           (cat.retention_rule = 'contract_end_plus' AND NOT coalesce(ct.running, false)
-              AND coalesce(ct.last_end, s.created_at)
-                  + make_interval(months => cat.retention_months) <= :now)
-        OR (cat.retention_rule = 'interest_ceased' AND s.interest_ceased_at <= :now)
-        OR (cat.retention_rule = 'fixed_period'
-              AND s.created_at + make_interval(months => cat.retention_months) <= :now)
-      ) THEN 'retention_expired' END,
+    CASE WHEN live.ok AND retention_due_at(cat.retention_rule, cat.retention_months,
+           s.created_at, s.interest_ceased_at, ct.last_end, ct.running, :grace_days) <= :now
+         THEN 'retention_expired' END,
     CASE WHEN live.ok AND b.basis IS NULL THEN 'no_lawful_basis' END,
     CASE WHEN live.ok AND b.basis <> ALL (p.allowed_bases) THEN 'basis_not_allowed' END,
     CASE WHEN live.ok AND b.basis = 'consent' AND cs.status IS NULL
@@ -124,6 +122,7 @@ GATE_PARAMS = (
     bindparam("purpose", type_=String()),
     bindparam("recipient", type_=String()),
     bindparam("now", type_=DateTime(timezone=True)),
+    bindparam("grace_days", type_=Integer()),
 )
 DECIDE_STATEMENT = text(DECIDE_AND_STORE).bindparams(*GATE_PARAMS)
 
@@ -161,6 +160,7 @@ async def _evaluate(
         "purpose": purpose,
         "recipient": recipient,
         "now": now,
+        "grace_days": get_settings().retention_prospect_grace_days,
         "key_id": principal.key_id,
         "key_name": principal.name,
         "key_role": principal.role,

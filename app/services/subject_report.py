@@ -7,12 +7,12 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.config import get_settings
-from app.models.base import utcnow
+from app.models.base import LONDON, utcnow
 from app.models.rights import RightsRequest
 from app.models.subject import PERSONAL_FIELDS, Subject
 from app.services import consent
-from app.services.deadlines import add_months
-from app.services.decisions import CONTRACTS, GATE_PARAMS
+from app.services.retention import rules as retention_rules
+from app.services.retention.due import subject_due_at
 
 RIGHTS = [
     "access: a copy of your personal data and how it is used (Art 15)",
@@ -42,28 +42,12 @@ async def _rows(session: AsyncSession, sql: str, **params: Any) -> list[dict[str
 
 
 async def _retention(session: AsyncSession, subject: Subject) -> dict[str, Any]:
-    cat = (
-        await session.execute(
-            text("SELECT retention_rule, retention_months FROM categories WHERE key = :k"),
-            {"k": subject.category},
-        )
-    ).one()
-    until = None
-    if cat.retention_rule == "fixed_period" and cat.retention_months:
-        until = add_months(subject.created_at.date(), cat.retention_months).isoformat()
-    elif cat.retention_rule == "contract_end_plus" and cat.retention_months:
-        ct = (
-            await session.execute(
-                text(CONTRACTS.format(subject=":s")).bindparams(*GATE_PARAMS[2:]),
-                {"s": subject.id, "now": utcnow()},
-            )
-        ).one()
-        if not ct.running:
-            anchor = ct.last_end or subject.created_at
-            until = add_months(anchor.date(), cat.retention_months).isoformat()
-    elif cat.retention_rule == "interest_ceased" and subject.interest_ceased_at:
-        until = subject.interest_ceased_at.date().isoformat()
-    return {"rule": cat.retention_rule, "months": cat.retention_months, "until": until}
+    """The rule and the date it ends: the same SQL function as the gate and the sweep."""
+    row = await subject_due_at(
+        session, subject.id, now=utcnow(), grace_days=retention_rules.grace_days()
+    )
+    until = row.due_at.astimezone(LONDON).date().isoformat() if row.due_at else None
+    return {"rule": row.rule, "months": row.months, "until": until}
 
 
 async def access_report(

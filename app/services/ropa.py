@@ -1,0 +1,74 @@
+"""Record of processing activities (Art 30(1)), built from the catalogues: what the
+controller processes, why, on which bases, from where, for whom, how long, how safely."""
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from app.core.config import Settings
+from app.models.base import utcnow
+from app.models.catalogue import Category, Purpose, Recipient, Source
+from app.services.retention import rules as retention_rules
+
+# §3: the fields held, and no others (data minimisation).
+DATA_CATEGORIES = [
+    {"field": "name", "description": "Name"},
+    {"field": "email", "description": "Business e-mail address"},
+    {"field": "phone", "description": "Telephone number"},
+    {"field": "mobile", "description": "Mobile number"},
+    {"field": "job_title", "description": "Job title"},
+    {"field": "company", "description": "Company"},
+    {"field": "business_address", "description": "Business address"},
+]
+
+
+async def processing_activities(session: AsyncSession, settings: Settings) -> dict[str, Any]:
+    async def rows(model: Any) -> list[Any]:
+        return list((await session.execute(select(model).order_by(col(model.key)))).scalars())
+
+    recipients = await rows(Recipient)
+    purposes = [
+        {
+            "key": p.key,
+            "description": p.description,
+            "allowed_bases": sorted(p.allowed_bases),
+            "direct_marketing": p.direct_marketing,
+            "recipients": [r.key for r in recipients if p.key in r.purposes],
+        }
+        for p in await rows(Purpose)
+    ]
+    return {
+        "article": "30(1)",
+        "generated_at": utcnow().isoformat(),
+        "controller": {
+            "name": settings.controller_name,
+            "email": settings.controller_email,
+            "phone": settings.controller_phone,
+            "address": settings.controller_address,
+            "supervisory_authority": settings.supervisory_authority,
+        },
+        "purposes": purposes,
+        "categories_of_subjects": [
+            {"key": c.key, "description": c.description} for c in await rows(Category)
+        ],
+        "categories_of_data": DATA_CATEGORIES,
+        "sources": [{"key": s.key, "description": s.description} for s in await rows(Source)],
+        "recipients": [
+            {
+                "key": r.key,
+                "name": r.name,
+                "role": r.role,
+                "country": r.country,
+                "inside_eea_uk": r.inside_eea_uk,
+                "transfer_safeguard": r.transfer_safeguard,
+                "purposes": list(r.purposes),
+            }
+            for r in recipients
+        ],
+        "retention_rules": [
+            r.model_dump(mode="json") for r in await retention_rules.list_rules(session)
+        ],
+        "security_measures": list(settings.security_measures),
+    }

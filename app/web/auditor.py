@@ -1,0 +1,238 @@
+"""The auditor's pages: the overview (`GET /v1/reports/overview`), the record of processing
+activities as a page (`GET /v1/reports/processing-activities` with `Accept: text/html`),
+and how a browser gets in: a signed link or a login form, either of which leaves an
+HttpOnly, SameSite=Strict session cookie.
+
+These routes authenticate themselves (a bearer key, or the session cookie), so this router
+is included without the API's default bearer dependency. Pages are server-rendered with
+Jinja2, with no JavaScript at all, and a strict Content-Security-Policy: nothing loads from
+anywhere but this service.
+"""
+
+import secrets
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from app.core.auth import ROLE_SCOPES, Principal, authenticate
+from app.core.db import SessionDep
+from app.core.errors import Forbidden, Unauthorized, problem_responses
+from app.core.signing import get_signer
+from app.services import api_keys, ropa
+from app.services import overview as overview_service
+from app.web import session as pages
+from app.web.charts import month_chart
+
+WEB = Path(__file__).parent
+templates = Environment(
+    loader=FileSystemLoader(WEB / "templates"), autoescape=select_autoescape(["html"])
+)
+CSP = (
+    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
+SCOPE = "reports:read"
+OVERVIEW = "/v1/reports/overview"
+router = APIRouter(tags=["reports"])
+
+
+def render(name: str, status: int = 200, **context: Any) -> HTMLResponse:
+    body = templates.get_template(f"auditor/{name}").render(**context)
+    return HTMLResponse(
+        body,
+        status_code=status,
+        headers={
+            "Content-Security-Policy": CSP,
+            "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "no-referrer",
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+def _wants_html(request: Request, *, default: bool) -> bool:
+    accept = request.headers.get("accept", "")
+    if "text/html" in accept:
+        return True
+    if "application/json" in accept:
+        return False
+    return default
+
+
+class LoginNeeded(Exception):
+    pass
+
+
+async def _principal(request: Request, session: SessionDep) -> tuple[Principal, Any]:
+    """A bearer key (API clients) or the page session cookie (browsers)."""
+    if request.headers.get("authorization"):
+        return await authenticate(request, session), None
+    settings = request.app.state.settings
+    found = pages.read_session(settings, request.cookies.get(pages.SESSION_COOKIE))
+    if found is None:
+        raise LoginNeeded
+    if found.key_id is not None:  # opened with an API key: it must still be valid
+        if not await api_keys.is_live(session, found.key_id):
+            raise LoginNeeded
+    key_id = found.key_id or uuid.UUID(int=0)
+    return Principal(key_id, found.name, found.role, ROLE_SCOPES[found.role]), found
+
+
+async def _authorised(request: Request, session: SessionDep, *, html: bool) -> Any:
+    """(principal, page session) or a redirect to the login form (browsers only)."""
+    try:
+        principal, found = await _principal(request, session)
+    except LoginNeeded:
+        if html:
+            return RedirectResponse(f"/auditor/login?next={request.url.path}", status_code=303)
+        raise Unauthorized("Send `Authorization: Bearer <api key>`.") from None
+    if SCOPE not in principal.scopes:
+        raise Forbidden(f"Role `{principal.role}` lacks the scope `{SCOPE}`.")
+    return principal, found
+
+
+HTML_OR_JSON = {
+    200: {"content": {"application/json": {}, "text/html": {}}},
+    **problem_responses(401, 403),
+}
+
+
+@router.get(OVERVIEW, responses=HTML_OR_JSON)
+async def report_overview(request: Request, session: SessionDep) -> Response:
+    """The auditor's overview page (HTML; `Accept: application/json` gives its numbers)."""
+    html = _wants_html(request, default=True)
+    auth = await _authorised(request, session, html=html)
+    if isinstance(auth, Response):
+        return auth
+    settings = request.app.state.settings
+    data = await overview_service.overview(session, get_signer(settings))
+    if not html:
+        return JSONResponse(data)
+    consent = data["consent"]
+    return render(
+        "overview.html",
+        data=data,
+        chart=month_chart(consent["months"], consent["totals"]),
+        who=auth[0],
+        csrf=auth[1].csrf_token(settings) if auth[1] else None,
+    )
+
+
+@router.get("/v1/reports/processing-activities", responses=HTML_OR_JSON)
+async def report_processing_activities(request: Request, session: SessionDep) -> Response:
+    """Record of processing activities (Art 30(1)); `Accept: text/html` renders a page."""
+    html = _wants_html(request, default=False)
+    auth = await _authorised(request, session, html=html)
+    if isinstance(auth, Response):
+        return auth
+    settings = request.app.state.settings
+    record = await ropa.processing_activities(session, settings)
+    if not html:
+        return JSONResponse(record)
+    csrf = auth[1].csrf_token(settings) if auth[1] else None
+    return render("ropa.html", record=record, who=auth[0], csrf=csrf)
+
+
+def _set_session(request: Request, response: Response, found: pages.PageSession) -> None:
+    response.set_cookie(
+        pages.SESSION_COOKIE,
+        found.token,
+        max_age=request.app.state.settings.report_session_minutes * 60,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path="/",
+    )
+
+
+def _next(value: str | None) -> str:
+    """Only our own report pages: never an open redirect."""
+    return value if value and value.startswith("/v1/reports/") and "//" not in value else OVERVIEW
+
+
+@router.get("/auditor/link/{token}", include_in_schema=False)
+async def open_report_link(token: str, request: Request) -> Response:
+    settings = request.app.state.settings
+    payload = pages.verify(settings, token, "link")
+    if payload is None:
+        return render(
+            "login.html",
+            status=401,
+            error="This link is not valid or has expired.",
+            csrf=_new_csrf(),
+            next=OVERVIEW,
+        )
+    found = pages.issue_session(settings, role=payload["role"], name=payload["name"], key_id=None)
+    # A page, not a redirect: a SameSite=Strict cookie set during a navigation that came
+    # from another site (a mail client) would not ride along on the redirect.
+    response = render("continue.html", target=OVERVIEW)
+    _set_session(request, response, found)
+    return response
+
+
+def _new_csrf() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def _login_form(status: int = 200, error: str | None = None, next_: str = OVERVIEW) -> Response:
+    csrf = _new_csrf()
+    response = render("login.html", status=status, error=error, csrf=csrf, next=next_)
+    response.set_cookie(
+        pages.CSRF_COOKIE, csrf, max_age=3600, httponly=True, samesite="strict", path="/auditor"
+    )
+    return response
+
+
+@router.get("/auditor/login", include_in_schema=False)
+async def login_form(next: str | None = None) -> Response:
+    return _login_form(next_=_next(next))
+
+
+async def _form(request: Request) -> dict[str, str]:
+    raw = (await request.body()).decode("utf-8", errors="replace")
+    return {k: v[0] for k, v in parse_qs(raw, max_num_fields=10).items()}
+
+
+@router.post("/auditor/login", include_in_schema=False)
+async def login(request: Request, session: SessionDep) -> Response:
+    form = await _form(request)
+    next_ = _next(form.get("next"))
+    if not pages.same(form.get("csrf"), request.cookies.get(pages.CSRF_COOKIE)):
+        return _login_form(403, "The form expired; please sign in again.", next_)
+    key = form.get("api_key", "").strip()
+    row = await api_keys.find_live_key(session, key)
+    if row is None:
+        return _login_form(401, "The API key is unknown or revoked.", next_)
+    if row.role not in pages.PAGE_ROLES:
+        return _login_form(403, "Only auditor and admin keys open these pages.", next_)
+    found = pages.issue_session(
+        request.app.state.settings, role=row.role, name=row.name, key_id=row.id
+    )
+    response = RedirectResponse(next_, status_code=303)
+    _set_session(request, response, found)
+    response.delete_cookie(pages.CSRF_COOKIE, path="/auditor")
+    return response
+
+
+@router.post("/auditor/logout", include_in_schema=False)
+async def logout(request: Request) -> Response:
+    settings = request.app.state.settings
+    form = await _form(request)
+    found = pages.read_session(settings, request.cookies.get(pages.SESSION_COOKIE))
+    if found is not None and not pages.same(form.get("csrf"), found.csrf_token(settings)):
+        raise Forbidden("The sign-out form did not come from this service.")
+    response = RedirectResponse("/auditor/login", status_code=303)
+    response.delete_cookie(pages.SESSION_COOKIE, path="/")
+    return response
+
+
+def install(app: FastAPI) -> None:
+    """The pages' stylesheet, and the routes (authenticating themselves)."""
+    app.mount("/static/auditor", StaticFiles(directory=WEB / "static" / "auditor"), name="auditor")
+    app.include_router(router)
