@@ -14,12 +14,9 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal, get_args
 
 from fastapi import Depends, Request
-from sqlalchemy import select
-from sqlmodel import col
 
-from app.core.db import SessionDep
+from app.core.driver import Database, prepare
 from app.core.errors import Forbidden, Unauthorized
-from app.models.api_key import ApiKey
 
 Role = Literal["crm", "website", "sync", "auditor", "admin"]
 ROLES: tuple[str, ...] = get_args(Role)
@@ -104,6 +101,9 @@ def hash_key(key: str) -> str:
 
 
 _cache: dict[str, tuple[float, Principal]] = {}
+KEY_LOOKUP = prepare(
+    "SELECT id, name, role FROM api_keys WHERE key_hash = :key_hash AND revoked_at IS NULL"
+)
 
 
 def _bearer_token(request: Request) -> str:
@@ -114,21 +114,16 @@ def _bearer_token(request: Request) -> str:
     return token.strip()
 
 
-async def authenticate(request: Request, session: SessionDep) -> Principal:
+async def authenticate(request: Request) -> Principal:
     key_hash = hash_key(_bearer_token(request))
     ttl: float = request.app.state.settings.auth_cache_seconds
     now = time.monotonic()
     hit = _cache.get(key_hash)
     if hit and hit[0] > now:
         return hit[1]
-    row = (
-        await session.execute(
-            select(col(ApiKey.id), col(ApiKey.name), col(ApiKey.role)).where(
-                col(ApiKey.key_hash) == key_hash,
-                col(ApiKey.revoked_at).is_(None),
-            )
-        )
-    ).first()
+    database: Database = request.app.state.database
+    async with database.autocommit() as con:
+        row = await KEY_LOOKUP.fetchrow(con, key_hash=key_hash)
     if row is None:
         _cache.pop(key_hash, None)
         raise Unauthorized("The API key is unknown or revoked.")
