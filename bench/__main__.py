@@ -103,7 +103,7 @@ def cases(ids: list[str]) -> list[Case]:
     ]
 
 
-def _env(seeded: Seeded, data_dir: Path, pool: int) -> dict[str, str]:
+def _env(seeded: Seeded, data_dir: Path, pool: int, app_root: Path = ROOT) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONSENT_")}
     env.update(
         CONSENT_DATABASE_URL=seeded.url,
@@ -113,14 +113,16 @@ def _env(seeded: Seeded, data_dir: Path, pool: int) -> dict[str, str]:
         CONSENT_DB_POOL_SIZE=str(pool),
         BENCH_PG=json.dumps(seeded.connect),
         BENCH_POOL_SIZE=str(pool),
-        PYTHONPATH=str(ROOT),
+        PYTHONPATH=os.pathsep.join(dict.fromkeys([str(app_root), str(ROOT)])),
     )
     return env
 
 
-def start(cmd: list[str], env: dict[str, str], ready_url: str) -> subprocess.Popen[bytes]:
+def start(
+    cmd: list[str], env: dict[str, str], ready_url: str, cwd: Path = ROOT
+) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
-        cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -147,11 +149,13 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 class PeakRss:
-    """Samples the server and its worker processes every 100 ms while a case runs."""
+    """Samples the server and its worker processes every 100 ms while a case runs, and
+    counts the CPU seconds they spent (steadier than req/s on a shared machine)."""
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.peak = 0
+        self.cpu_seconds = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -165,13 +169,23 @@ class PeakRss:
                 pass
             self._stop.wait(0.1)
 
+    def _cpu(self) -> float:
+        root = psutil.Process(self.pid)
+        total = 0.0
+        for p in [root, *root.children(recursive=True)]:
+            times = p.cpu_times()
+            total += times.user + times.system
+        return total
+
     def __enter__(self) -> "PeakRss":
+        self._cpu_start = self._cpu()
         self._thread.start()
         return self
 
     def __exit__(self, *_: object) -> None:
         self._stop.set()
         self._thread.join()
+        self.cpu_seconds = self._cpu() - self._cpu_start
 
 
 def measure(case: Case, base: str, pid: int, lua: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -179,6 +193,8 @@ def measure(case: Case, base: str, pid: int, lua: str, args: argparse.Namespace)
     with PeakRss(pid) as rss:
         result = wrk.run(base, lua, args.seconds, args.connections)
     result["peak_rss_mb"] = round(rss.peak / 2**20, 1)
+    requests = max(1.0, result["rps"] * args.seconds)
+    result["cpu_ms_per_request"] = round(rss.cpu_seconds * 1000 / requests, 3)
     return result
 
 
@@ -215,7 +231,7 @@ def targets(results: dict[str, dict[str, Any]]) -> list[tuple[str, bool, str]]:
 def print_table(results: dict[str, dict[str, Any]]) -> None:
     head = (
         f"{'case':<32}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'RSS MB':>8}"
-        f"{'x base':>8}{'p99 x':>7}  vs"
+        f"{'CPU ms':>8}{'x base':>8}{'p99 x':>7}  vs"
     )
     print(head)
     print("-" * len(head))
@@ -228,7 +244,8 @@ def print_table(results: dict[str, dict[str, Any]]) -> None:
             extra = f"{r['rps'] * r['per_request']:,.0f} decisions/s"
         print(
             f"{name:<32}{r['rps']:>9.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}"
-            f"{int(r['errors']):>8}{r['peak_rss_mb']:>8.0f}{ratio:>8}{p99:>7}  {extra}"
+            f"{int(r['errors']):>8}{r['peak_rss_mb']:>8.0f}{r['cpu_ms_per_request']:>8.3f}"
+            f"{ratio:>8}{p99:>7}  {extra}"
         )
 
 
@@ -243,10 +260,11 @@ def profile(args: argparse.Namespace, seeded: Seeded, data_dir: Path) -> None:
     case = next(c for c in cases(seeded.subject_ids) if c.name == by_key[args.profile])
     port = free_port()
     out = Path(args.profile_out)
-    cmd = [sys.executable, "-m", "pyinstrument", "-r", "text", "-o", str(out)]
+    cmd = [sys.executable, "-m", "pyinstrument", "-r", "text", "--show-all", "-o", str(out)]
     cmd += ["-m", "app.cli", "serve", "--port", str(port), "--workers", "1"]
-    env = _env(seeded, data_dir, args.pool)
-    proc = start(cmd, env, f"http://127.0.0.1:{port}/readyz")
+    app_root = Path(args.app_root).resolve()
+    env = _env(seeded, data_dir, args.pool, app_root)
+    proc = start(cmd, env, f"http://127.0.0.1:{port}/readyz", cwd=app_root)
     try:
         lua = wrk.script(case, seeded.subject_ids[:20000], seeded.api_key)
         result = measure(case, f"http://127.0.0.1:{port}", proc.pid, lua, args)
@@ -270,6 +288,11 @@ def main() -> None:
     parser.add_argument("--json", default="bench-results.json", help="where to write results")
     parser.add_argument("--profile", choices=["decisions", "batch", "events", "subject"])
     parser.add_argument("--profile-out", default="bench-profile.txt")
+    parser.add_argument(
+        "--app-root",
+        default=str(ROOT),
+        help="checkout whose consent-api is served (e.g. an older commit, for before/after)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.seconds, args.warmup = 1, 3.0, 1.0
@@ -284,7 +307,8 @@ def main() -> None:
     if args.profile:
         profile(args, seeded, tmp / "data")
         return
-    env = _env(seeded, tmp / "data", args.pool)
+    app_root = Path(args.app_root).resolve()
+    env = _env(seeded, tmp / "data", args.pool, app_root)
     ports = {"baseline": free_port(), "consent": free_port()}
     workers = ["--workers", str(args.workers)]
     procs = {
@@ -301,6 +325,7 @@ def main() -> None:
             [sys.executable, "-m", "app.cli", "serve", "--port", str(ports["consent"]), *workers],
             env,
             f"http://127.0.0.1:{ports['consent']}/readyz",
+            cwd=app_root,
         ),
     }
     all_cases = cases(seeded.subject_ids)

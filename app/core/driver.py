@@ -21,6 +21,11 @@ the connection mode its work needs:
   parameters PostgreSQL cannot infer (a NULL, `:x IS NULL`). asyncpg prepares each
   statement once per connection and reuses it (one Bind/Execute round trip afterwards).
 - Rows are `Row`s: `row["id"]` and `row.id` both work, like SQLAlchemy rows.
+- A write that takes an `Idempotency-Key`: `app.core.idempotency.run_once(db, principal,
+  request, body, create)` picks the mode (autocommit, or `atomic=True` for several
+  statements) and puts key and write in one transaction when a key is sent.
+- Errors: asyncpg's own exceptions reach the same problem handlers as SQLAlchemy's
+  (SQLSTATE class 22 is a 422, class 23 a 409).
 - A service written for a driver connection accepts an `AsyncSession` too: `await
   connection_of(session)` hands back the session's own connection, inside its transaction,
   so cold paths (and tests with `db`) can call it unchanged.
@@ -227,7 +232,8 @@ async def connection_of(con: "Conn | AsyncSession") -> Conn:
     return await _ensure_outer_transaction(bound)
 
 
-def get_database(request: Request) -> Database:
+async def get_database(request: Request) -> Database:
+    # async: FastAPI would run a plain function in its thread pool, a hop per request.
     database: Database = request.app.state.database
     return database
 
