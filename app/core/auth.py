@@ -11,9 +11,9 @@ import time
 import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, get_args
+from typing import Any, Literal, get_args
 
-from fastapi import Depends, Request
+from fastapi import Request
 
 from app.core.driver import Database, prepare
 from app.core.errors import Forbidden, Unauthorized
@@ -114,7 +114,21 @@ def _bearer_token(request: Request) -> str:
     return token.strip()
 
 
+PRINCIPAL_KEY = "consent_api.principal"  # where a request keeps its principal (ASGI scope)
+
+
 async def authenticate(request: Request) -> Principal:
+    """The caller's principal, looked up once per request (a router-wide dependency and
+    `require` share it)."""
+    known: Principal | None = request.scope.get(PRINCIPAL_KEY)
+    if known is not None:
+        return known
+    principal = await _lookup(request)
+    request.scope[PRINCIPAL_KEY] = principal
+    return principal
+
+
+async def _lookup(request: Request) -> Principal:
     key_hash = hash_key(_bearer_token(request))
     ttl: float = request.app.state.settings.auth_cache_seconds
     now = time.monotonic()
@@ -134,11 +148,12 @@ async def authenticate(request: Request) -> Principal:
 
 
 def require(scope: str) -> Callable[..., Coroutine[Any, Any, Principal]]:
-    """A dependency that authenticates the caller and checks one scope."""
+    """A dependency that authenticates the caller and checks one scope. It calls
+    `authenticate` itself rather than depending on it: one dependency level less to solve
+    on every request."""
 
-    async def dependency(
-        principal: Annotated[Principal, Depends(authenticate)],
-    ) -> Principal:
+    async def dependency(request: Request) -> Principal:
+        principal = await authenticate(request)
         if scope not in principal.scopes:
             raise Forbidden(f"Role `{principal.role}` lacks the scope `{scope}`.")
         return principal
