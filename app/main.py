@@ -1,5 +1,6 @@
 """The application factory."""
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -12,6 +13,7 @@ from app.background import running_background_tasks
 from app.core.auth import authenticate
 from app.core.config import Settings, get_settings
 from app.core.db import create_engine, create_sessionmaker, resolve_database_url
+from app.core.driver import Database
 from app.core.errors import PROBLEM_MEDIA_TYPE, install_error_handlers
 from app.core.observability import (
     BodySizeLimitMiddleware,
@@ -91,13 +93,22 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own_engine = engine is None
-        app.state.engine = engine or create_engine(await resolve_database_url(settings), settings)
+        if own_engine:
+            url = await resolve_database_url(settings)
+            app.state.engine = create_engine(url, settings)
+            # Hot paths' own asyncpg pool (app.core.driver), opened in full now.
+            app.state.database = await Database.open(url, settings)
         app.state.sessionmaker = _sessionmaker(app.state.engine, session_bind)
         try:
             async with running_background_tasks(app.state.sessionmaker, get_signer(settings)):
+                # What start-up built lives as long as the process: keep it out of every
+                # later collection (shorter GC pauses, lower p99).
+                gc.collect()
+                gc.freeze()
                 yield
         finally:
             if own_engine:
+                await app.state.database.close()
                 await app.state.engine.dispose()
 
     app = FastAPI(
@@ -113,6 +124,9 @@ def create_app(
     if engine is not None:  # usable without running the lifespan (tests)
         app.state.engine = engine
         app.state.sessionmaker = _sessionmaker(engine, session_bind)
+        app.state.database = (
+            Database(bound=session_bind) if session_bind is not None else Database(engine=engine)
+        )
     install_error_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(JsonBodyMiddleware)

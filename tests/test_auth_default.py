@@ -5,10 +5,10 @@ from typing import Any
 
 import httpx
 from fastapi import APIRouter
-from sqlalchemy import event
 
 from app.core.auth import authenticate
 from app.main import create_app, include_api_router
+from tests.driver_log import statements_sent
 from tests.routes import all_routes
 
 # The only paths served without an API key (API.md, "Operations").
@@ -70,24 +70,17 @@ async def test_a_route_written_without_require_still_needs_a_key(engine, conn, t
         assert (await c.get("/v1/forgot-its-scope", headers=crm)).json() == {"ok": "yes"}
 
 
-async def test_one_key_lookup_per_request(client, engine, crm, auditor):
-    statements: list[str] = []
-
-    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if "api_keys" in statement:
-            statements.append(statement)
-
-    event.listen(engine.sync_engine, "before_cursor_execute", seen)
-    try:
+async def test_one_key_lookup_per_request(client, db, crm, auditor):
+    # Requests run on the test's connection (tests/conftest.py): count what the driver sends.
+    async with statements_sent(db) as sent:
         assert (await client.get("/v1/purposes", headers=crm)).status_code == 200
-        assert len(statements) == 1  # the default and require(scope) share one principal
-        statements.clear()
+    # The default and require(scope) share one principal.
+    assert len([s for s in sent if "api_keys" in s]) == 1
+    async with statements_sent(db) as sent:
         # The scope check still bites after the shared authentication.
         forbidden = await client.post("/v1/subjects", json={}, headers=auditor)
-        assert forbidden.status_code == 403 and "subjects:write" in forbidden.json()["detail"]
-        assert len(statements) == 1
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", seen)
+    assert forbidden.status_code == 403 and "subjects:write" in forbidden.json()["detail"]
+    assert len([s for s in sent if "api_keys" in s]) == 1
 
 
 async def test_public_paths_answer_without_a_key(client):

@@ -355,23 +355,17 @@ async def test_change_feed_records_consent_and_opt_outs_in_order(client, crm, ma
     assert empty == {"items": [], "next_after": page["next_after"]}
 
 
-async def test_a_consent_event_costs_two_round_trips(db, engine):
-    from sqlalchemy import event
-
+async def test_a_consent_event_costs_two_round_trips(db):
     from app.core.auth import ROLE_SCOPES, Principal
     from app.models.consent import ConsentEventCreate
     from app.services.consent import record_consent
     from tests import gate_state as gs
+    from tests.driver_log import statements_sent
 
     crm = Principal(uuid.uuid4(), "t", "crm", ROLE_SCOPES["crm"])
     sid = await gs.subject(db)
     data = ConsentEventCreate.model_validate(give(str(sid)))
     await record_consent(db, crm, data=data)  # opens the savepoint
-    statements: list[str] = []
-    listener = lambda *args: statements.append(args[2])  # noqa: E731
-    event.listen(engine.sync_engine, "before_cursor_execute", listener)
-    try:
+    async with statements_sent(db) as statements:
         await record_consent(db, crm, data=data)
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", listener)
     assert len(statements) == 2, statements

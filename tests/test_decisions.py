@@ -5,13 +5,14 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import event, func, select, text
+from sqlalchemy import func, select, text
 
 from app.core.auth import ROLE_SCOPES, Principal
 from app.models.audit import AuditEntry
 from app.models.decision import Decision
 from app.services.decisions import decide, decide_batch
 from tests import gate_state as gs
+from tests.driver_log import statements_sent
 from tests.gate_state import NOW
 
 CRM = Principal(uuid.uuid4(), "test-crm", "crm", ROLE_SCOPES["crm"])
@@ -196,23 +197,16 @@ async def test_decision_by_email_never_stores_the_email(db):
     assert "ghost" not in dump.lower()
 
 
-async def test_a_decision_is_one_round_trip(db, engine):
+async def test_a_decision_is_one_round_trip(db):
     sid = await gs.subject(db)
     await decide(db, CRM, subject=sid, purpose="surveys", now=NOW)  # savepoint already open
-    statements: list[str] = []
-
-    def count(conn, cursor, statement, *args):
-        statements.append(statement)
-
-    event.listen(engine.sync_engine, "before_cursor_execute", count)
-    try:
+    async with statements_sent(db) as statements:
         await decide(
             db, CRM, subject=sid, purpose="email_campaigns", recipient="mailchimp", now=NOW
         )
         await decide_batch(db, CRM, subjects=[sid, "x@example.com"], purpose="surveys", now=NOW)
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", count)
     assert len(statements) == 2, statements
+    assert all("INSERT INTO audit_entries" in s for s in statements)
 
 
 async def test_unknown_purpose_or_recipient_is_422(client, crm, db):

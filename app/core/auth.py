@@ -11,15 +11,12 @@ import time
 import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, get_args
+from typing import Any, Literal, get_args
 
-from fastapi import Depends, Request
-from sqlalchemy import select
-from sqlmodel import col
+from fastapi import Request
 
-from app.core.db import SessionDep
+from app.core.driver import Database, prepare
 from app.core.errors import Forbidden, Unauthorized
-from app.models.api_key import ApiKey
 
 Role = Literal["crm", "website", "sync", "auditor", "admin"]
 ROLES: tuple[str, ...] = get_args(Role)
@@ -106,6 +103,9 @@ def hash_key(key: str) -> str:
 
 
 _cache: dict[str, tuple[float, Principal]] = {}
+KEY_LOOKUP = prepare(
+    "SELECT id, name, role FROM api_keys WHERE key_hash = :key_hash AND revoked_at IS NULL"
+)
 
 
 def _bearer_token(request: Request) -> str:
@@ -116,33 +116,30 @@ def _bearer_token(request: Request) -> str:
     return token.strip()
 
 
-async def authenticate(request: Request, session: SessionDep) -> Principal:
-    """The router default for every API route (app.main): who is calling. FastAPI caches a
-    dependency's value for the request, and the principal is also kept on `request.state`,
-    so `require(scope)` after it costs no second lookup."""
-    cached: Principal | None = getattr(request.state, "principal", None)
-    if cached is not None:
-        return cached
-    principal = await _lookup(request, session)
-    request.state.principal = principal
+PRINCIPAL_KEY = "consent_api.principal"  # where a request keeps its principal (ASGI scope)
+
+
+async def authenticate(request: Request) -> Principal:
+    """The router default for every API route (app.main): who is calling, looked up once
+    per request (the router-wide dependency and `require` share it)."""
+    known: Principal | None = request.scope.get(PRINCIPAL_KEY)
+    if known is not None:
+        return known
+    principal = await _lookup(request)
+    request.scope[PRINCIPAL_KEY] = principal
     return principal
 
 
-async def _lookup(request: Request, session: SessionDep) -> Principal:
+async def _lookup(request: Request) -> Principal:
     key_hash = hash_key(_bearer_token(request))
     ttl: float = request.app.state.settings.auth_cache_seconds
     now = time.monotonic()
     hit = _cache.get(key_hash)
     if hit and hit[0] > now:
         return hit[1]
-    row = (
-        await session.execute(
-            select(col(ApiKey.id), col(ApiKey.name), col(ApiKey.role)).where(
-                col(ApiKey.key_hash) == key_hash,
-                col(ApiKey.revoked_at).is_(None),
-            )
-        )
-    ).first()
+    database: Database = request.app.state.database
+    async with database.autocommit() as con:
+        row = await KEY_LOOKUP.fetchrow(con, key_hash=key_hash)
     if row is None:
         _cache.pop(key_hash, None)
         raise Unauthorized("The API key is unknown or revoked.")
@@ -153,13 +150,13 @@ async def _lookup(request: Request, session: SessionDep) -> Principal:
 
 
 def require(scope: str) -> Callable[..., Coroutine[Any, Any, Principal]]:
-    """A dependency that checks one scope of the caller. Authentication itself is the
-    router default; the principal comes from FastAPI's per-request dependency cache (the
-    same `authenticate`), so there is one key lookup per request whichever runs first."""
+    """A dependency that checks one scope of the caller. Authentication is the router default
+    (app.main); this calls `authenticate` itself rather than depending on it (one dependency
+    level less to solve per request), and the principal kept in the request's scope makes it
+    one key lookup per request whichever runs first."""
 
-    async def dependency(
-        principal: Annotated[Principal, Depends(authenticate)],
-    ) -> Principal:
+    async def dependency(request: Request) -> Principal:
+        principal = await authenticate(request)
         if scope not in principal.scopes:
             raise Forbidden(f"Role `{principal.role}` lacks the scope `{scope}`.")
         return principal

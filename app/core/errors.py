@@ -3,6 +3,7 @@
 import logging
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -151,7 +152,8 @@ async def _on_database_error(request: Request, exc: Exception) -> JSONResponse:
     """By SQLSTATE class, never the database's message: 22 (data exception: a NUL
     character, a number or date out of range) is the client's input; 23 (integrity) is a
     race the service's own checks could not see coming."""
-    sqlstate = str(getattr(getattr(exc, "orig", None), "sqlstate", "") or "")
+    driver_error = exc if isinstance(exc, asyncpg.PostgresError) else getattr(exc, "orig", None)
+    sqlstate = str(getattr(driver_error, "sqlstate", "") or "")
     if sqlstate.startswith("22"):
         return _invalid_value()
     if sqlstate.startswith("23"):
@@ -175,6 +177,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(StarletteHTTPException, _on_http)
     app.add_exception_handler(DBAPIError, _on_database_error)
+    # Hot paths run on the driver connection (app.core.driver): its errors come unwrapped.
+    app.add_exception_handler(asyncpg.PostgresError, _on_database_error)
     app.add_exception_handler(OverflowError, _on_overflow)
     app.add_exception_handler(Exception, _on_unexpected)
 

@@ -12,7 +12,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi import Request
+from fastapi import Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
@@ -20,10 +20,11 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.auth import Principal
+from app.core.driver import JSON, Conn, Database, dumps, json_response, prepare
 from app.core.errors import Unprocessable
 
 HEADER = "idempotency-key"
-CLAIM = text(
+CLAIM_SQL = (
     "INSERT INTO idempotency_keys (owner_key_id, key, fingerprint, created_at)"
     " VALUES (:owner, :key, :fp, now())"
     " ON CONFLICT (owner_key_id, key) DO UPDATE"
@@ -32,13 +33,20 @@ CLAIM = text(
     "   WHERE idempotency_keys.created_at < now() - interval '24 hours'"
     " RETURNING 1"
 )
-STORED = text(
+STORED_SQL = (
     "SELECT fingerprint, status_code, body FROM idempotency_keys"
     " WHERE owner_key_id = :owner AND key = :key"
 )
-COMPLETE = text(
+COMPLETE_SQL = (
     "UPDATE idempotency_keys SET status_code = :status, body = CAST(:body AS jsonb)"
     " WHERE owner_key_id = :owner AND key = :key"
+)
+CLAIM, STORED, COMPLETE = text(CLAIM_SQL), text(STORED_SQL), text(COMPLETE_SQL)
+# The same statements for hot paths on the driver connection (app.core.driver).
+DRIVER_CLAIM, DRIVER_STORED, DRIVER_COMPLETE = (
+    prepare(CLAIM_SQL),
+    prepare(STORED_SQL),
+    prepare(COMPLETE_SQL),
 )
 
 
@@ -78,6 +86,51 @@ async def idempotent(
     encoded = jsonable_encoder(payload)
     await session.execute(COMPLETE, {**params, "status": status, "body": json.dumps(encoded)})
     return JSONResponse(encoded, status_code=status)
+
+
+async def run_once(
+    db: Database,
+    principal: Principal,
+    request: Request,
+    body: BaseModel,
+    create: Callable[[Conn], Awaitable[tuple[int, Any]]],
+    *,
+    extra: str = "",
+    atomic: bool = False,
+) -> Response:
+    """`idempotent` for hot paths: `create(con)` returns status and a JSON-ready payload.
+
+    Without an Idempotency-Key, `create` runs in autocommit mode (its statements each
+    atomic by itself) unless `atomic`; with a key, key and write share one transaction."""
+    key = request.headers.get(HEADER)
+    if key is None:
+        connection = db.transaction() if atomic else db.autocommit()
+        async with connection as con:
+            status, payload = await create(con)
+        return json_response(payload, status)
+    if not 1 <= len(key) <= 255:
+        raise Unprocessable("`Idempotency-Key` must be 1 to 255 characters.")
+    fp = fingerprint(request, body, extra)
+    async with db.transaction() as con:
+        if await DRIVER_CLAIM.fetchrow(con, owner=principal.key_id, key=key, fp=fp) is None:
+            stored = await DRIVER_STORED.fetchrow(con, owner=principal.key_id, key=key)
+            assert stored is not None  # the claim conflicted with this very row
+            if stored.fingerprint != fp:
+                raise Unprocessable("This Idempotency-Key was used with a different request.")
+            # jsonb comes as text from the app's pool, decoded on SQLAlchemy's connections.
+            replay = stored.body if isinstance(stored.body, str) else dumps(stored.body)
+            return Response(
+                replay,
+                status_code=stored.status_code,
+                media_type=JSON,
+                headers={"Idempotent-Replayed": "true"},
+            )
+        status, payload = await create(con)
+        encoded = dumps(payload)
+        await DRIVER_COMPLETE.execute(
+            con, owner=principal.key_id, key=key, status=status, body=encoded.decode()
+        )
+    return json_response(encoded, status)
 
 
 async def purge_expired(session: AsyncSession) -> int:

@@ -1,5 +1,6 @@
 """Request ids, JSON logs, Prometheus metrics and the body-size limit (pure ASGI, no buffering)."""
 
+import itertools
 import json
 import logging
 import re
@@ -75,6 +76,15 @@ def configure_logging(level: str = "INFO") -> None:
     logging.getLogger("uvicorn.access").disabled = True
 
 
+_ID_PREFIX = uuid.uuid4().hex[:16]
+_id_counter = itertools.count(1)
+
+
+def _new_request_id() -> str:
+    # Unique across processes by the random prefix; no urandom system call per request.
+    return f"{_ID_PREFIX}{next(_id_counter):016x}"
+
+
 def _route_template(scope: Scope) -> str:
     route = scope.get("route")
     return getattr(route, "path", None) or "unmatched"
@@ -91,7 +101,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         incoming = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
-        request_id = incoming if _REQUEST_ID_RE.match(incoming) else uuid.uuid4().hex
+        request_id = incoming if _REQUEST_ID_RE.match(incoming) else _new_request_id()
         token = request_id_var.set(request_id)
         status = 500
         started = False
@@ -146,14 +156,17 @@ class BodySizeLimitMiddleware:
             await self.app(scope, receive, send)
             return
         length = dict(scope.get("headers") or []).get(b"content-length")
-        too_large = problem_response(
-            413,
-            "payload-too-large",
-            "Request body too large",
-            f"The limit is {self.max_bytes} bytes.",
-        )
+
+        def too_large() -> Any:  # built only when needed: not on every request
+            return problem_response(
+                413,
+                "payload-too-large",
+                "Request body too large",
+                f"The limit is {self.max_bytes} bytes.",
+            )
+
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            await too_large(scope, receive, send)
+            await too_large()(scope, receive, send)
             return
         received = 0
         response_started = False
@@ -176,7 +189,7 @@ class BodySizeLimitMiddleware:
             await self.app(scope, counting_receive, tracking_send)
         except _BodyTooLarge:
             if not response_started:
-                await too_large(scope, receive, send)
+                await too_large()(scope, receive, send)
 
 
 class _BodyTooLarge(HTTPException):

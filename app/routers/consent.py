@@ -8,8 +8,9 @@ from fastapi.responses import JSONResponse
 
 from app.core.auth import Principal, require
 from app.core.db import SessionDep
+from app.core.driver import Conn, DatabaseDep
 from app.core.errors import problem_responses
-from app.core.idempotency import idempotent
+from app.core.idempotency import run_once
 from app.core.pagination import Cursor, Limit, Page
 from app.core.signing import get_signer
 from app.models.consent import (
@@ -35,19 +36,27 @@ JOSE = "application/jose"
 async def create_consent_event(
     body: ConsentEventCreate,
     request: Request,
-    session: SessionDep,
+    db: DatabaseDep,
     principal: Writer,
     sec_gpc: Annotated[str | None, Header(alias="Sec-GPC")] = None,
-) -> JSONResponse:
+) -> Response:
     """Record consent given or withdrawn; returns the event and its receipt. A withdrawal
     needs only the subject, purpose and action (Art 7(3)); `method: gpc` withdraws any
     purpose; `Sec-GPC: 1` also withdraws and objects to `partner_referral`."""
     gpc = sec_gpc == "1"
 
-    async def create() -> tuple[int, Any]:
-        return 201, await consent.record_consent(session, principal, data=body, gpc=gpc)
+    async def create(con: Conn) -> tuple[int, Any]:
+        return 201, await consent.consent_payload(con, principal, data=body, gpc=gpc)
 
-    return await idempotent(session, principal, request, body, create, extra=f"gpc={gpc}")
+    return await run_once(
+        db,
+        principal,
+        request,
+        body,
+        create,
+        extra=f"gpc={gpc}",
+        atomic=consent.needs_transaction(body, gpc),
+    )
 
 
 @router.get(

@@ -2,13 +2,12 @@
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, Request, Response
 
 from app.core.auth import Principal, require
-from app.core.db import SessionDep
+from app.core.driver import Conn, DatabaseDep
 from app.core.errors import problem_responses
-from app.core.idempotency import idempotent
+from app.core.idempotency import run_once
 from app.models.decision import (
     BatchDecisionPublic,
     BatchDecisionRequest,
@@ -24,34 +23,34 @@ ERRORS = problem_responses(401, 403, 413, 422)
 
 @router.post("", response_model=DecisionPublic, responses=ERRORS)
 async def create_decision(
-    body: DecisionRequest, request: Request, session: SessionDep, principal: Asker
-) -> JSONResponse:
+    body: DecisionRequest, request: Request, db: DatabaseDep, principal: Asker
+) -> Response:
     """Decide whether processing a subject's data for a purpose is lawful, and why."""
     subject = body.subject_id if body.subject_id is not None else body.email
     assert subject is not None  # the model requires one of them
 
-    async def create() -> tuple[int, Any]:
-        return 200, await decisions.decide(
-            session, principal, subject=subject, purpose=body.purpose, recipient=body.recipient
+    async def create(con: Conn) -> tuple[int, Any]:
+        return 200, await decisions.decision_payload(
+            con, principal, subject=subject, purpose=body.purpose, recipient=body.recipient
         )
 
-    return await idempotent(session, principal, request, body, create)
+    # One statement decides, stores and audits: autocommit, one round trip.
+    return await run_once(db, principal, request, body, create)
 
 
 @router.post("/batch", response_model=BatchDecisionPublic, responses=ERRORS)
 async def create_decision_batch(
-    body: BatchDecisionRequest, request: Request, session: SessionDep, principal: Asker
-) -> JSONResponse:
+    body: BatchDecisionRequest, request: Request, db: DatabaseDep, principal: Asker
+) -> Response:
     """The same decision for up to 1000 subjects (ids or e-mails), in request order."""
 
-    async def create() -> tuple[int, Any]:
-        items = await decisions.decide_batch(
-            session,
+    async def create(con: Conn) -> tuple[int, Any]:
+        return 200, await decisions.batch_payload(
+            con,
             principal,
             subjects=body.subjects,
             purpose=body.purpose,
             recipient=body.recipient,
         )
-        return 200, BatchDecisionPublic(purpose=body.purpose, recipient=body.recipient, items=items)
 
-    return await idempotent(session, principal, request, body, create)
+    return await run_once(db, principal, request, body, create)

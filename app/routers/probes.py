@@ -1,11 +1,13 @@
 """Liveness and readiness: public (no API key), so that orchestrators can probe them.
 
 Included without the authentication default (app.main); nothing here reads personal data.
+The answers are constant bytes: probes are called often and validate nothing.
 """
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Response
 from pydantic import BaseModel
 
+from app.core.driver import JSON, DatabaseDep
 from app.core.errors import ServiceUnavailable, problem_responses
 from app.services import health
 
@@ -16,15 +18,19 @@ class Health(BaseModel):
     status: str
 
 
+HEALTHY = b'{"status":"ok"}'
+READY = b'{"status":"ready"}'
+
+
 @router.get("/healthz", response_model=Health)
-async def healthz() -> Health:
+async def healthz() -> Response:
     """The process is up."""
-    return Health(status="ok")
+    return Response(HEALTHY, media_type=JSON)
 
 
 @router.get("/readyz", response_model=Health, responses=problem_responses(503))
-async def readyz(request: Request) -> Health:
+async def readyz(db: DatabaseDep) -> Response:
     """The database answers."""
-    if not await health.database_ready(request.app.state.engine):
+    if not await health.database_ready(db):
         raise ServiceUnavailable("The database does not answer.")
-    return Health(status="ready")
+    return Response(READY, media_type=JSON)

@@ -3,12 +3,13 @@
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 from pydantic import EmailStr
 
 from app.core.auth import Principal, require
 from app.core.db import SessionDep
+from app.core.driver import DatabaseDep, json_response
 from app.core.errors import problem_responses
 from app.core.idempotency import idempotent
 from app.core.pagination import Cursor, Limit, Page
@@ -55,9 +56,11 @@ async def list_subjects(
 @router.get(
     "/{subject_id}", response_model=SubjectPublic, responses=problem_responses(401, 403, 404, 422)
 )
-async def get_subject(subject_id: uuid.UUID, session: SessionDep, _: Reader) -> SubjectPublic:
+async def get_subject(subject_id: uuid.UUID, db: DatabaseDep, _: Reader) -> Response:
     """One subject, with its status (active, restricted or erased)."""
-    return to_public(await subjects.get_subject(session, subject_id))
+    async with db.autocommit() as con:
+        subject = await subjects.public_subject(con, subject_id)
+    return json_response(subject)
 
 
 @router.patch(

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.auth import Principal
 from app.core.config import get_settings
 from app.core.crypto import email_hash
+from app.core.driver import Conn, connection_of, prepare
 from app.core.errors import Conflict, NotFound, Unprocessable
 from app.core.pagination import Page, decode_time_cursor, encode_time_cursor, page_of
 from app.models.base import utcnow
@@ -29,13 +30,12 @@ from app.models.consent import (
     ConsentStatePublic,
     Evidence,
 )
-from app.models.subject import SubjectCreate
 from app.services import catalogue, subjects
 from app.services.receipts import build_receipt
 
 CLOCK_SKEW = timedelta(minutes=5)
 
-LOOKUP = text("""
+LOOKUP = prepare("""
 SELECT s.id AS subject_id, s.email_hash, s.erased_at,
        p.key AS purpose_key, p.description, p.direct_marketing,
        pol.version AS policy_version, pol.url AS policy_url,
@@ -49,7 +49,7 @@ LEFT JOIN purposes p ON p.key = CAST(:purpose AS text)
 LEFT JOIN policies pol ON pol.version = CAST(:policy AS text)
 """)
 
-WRITE = text("""
+WRITE = prepare("""
 WITH notice AS (
   INSERT INTO consent_notices (sha256, text)
   SELECT CAST(:notice_sha AS text), CAST(:notice_text AS text)
@@ -97,11 +97,36 @@ audited AS (
 SELECT * FROM ev
 """)
 
-OBJECT = text("""
+OBJECT = prepare("""
 INSERT INTO objections (subject_id, purpose, source, objected_at)
 VALUES (:subject_id, :purpose, :source, now())
 ON CONFLICT (subject_id, purpose) DO NOTHING
 """)
+CURRENT = prepare(
+    "SELECT status, event_id FROM consent_state WHERE subject_id = :s"
+    " AND purpose = :p AND recipient = ''"
+)
+# A web form's prospect, created and audited in one statement (as subjects.create_subject
+# would: same fields, same audit entry); nothing when a live subject has the e-mail.
+NEW_WEB_SUBJECT = prepare("""
+WITH s AS (
+  INSERT INTO subjects (id, email, email_hash, category, source, source_detail, restricted,
+                        created_at, updated_at)
+  VALUES (:id, :email, :email_hash, 'prospect', 'enquiry', 'web form consent', false,
+          now(), now())
+  ON CONFLICT (email) WHERE erased_at IS NULL DO NOTHING
+  RETURNING id, email_hash
+),
+audited AS (
+  INSERT INTO audit_entries (actor_key_id, actor_name, actor_role, action, entity, entity_id,
+                             digest)
+  SELECT :key_id, :key_name, :key_role, 'subject.create', 'subject', id::text,
+         '{"fields": ["category", "email", "source", "source_detail"]}'::jsonb
+  FROM s
+)
+SELECT id, email_hash FROM s
+""")
+LIVE_BY_EMAIL = prepare("SELECT id FROM subjects WHERE email = :email AND erased_at IS NULL")
 
 
 @dataclass
@@ -112,6 +137,29 @@ class Context:
     direct_marketing: bool
     policy_url: str | None
     third_parties: list[str]
+
+
+def event_document(row: Any) -> dict[str, Any]:
+    """An event as ConsentEventPublic serialises it (same fields, same order)."""
+    return {
+        "id": row.id,
+        "subject_id": row.subject_id,
+        "purpose": row.purpose,
+        "recipient": row.recipient,
+        "action": row.action,
+        "method": row.method,
+        "policy_version": row.policy_version,
+        "notice_sha256": row.notice_sha256,
+        "evidence": {
+            "form_id": row.form_id,
+            "page_url": row.page_url,
+            "user_agent": row.user_agent,
+        },
+        "occurred_at": row.occurred_at,
+        "recorded_at": row.recorded_at,
+        "recorded_by": row.recorded_by,
+        "conflict": row.conflict,
+    }
 
 
 def to_public(row: Any) -> ConsentEventPublic:
@@ -132,17 +180,16 @@ def to_public(row: Any) -> ConsentEventPublic:
     )
 
 
-async def _context(
-    session: AsyncSession, principal: Principal, data: ConsentEventCreate
-) -> Context:
-    params = {
-        "sid": data.subject_id,
-        "email": data.email,
-        "purpose": data.purpose,
-        "policy": data.policy_version,
-        "recipient": data.recipient,
-    }
-    row = (await session.execute(LOOKUP, params)).one()
+async def _context(con: Conn, principal: Principal, data: ConsentEventCreate) -> Context:
+    row = await LOOKUP.fetchrow(
+        con,
+        sid=data.subject_id,
+        email=data.email,
+        purpose=data.purpose,
+        policy=data.policy_version,
+        recipient=data.recipient,
+    )
+    assert row is not None  # one row always: FROM (SELECT 1)
     if row.purpose_key is None:
         raise Unprocessable(f"Unknown purpose `{data.purpose}`.", field="purpose")
     if data.policy_version is not None and row.policy_version is None:
@@ -153,7 +200,7 @@ async def _context(
         raise Unprocessable(f"Unknown recipient `{data.recipient}`.", field="recipient")
     subject_id, email_hash = row.subject_id, row.email_hash
     if subject_id is None:
-        subject_id, email_hash = await _new_web_subject(session, principal, data)
+        subject_id, email_hash = await _new_web_subject(con, principal, data)
     elif row.erased_at is not None:
         raise Conflict("The subject has been erased.")
     return Context(
@@ -167,30 +214,32 @@ async def _context(
 
 
 async def _new_web_subject(
-    session: AsyncSession, principal: Principal, data: ConsentEventCreate
+    con: Conn, principal: Principal, data: ConsentEventCreate
 ) -> tuple[uuid.UUID, str | None]:
     """A web form's consent from an unknown e-mail creates the prospect in the same call.
     Two such forms at once: the second uses the subject the first created."""
     if data.email is None or data.action != "given" or principal.role != "website":
         raise NotFound("No such subject.")
-    try:
-        subject = await subjects.create_subject(
-            session,
-            principal,
-            data=SubjectCreate(
-                email=data.email,
-                category="prospect",
-                source="enquiry",
-                source_detail="web form consent",
-            ),
-        )
-    except Conflict as exc:
-        return uuid.UUID(exc.extra["existing_id"]), email_hash(data.email)
-    return subject.id, subject.email_hash
+    hashed = email_hash(data.email)
+    created = await NEW_WEB_SUBJECT.fetchrow(
+        con,
+        id=uuid.uuid4(),
+        email=data.email,
+        email_hash=hashed,
+        key_id=principal.key_id,
+        key_name=principal.name,
+        key_role=principal.role,
+    )
+    if created is not None:
+        return created.id, created.email_hash
+    existing = await LIVE_BY_EMAIL.fetchrow(con, email=data.email)
+    if existing is None:  # the e-mail's subject was erased between the two statements
+        raise Conflict("A concurrent request changed the same data; retry.")
+    return existing.id, hashed
 
 
 async def _write(
-    session: AsyncSession,
+    con: Conn,
     principal: Principal,
     ctx: Context,
     *,
@@ -206,34 +255,36 @@ async def _write(
 ) -> Any:
     evidence = evidence or Evidence()
     notice_sha = hashlib.sha256(notice_text.encode()).hexdigest() if notice_text else None
-    params = {
-        "id": uuid.uuid4(),
-        "subject_id": ctx.subject_id,
-        "purpose": purpose,
-        "recipient": recipient,
-        "action": action,
-        "method": method,
-        "policy": policy,
-        "notice_sha": notice_sha,
-        "notice_text": notice_text,
-        "form_id": evidence.form_id,
-        "page_url": evidence.page_url,
-        "user_agent": evidence.user_agent,
-        "occurred_at": occurred_at,
-        "key_id": principal.key_id,
-        "key_name": principal.name,
-        "key_role": principal.role,
-        "conflict": conflict,
-        "email_hash": ctx.email_hash,
-    }
-    row = (await session.execute(WRITE, params)).first()
+    row = await WRITE.fetchrow(
+        con,
+        **{
+            "id": uuid.uuid4(),
+            "subject_id": ctx.subject_id,
+            "purpose": purpose,
+            "recipient": recipient,
+            "action": action,
+            "method": method,
+            "policy": policy,
+            "notice_sha": notice_sha,
+            "notice_text": notice_text,
+            "form_id": evidence.form_id,
+            "page_url": evidence.page_url,
+            "user_agent": evidence.user_agent,
+            "occurred_at": occurred_at,
+            "key_id": principal.key_id,
+            "key_name": principal.name,
+            "key_role": principal.role,
+            "conflict": conflict,
+            "email_hash": ctx.email_hash,
+        },
+    )
     if row is None:
         raise Conflict("The subject has been erased.")
     return row
 
 
 async def _gpc_withdrawal(
-    session: AsyncSession,
+    con: Conn,
     principal: Principal,
     ctx: Context,
     *,
@@ -246,18 +297,8 @@ async def _gpc_withdrawal(
     legitimate-interests basis cannot carry it either. Never erasure. It takes effect now
     (a back-dated signal cannot leave an older consent standing), and where it contradicts
     an explicit consent, the withdrawal stands and the event records the conflict."""
-    await session.execute(
-        OBJECT, {"subject_id": ctx.subject_id, "purpose": GPC_PURPOSE, "source": "gpc"}
-    )
-    current = (
-        await session.execute(
-            text(
-                "SELECT status, event_id FROM consent_state WHERE subject_id = :s"
-                " AND purpose = :p AND recipient = ''"
-            ),
-            {"s": ctx.subject_id, "p": GPC_PURPOSE},
-        )
-    ).first()
+    await OBJECT.execute(con, subject_id=ctx.subject_id, purpose=GPC_PURPOSE, source="gpc")
+    current = await CURRENT.fetchrow(con, s=ctx.subject_id, p=GPC_PURPOSE)
     if current is not None and current.status == "withdrawn" and not always:
         return None
     conflict = None
@@ -268,7 +309,7 @@ async def _gpc_withdrawal(
             else "GPC signal overrides an earlier explicit consent"
         )
     return await _write(
-        session,
+        con,
         principal,
         ctx,
         purpose=GPC_PURPOSE,
@@ -283,19 +324,44 @@ async def _gpc_withdrawal(
     )
 
 
+def needs_transaction(data: ConsentEventCreate, gpc: bool) -> bool:
+    """A consent for a known subject id, without GPC, is one lookup and one atomic
+    statement; GPC and web-form prospects write several statements that go together."""
+    return data.subject_id is None or gpc or data.method == "gpc"
+
+
 async def record_consent(
-    session: AsyncSession, principal: Principal, *, data: ConsentEventCreate, gpc: bool = False
+    con: Conn | AsyncSession,
+    principal: Principal,
+    *,
+    data: ConsentEventCreate,
+    gpc: bool = False,
 ) -> ConsentEventCreated:
-    """Append a consent event, move the current state, and return it with its receipt."""
+    """`consent_payload` as a model (for Python callers)."""
+    payload = await consent_payload(con, principal, data=data, gpc=gpc)
+    return ConsentEventCreated.model_validate(payload)
+
+
+async def consent_payload(
+    con: Conn | AsyncSession,
+    principal: Principal,
+    *,
+    data: ConsentEventCreate,
+    gpc: bool = False,
+) -> dict[str, Any]:
+    """Append a consent event, move the current state, and return it with its receipt
+    (the ConsentEventCreated document). On a bare connection in autocommit mode, only
+    when not `needs_transaction`."""
     now = utcnow()
     occurred_at = data.occurred_at or now
     if occurred_at > now + CLOCK_SKEW:
         raise Unprocessable("`occurred_at` is in the future.", field="occurred_at")
-    ctx = await _context(session, principal, data)
-    extra: list[ConsentEventPublic] = []
+    driver = await connection_of(con)
+    ctx = await _context(driver, principal, data)
+    extra: list[dict[str, Any]] = []
     if data.method == "gpc" and data.purpose == GPC_PURPOSE:  # the request is the signal
         row = await _gpc_withdrawal(
-            session,
+            driver,
             principal,
             ctx,
             same_request=None,
@@ -305,7 +371,7 @@ async def record_consent(
         )
     else:
         row = await _write(
-            session,
+            driver,
             principal,
             ctx,
             purpose=data.purpose,
@@ -320,7 +386,7 @@ async def record_consent(
         )
         if gpc:
             signal = await _gpc_withdrawal(
-                session,
+                driver,
                 principal,
                 ctx,
                 same_request=row.id,
@@ -328,7 +394,7 @@ async def record_consent(
                 evidence=None,
                 occurred_at=row.occurred_at,
             )
-            extra = [to_public(signal)] if signal is not None else []
+            extra = [event_document(signal)] if signal is not None else []
     receipt = build_receipt(
         row,
         purpose_description=ctx.description,
@@ -337,7 +403,7 @@ async def record_consent(
         third_parties=ctx.third_parties,
         settings=get_settings(),
     )
-    return ConsentEventCreated(**to_public(row).model_dump(), receipt=receipt, also_recorded=extra)
+    return {**event_document(row), "receipt": receipt, "also_recorded": extra}
 
 
 async def list_events(
@@ -428,9 +494,10 @@ async def withdraw_all(
         )
     ).all()
     ctx = Context(subject.id, subject.email_hash, "", False, None, [])
+    driver = await connection_of(session)
     for row in rows:
         await _write(
-            session,
+            driver,
             principal,
             ctx,
             purpose=row.purpose,

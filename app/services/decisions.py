@@ -11,11 +11,12 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Integer, String, bindparam, text
+from sqlalchemy import DateTime, Integer, String, bindparam
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.auth import Principal
 from app.core.config import get_settings
+from app.core.driver import Conn, Row, connection_of, prepare
 from app.core.errors import Unprocessable
 from app.models.base import utcnow
 from app.models.decision import BatchDecisionItem, DecisionPublic
@@ -116,28 +117,35 @@ SELECT id, ord, subject_id, basis, reasons FROM evaluated ORDER BY ord
 """
 
 
-# Typed parameters: asyncpg needs their types where PostgreSQL cannot infer them (NULLs),
-# and the dialect renders the casts.
+# Typed parameters for callers that run parts of the gate through SQLAlchemy (reports).
 GATE_PARAMS = (
     bindparam("purpose", type_=String()),
     bindparam("recipient", type_=String()),
     bindparam("now", type_=DateTime(timezone=True)),
     bindparam("grace_days", type_=Integer()),
 )
-DECIDE_STATEMENT = text(DECIDE_AND_STORE).bindparams(*GATE_PARAMS)
+
+# Run on the driver connection (app.core.driver): one round trip, no BEGIN/COMMIT around it
+# in autocommit mode. The casts type what PostgreSQL cannot infer (NULLs).
+DECIDE_STATEMENT = prepare(
+    DECIDE_AND_STORE,
+    purpose="varchar",
+    recipient="varchar",
+    now="timestamptz",
+    grace_days="integer",
+)
+CATALOGUE_KEYS = prepare(
+    "SELECT EXISTS (SELECT 1 FROM purposes WHERE key = :p),"
+    " EXISTS (SELECT 1 FROM recipients WHERE key = :r)",
+    p="text",
+    r="text",
+)
 
 
-async def _explain_empty(session: AsyncSession, purpose: str, recipient: str | None) -> None:
+async def _explain_empty(con: Conn, purpose: str, recipient: str | None) -> None:
     """No rows came back: the purpose or recipient is not in the catalogue (error path only)."""
-    row = (
-        await session.execute(
-            text(
-                "SELECT EXISTS (SELECT 1 FROM purposes WHERE key = :p),"
-                " EXISTS (SELECT 1 FROM recipients WHERE key = :r)"
-            ),
-            {"p": purpose, "r": recipient},
-        )
-    ).one()
+    row = await CATALOGUE_KEYS.fetchrow(con, p=purpose, r=recipient)
+    assert row is not None
     if not row[0]:
         raise Unprocessable(f"Unknown purpose `{purpose}`.", field="purpose")
     if recipient is not None and not row[1]:
@@ -145,34 +153,87 @@ async def _explain_empty(session: AsyncSession, purpose: str, recipient: str | N
 
 
 async def _evaluate(
-    session: AsyncSession,
+    con: Conn,
     principal: Principal,
     refs: Sequence[uuid.UUID | str],
     purpose: str,
     recipient: str | None,
     now: datetime,
-) -> list[Any]:
+) -> list[Row]:
     ids = [r if isinstance(r, uuid.UUID) else None for r in refs]
     emails = [None if isinstance(r, uuid.UUID) else r.strip().lower() for r in refs]
-    params = {
-        "ids": ids,
-        "emails": emails,
-        "purpose": purpose,
-        "recipient": recipient,
-        "now": now,
-        "grace_days": get_settings().retention_prospect_grace_days,
-        "key_id": principal.key_id,
-        "key_name": principal.name,
-        "key_role": principal.role,
-    }
-    rows = list((await session.execute(DECIDE_STATEMENT, params)).all())
+    rows = await DECIDE_STATEMENT.fetch(
+        con,
+        ids=ids,
+        emails=emails,
+        purpose=purpose,
+        recipient=recipient,
+        now=now,
+        grace_days=get_settings().retention_prospect_grace_days,
+        key_id=principal.key_id,
+        key_name=principal.name,
+        key_role=principal.role,
+    )
     if not rows:
-        await _explain_empty(session, purpose, recipient)
+        await _explain_empty(con, purpose, recipient)
     return rows
 
 
+def _item(row: Row, purpose: str, recipient: str | None, now: datetime) -> dict[str, Any]:
+    """A decision as DecisionPublic serialises it (same fields, same order)."""
+    return {
+        "id": row["id"],
+        "subject_id": row["subject_id"],
+        "purpose": purpose,
+        "recipient": recipient,
+        "allowed": not row["reasons"],
+        "basis": row["basis"],
+        "reasons": row["reasons"],
+        "decided_at": now,
+    }
+
+
+async def decision_payload(
+    con: Conn | AsyncSession,
+    principal: Principal,
+    *,
+    subject: uuid.UUID | str,
+    purpose: str,
+    recipient: str | None = None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Allow or deny processing `subject`'s data for `purpose` (to `recipient`), stored:
+    the DecisionPublic document, ready to encode."""
+    now = now or utcnow()
+    driver = await connection_of(con)
+    (row,) = await _evaluate(driver, principal, [subject], purpose, recipient, now)
+    return _item(row, purpose, recipient, now)
+
+
+async def batch_payload(
+    con: Conn | AsyncSession,
+    principal: Principal,
+    *,
+    subjects: Sequence[uuid.UUID | str],
+    purpose: str,
+    recipient: str | None = None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """The same decision for many subjects, in one statement: the BatchDecisionPublic
+    document, items in request order."""
+    now = now or utcnow()
+    driver = await connection_of(con)
+    rows = await _evaluate(driver, principal, subjects, purpose, recipient, now)
+    items = []
+    for row in rows:
+        item = _item(row, purpose, recipient, now)
+        item["subject"] = str(subjects[row["ord"] - 1])
+        items.append(item)
+    return {"purpose": purpose, "recipient": recipient, "items": items}
+
+
 async def decide(
-    session: AsyncSession,
+    con: Conn | AsyncSession,
     principal: Principal,
     *,
     subject: uuid.UUID | str,
@@ -180,23 +241,15 @@ async def decide(
     recipient: str | None = None,
     now: datetime | None = None,
 ) -> DecisionPublic:
-    """Allow or deny processing `subject`'s data for `purpose` (to `recipient`), stored."""
-    now = now or utcnow()
-    (row,) = await _evaluate(session, principal, [subject], purpose, recipient, now)
-    return DecisionPublic(
-        id=row.id,
-        subject_id=row.subject_id,
-        purpose=purpose,
-        recipient=recipient,
-        allowed=not row.reasons,
-        basis=row.basis,
-        reasons=row.reasons,
-        decided_at=now,
+    """`decision_payload` as a model (for Python callers)."""
+    payload = await decision_payload(
+        con, principal, subject=subject, purpose=purpose, recipient=recipient, now=now
     )
+    return DecisionPublic(**payload)
 
 
 async def decide_batch(
-    session: AsyncSession,
+    con: Conn | AsyncSession,
     principal: Principal,
     *,
     subjects: Sequence[uuid.UUID | str],
@@ -204,20 +257,8 @@ async def decide_batch(
     recipient: str | None = None,
     now: datetime | None = None,
 ) -> list[BatchDecisionItem]:
-    """The same decision for many subjects, in one statement; items in request order."""
-    now = now or utcnow()
-    rows = await _evaluate(session, principal, subjects, purpose, recipient, now)
-    return [
-        BatchDecisionItem(
-            subject=str(subjects[row.ord - 1]),
-            id=row.id,
-            subject_id=row.subject_id,
-            purpose=purpose,
-            recipient=recipient,
-            allowed=not row.reasons,
-            basis=row.basis,
-            reasons=row.reasons,
-            decided_at=now,
-        )
-        for row in rows
-    ]
+    """`batch_payload`'s items as models (for Python callers)."""
+    payload = await batch_payload(
+        con, principal, subjects=subjects, purpose=purpose, recipient=recipient, now=now
+    )
+    return [BatchDecisionItem(**item) for item in payload["items"]]

@@ -1,13 +1,12 @@
 """Readiness: can we reach the database?"""
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from app.core.driver import Database
 
 
-async def database_ready(engine: AsyncEngine) -> bool:
+async def database_ready(db: Database) -> bool:
     try:
-        async with engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
+        async with db.autocommit() as con:
+            await con.fetchval("SELECT 1")
     except Exception:
         return False
     return True

@@ -72,7 +72,7 @@ class LoginNeeded(Exception):
 async def _principal(request: Request, session: SessionDep) -> tuple[Principal, Any]:
     """A bearer key (API clients) or the page session cookie (browsers)."""
     if request.headers.get("authorization"):
-        return await authenticate(request, session), None
+        return await authenticate(request), None
     settings = request.app.state.settings
     found = pages.read_session(settings, request.cookies.get(pages.SESSION_COOKIE))
     if found is None:
