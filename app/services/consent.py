@@ -29,7 +29,7 @@ from app.models.consent import (
     Evidence,
 )
 from app.models.subject import SubjectCreate
-from app.services import catalogue, subjects
+from app.services import catalogue, changes, subjects
 from app.services.receipts import build_receipt
 
 CLOCK_SKEW = timedelta(minutes=5)
@@ -245,9 +245,17 @@ async def _gpc_withdrawal(
     legitimate-interests basis cannot carry it either. Never erasure. It takes effect now
     (a back-dated signal cannot leave an older consent standing), and where it contradicts
     an explicit consent, the withdrawal stands and the event records the conflict."""
-    await session.execute(
+    objected = await session.execute(
         OBJECT, {"subject_id": ctx.subject_id, "purpose": GPC_PURPOSE, "source": "gpc"}
     )
+    if objected.rowcount:  # type: ignore[attr-defined]
+        await changes.append(
+            session,
+            "objection",
+            subject_id=ctx.subject_id,
+            email_hash=ctx.email_hash,
+            purpose=GPC_PURPOSE,
+        )
     current = (
         await session.execute(
             text(
