@@ -20,6 +20,7 @@ from app.core.observability import (
 )
 from app.core.signing import get_signer
 from app.routers import (
+    audiences,
     audit,
     bases,
     catalogue,
@@ -88,6 +89,7 @@ def create_app(
     app.add_middleware(JsonBodyMiddleware)
     app.add_middleware(RequestContextMiddleware)
     routers = (ops, subjects, bases, consent, optouts, decisions, rights, changes, catalogue, audit)
+    routers += (audiences,)  # issue 10
     for module in routers:
         app.include_router(module.router)
     _problem_media_types(app)
