@@ -88,7 +88,18 @@ def create_app(
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(JsonBodyMiddleware)
     app.add_middleware(RequestContextMiddleware)
-    routers = (ops, subjects, bases, consent, optouts, decisions, rights, changes, catalogue, audit)
+    routers: tuple[Any, ...] = (
+        ops,
+        subjects,
+        bases,
+        consent,
+        optouts,
+        decisions,
+        rights,
+        changes,
+        catalogue,
+        audit,
+    )
     routers += (audiences,)  # issue 10
     for module in routers:
         app.include_router(module.router)
