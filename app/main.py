@@ -31,6 +31,8 @@ from app.routers import (
     optouts,
     rights,
     subjects,
+    sync_events,
+    webhooks,
 )
 
 API_DESCRIPTION = (
@@ -100,7 +102,8 @@ def create_app(
         catalogue,
         audit,
     )
-    routers += (audiences,)  # issue 10
+    # issue 10; `webhooks` authenticates by its secret, never by an API key
+    routers += (audiences, sync_events, webhooks)
     for module in routers:
         app.include_router(module.router)
     _problem_media_types(app)
