@@ -98,3 +98,77 @@ def serve() -> Iterator[Any]:
     yield start
     for server in servers:
         server.__exit__(None, None, None)
+
+
+# --- a live API on the committed database, and subjects the gate allows -----------------
+
+NOTICE = "Yes, e-mail me release news and training dates."
+
+
+@pytest.fixture
+async def live(committed_engine: AsyncEngine, test_settings: Settings) -> AsyncIterator[Any]:
+    """An httpx client on the app over the committed database (every request commits), with
+    a crm key in `live.crm`."""
+    import httpx
+
+    from app.core.db import create_sessionmaker
+    from app.main import create_app
+    from app.services import api_keys
+
+    app = create_app(test_settings, engine=committed_engine)
+    async with create_sessionmaker(committed_engine)() as session:
+        key = await api_keys.create_key(session, name=f"crm-{uuid.uuid4().hex[:6]}", role="crm")
+        await session.commit()
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        client.crm = {"Authorization": f"Bearer {key}"}  # type: ignore[attr-defined]
+        yield client
+
+
+async def allowed_subject(
+    client: Any, *, email: str | None = None, name: str = "Ada Lovelace"
+) -> dict:
+    """A subject the gate allows for email_campaigns to MailChimp, written through the API."""
+    crm = client.crm
+    body = {
+        "email": email or f"p-{uuid.uuid4().hex[:10]}@example.com",
+        "name": name,
+        "company": "Engines Ltd",
+        "category": "customer_contact",
+        "source": "enquiry",
+    }
+    s = (await client.post("/v1/subjects", json=body, headers=crm)).json()
+    r = await client.put(
+        f"/v1/subjects/{s['id']}/bases/email_campaigns", json={"basis": "consent"}, headers=crm
+    )
+    assert r.status_code == 200, r.text
+    for purpose, recipient in (("email_campaigns", None), ("international_transfer", "mailchimp")):
+        r = await client.post(
+            "/v1/consent-events",
+            headers=crm,
+            json={
+                "subject_id": s["id"],
+                "purpose": purpose,
+                "recipient": recipient,
+                "action": "given",
+                "method": "web_form",
+                "policy_version": "1",
+                "notice_text": NOTICE,
+            },
+        )
+        assert r.status_code == 201, r.text
+    return s
+
+
+async def erase(client: Any, subject_id: str) -> None:
+    crm = client.crm
+    req = (
+        await client.post(
+            "/v1/rights-requests", json={"type": "erasure", "subject_id": subject_id}, headers=crm
+        )
+    ).json()
+    await client.post(
+        f"/v1/rights-requests/{req['id']}/verify-identity", json={"method": "email"}, headers=crm
+    )
+    r = await client.post(f"/v1/rights-requests/{req['id']}/complete", json={}, headers=crm)
+    assert r.status_code == 200 and r.json()["status"] == "completed", r.text

@@ -39,7 +39,7 @@ async def _allowed_subject(client, crm):
 
 async def _decisions(client, crm, s):
     out = {}
-    for purpose in MARKETING + ["day_to_day_communications"]:
+    for purpose in [*MARKETING, "day_to_day_communications"]:
         d = (
             await client.post(
                 "/v1/decisions", json={"subject_id": s["id"], "purpose": purpose}, headers=crm

@@ -26,3 +26,6 @@ class GateResult(SQLModel):
     allowed: bool
     reasons: list[str]
     member: AudienceMember | None
+    # MailChimp's subscriber key (MD5 of the lower-cased address) for a live subject, so a
+    # denied one can be unsubscribed there without handing its address out.
+    email_md5: str | None = None

@@ -33,6 +33,7 @@ class SyncMember(SQLModel, table=True):
     target: str = Field(primary_key=True, max_length=200)
     subject_id: uuid.UUID = Field(primary_key=True)
     remote_id: str = Field(max_length=64)
+    remote_status: str = Field(default="subscribed", max_length=20)
     synced_at: datetime = timestamp_field()
 
 

@@ -39,9 +39,12 @@ chosen AS MATERIALIZED (
 ),
 {store}
 SELECT e.ord, e.subject_id, e.reasons, ch.id IS NOT NULL AS chosen,
-       s.email, s.name, s.company
+       CASE WHEN ch.id IS NOT NULL THEN s.email END AS email,
+       CASE WHEN ch.id IS NOT NULL THEN s.name END AS name,
+       CASE WHEN ch.id IS NOT NULL THEN s.company END AS company,
+       md5(s.email) AS email_md5
 FROM evaluated e LEFT JOIN chosen ch ON ch.id = e.id
-LEFT JOIN subjects s ON s.id = ch.subject_id
+LEFT JOIN subjects s ON s.id = e.subject_id
 ORDER BY e.ord
 """
 # An audience stores the decisions it hands out; a push by ids stores every one, like a batch.
@@ -163,6 +166,7 @@ async def gate_subjects(
             allowed=not r.reasons,
             reasons=list(r.reasons),
             member=_member(r) if r.chosen else None,
+            email_md5=r.email_md5,
         )
         for r in rows
     ]

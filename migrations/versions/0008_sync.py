@@ -44,8 +44,12 @@ def upgrade() -> None:
         sa.Column("target", sa.String(200), primary_key=True),
         sa.Column("subject_id", sa.Uuid(), primary_key=True),
         sa.Column("remote_id", sa.String(64), nullable=False),
+        # What we last made of it there: `subscribed`, or `unsubscribed` by us (so that
+        # reading unsubscribes back does not mistake our own for the person's opt-out).
+        sa.Column("remote_status", sa.String(20), nullable=False, server_default="subscribed"),
         sa.Column("synced_at", sa.DateTime(timezone=True), nullable=False),
     )
+    op.create_index("ix_sync_members_remote", "sync_members", ["target", "remote_id"])
     op.create_table(
         "mailchimp_events",
         sa.Column("id", sa.Uuid(), primary_key=True),
