@@ -47,9 +47,9 @@ def worker_for(fake, serve, committed_engine, test_settings):
     )
     made = []
 
-    def make(**kw):
+    def make(overrides=None, **kw):
         w = MailchimpSync(
-            settings,
+            settings.model_copy(update=overrides or {}),
             create_sessionmaker(committed_engine),
             progress=Progress(interactive=False),
             **kw,
@@ -60,8 +60,8 @@ def worker_for(fake, serve, committed_engine, test_settings):
     yield make
 
 
-async def run_once(make, **kw):
-    worker = make(**kw)
+async def run_once(make, overrides=None, **kw):
+    worker = make(overrides, **kw)
     try:
         await worker.run_once()
     finally:

@@ -84,7 +84,10 @@ class PoliteClient:
         )
         self.slots = asyncio.Semaphore(max_connections)
         self.max_attempts = max_attempts
-        self.backoff = wait_random_exponential(multiplier=backoff, max=MAX_BACKOFF)
+        # Doubling from `backoff`, with full jitter, up to 64 times it (a minute at most).
+        self.backoff = wait_random_exponential(
+            multiplier=backoff, max=min(MAX_BACKOFF, backoff * 64)
+        )
         self.retries = 0
 
     def _wait(self, state: RetryCallState) -> float:

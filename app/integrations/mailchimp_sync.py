@@ -70,11 +70,11 @@ class MailchimpSync:
 
     async def run_once(self) -> None:
         await in_transaction(self.maker, audiences.check_target, self.purpose, self.recipient)
-        await self.read_back()
         current = await in_transaction(self.maker, state.load, self.target)
         if not current.initial_done:
             await self.first_sync(current.audience_after)
         await self.follow_feed()
+        await self.read_back()
 
     async def run_forever(self) -> None:
         while True:
@@ -92,11 +92,7 @@ class MailchimpSync:
         await in_transaction(self.maker, state.save, self.target, readback_since=started)
 
     async def _import(self, session: Any, page: list[dict[str, Any]], kind: str) -> None:
-        # Members we unsubscribed ourselves (a withdrawal, say) are not the person's opt-out.
-        ours = await state.unsubscribed_by_us(session, self.target, [m.get("id", "") for m in page])
         for member in page:
-            if kind == "unsubscribe" and member.get("id") in ours:
-                continue
             form = {
                 "type": kind,
                 "fired_at": str(member.get("last_changed") or ""),
@@ -215,6 +211,18 @@ class MailchimpSync:
             purpose=self.purpose,
             recipient=self.recipient,
         )
+        # Written ahead: an unsubscribe MailChimp reports back (webhook or read-back) that
+        # we made ourselves is then not mistaken for the person's own opt-out.
+        intents = [
+            (r.subject_id, member_hash, "unsubscribed")
+            for r in results
+            if r.subject_id is not None and not r.allowed and "subject_erased" not in r.reasons
+            for member_hash in [
+                held.get(r.subject_id) or (r.email_md5 if r.subject_id in objecting else None)
+            ]
+            if member_hash
+        ]
+        await in_transaction(self.maker, state.remember, self.target, intents)
         async with asyncio.TaskGroup() as group:
             tasks = [
                 group.create_task(self._one(r, held.get(r.subject_id), r.subject_id in objecting))

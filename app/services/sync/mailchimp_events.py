@@ -33,6 +33,12 @@ ON CONFLICT (event_key) DO NOTHING
 RETURNING id
 """)
 LIVE_SUBJECT = text("SELECT id FROM subjects WHERE email = :e AND erased_at IS NULL")
+# The sync worker unsubscribed this member itself (a withdrawal, a restriction...): MailChimp
+# reporting it back is an echo, not the person's opt-out.
+OUR_UNSUBSCRIBE = text(
+    "SELECT EXISTS (SELECT 1 FROM sync_members WHERE remote_id = md5(:e)"
+    " AND remote_status = 'unsubscribed' AND target LIKE 'mailchimp:%')"
+)
 
 
 def _event_key(form: dict[str, str]) -> str:
@@ -103,7 +109,10 @@ async def handle(session: AsyncSession, form: dict[str, str]) -> WebhookAnswer:
     ).first()
     if row is None:
         return WebhookAnswer(type=kind, recorded=False)  # a replay
-    if kind == "unsubscribe":
+    if (
+        kind == "unsubscribe"
+        and not (await session.execute(OUR_UNSUBSCRIBE, {"e": address})).scalar()
+    ):
         await optouts.record_optout_hash(
             session,
             WEBHOOK,
@@ -112,7 +121,7 @@ async def handle(session: AsyncSession, form: dict[str, str]) -> WebhookAnswer:
             source="mailchimp",
             reason=f"MailChimp unsubscribe ({form.get('data[reason]') or 'no reason given'})"[:500],
         )
-    else:
+    elif kind != "unsubscribe":
         await changes.append(
             session, f"mailchimp.{kind}", subject_id=subject_id, email_hash=email_hash(address)
         )
