@@ -131,7 +131,7 @@ async def test_opt_outs_come_in_and_denied_opted_out_and_erased_contacts_go(
 async def test_a_bad_token_is_one_clear_error(live, sm, committed_engine, test_settings):
     from app.integrations.worker import SyncFailed, run
 
-    fake, url = sm
+    _fake, url = sm
     settings = test_settings.model_copy(
         update={
             "surveymonkey_access_token": SecretStr("wrong"),
@@ -139,7 +139,6 @@ async def test_a_bad_token_is_one_clear_error(live, sm, committed_engine, test_s
             "surveymonkey_contact_list_id": LIST,
         }
     )
-    from tests.sync_support import committed_url as _  # noqa: F401
 
     url_db = committed_engine.url.render_as_string(hide_password=False)
     with pytest.raises(SyncFailed, match="check the API key or access token"):
