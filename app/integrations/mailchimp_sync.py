@@ -112,34 +112,45 @@ class MailchimpSync:
             )
             after = STARTED
         self.progress.start(f"mailchimp first sync of {self.purpose}")
-        chunk = self.batch * max(1, min(4, self.settings.sync_max_connections))
-        while True:
-            members, next_after = await in_transaction(
-                self.maker,
-                audiences.chunk,
-                self.principal,
-                purpose=self.purpose,
-                recipient=self.recipient,
-                after=None if after == STARTED else after,
-                scan=chunk,
-            )
-            pushed = await self._push_batches(members)
-            done = next_after is None
-            await in_transaction(
-                self.maker,
-                state.record_batch,
-                self.target,
-                pushed=pushed,
-                audience_after=next_after,
-                initial_done=True if done else None,
-                clear_audience=done,
-            )
-            self.pushed += len(pushed)
-            self.progress.advance(len(pushed))
-            if done:
-                break
-            after = next_after
+        # The next chunk is read (and its decisions stored) while this one is pushed; the
+        # position still advances chunk by chunk, after each one's calls succeeded.
+        ahead = asyncio.create_task(self._read_chunk(after))
+        try:
+            while True:
+                members, next_after = await ahead
+                if next_after is not None:
+                    ahead = asyncio.create_task(self._read_chunk(next_after))
+                pushed = await self._push_batches(members)
+                done = next_after is None
+                await in_transaction(
+                    self.maker,
+                    state.record_batch,
+                    self.target,
+                    pushed=pushed,
+                    audience_after=next_after,
+                    initial_done=True if done else None,
+                    clear_audience=done,
+                )
+                self.pushed += len(pushed)
+                self.progress.advance(len(pushed))
+                if done:
+                    break
+        finally:
+            ahead.cancel()
         self.progress.finish(pushed=self.pushed)
+
+    async def _read_chunk(
+        self, after: uuid.UUID | None
+    ) -> tuple[list[AudienceMember], uuid.UUID | None]:
+        return await in_transaction(
+            self.maker,
+            audiences.chunk,
+            self.principal,
+            purpose=self.purpose,
+            recipient=self.recipient,
+            after=None if after == STARTED else after,
+            scan=self.batch * max(1, min(4, self.settings.sync_max_connections)),
+        )
 
     async def _push_batches(self, members: list[AudienceMember]) -> list[state.Held]:
         by_email = {m.email: m.subject_id for m in members if m.email}

@@ -74,7 +74,8 @@ def _params(principal: Principal, purpose: str, recipient: str | None, **extra: 
 
 
 def _member(row: Any) -> AudienceMember:
-    return AudienceMember(
+    # Trusted columns: constructed without validation (a third of the worker's CPU otherwise).
+    return AudienceMember.model_construct(
         subject_id=row.subject_id, email=row.email, name=row.name, company=row.company
     )
 
