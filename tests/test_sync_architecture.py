@@ -1,0 +1,60 @@
+"""Guard rails for sync: the worker reaches the database only through services (which never
+commit), and hands nothing out except through the gate."""
+
+import ast
+import re
+from pathlib import Path
+
+from app.cli import build_parser
+from app.integrations.progress import Progress
+from tests.test_architecture import _violations
+
+APP = Path(__file__).resolve().parents[1] / "app"
+
+
+def test_integrations_and_sync_services_keep_to_their_side():
+    integrations = sorted((APP / "integrations").rglob("*.py"))
+    assert len(integrations) >= 6
+    assert [v for m in integrations for v in _violations(m)] == []
+    commits = [
+        f"{p.name}:{n.lineno}"
+        for p in sorted((APP / "services" / "sync").rglob("*.py"))
+        for n in ast.walk(ast.parse(p.read_text()))
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "commit"
+    ]
+    assert commits == []
+
+
+def test_the_worker_reads_subjects_only_through_the_gate():
+    """Every subject row the integrations get comes from `audiences` (the gate's predicate)
+    or `decisions`; the services of the sync folder never select a subject's fields."""
+    source = "\n".join(p.read_text() for p in (APP / "integrations").rglob("*.py"))
+    assert "audiences.chunk" in source and "audiences.gate_subjects" in source
+    sync_services = "\n".join(p.read_text() for p in (APP / "services" / "sync").rglob("*.py"))
+    fields = re.compile(r"\b(s\.(email|name|company)|SELECT (email|name|company))\b")
+    assert fields.findall(sync_services) == []
+
+
+def test_the_sync_command_line():
+    args = build_parser().parse_args(["sync", "mailchimp", "--once", "--audience", "surveys"])
+    assert (args.target, args.once, args.audience) == ("mailchimp", True, "surveys")
+    args = build_parser().parse_args(["sync", "surveymonkey"])
+    assert (args.target, args.once, args.audience) == ("surveymonkey", False, None)
+
+
+def test_progress_is_a_bar_on_a_terminal_and_log_lines_otherwise(caplog):
+    bar = Progress(interactive=True)
+    bar.start("first sync")
+    bar.advance(500)
+    bar.finish(pushed=500)
+    assert bar.count == 500
+    plain = Progress(interactive=False)
+    with caplog.at_level("INFO", logger="consent_api.sync"):
+        plain.start("first sync")
+        plain.advance(10)
+        plain.finish()
+    assert [r.getMessage() for r in caplog.records][-3:] == [
+        "first sync: started",
+        "first sync: progress",
+        "first sync: finished",
+    ]
