@@ -32,7 +32,8 @@ class ChangePublic(SQLModel):
     seq: int = Field(description="Feed position; pass the last one seen as `after`")
     kind: str = Field(
         description="What changed: subject.created, subject.updated, subject.restricted,"
-        " subject.rectified, subject.erased, subject.erased_in_part, consent.given,"
+        " subject.unrestricted, subject.rectified, subject.erased, subject.erased_in_part,"
+        " consent.given,"
         " consent.withdrawn, optout, objection, basis.set, basis.ended,"
         " mailchimp.cleaned, mailchimp.upemail"
     )
