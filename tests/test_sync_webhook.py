@@ -151,3 +151,12 @@ async def test_bad_payloads(client):
     ).status_code == 422
     r = await client.post(URL, json={"type": "unsubscribe"})
     assert r.status_code == 415
+    many = "&".join(f"f{i}=x" for i in range(300))
+    r = await client.post(URL, content=f"type=unsubscribe&{many}", headers=FORM)
+    assert r.status_code == 422
+
+
+async def test_an_unconfigured_webhook_says_so(app, client):
+    app.state.settings = app.state.settings.model_copy(update={"mailchimp_webhook_secret": None})
+    r = await client.get(URL)
+    assert r.status_code == 503 and "CONSENT_MAILCHIMP_WEBHOOK_SECRET" in r.json()["detail"]

@@ -9,7 +9,13 @@ from urllib.parse import parse_qsl
 from fastapi import APIRouter, Query, Request
 
 from app.core.db import SessionDep
-from app.core.errors import ProblemError, ServiceUnavailable, Unauthorized, problem_responses
+from app.core.errors import (
+    ProblemError,
+    ServiceUnavailable,
+    Unauthorized,
+    Unprocessable,
+    problem_responses,
+)
 from app.models.sync import WebhookAnswer
 from app.services.sync import mailchimp_events
 
@@ -85,5 +91,8 @@ async def mailchimp_webhook(
     if not request.headers.get("content-type", "").startswith(FORM):
         raise UnsupportedMediaType(f"MailChimp sends `{FORM}`.")
     body = (await request.body()).decode("utf-8", errors="replace")
-    form = dict(parse_qsl(body, keep_blank_values=True, max_num_fields=MAX_FIELDS))
+    try:
+        form = dict(parse_qsl(body, keep_blank_values=True, max_num_fields=MAX_FIELDS))
+    except ValueError as exc:
+        raise Unprocessable(f"A MailChimp event has at most {MAX_FIELDS} fields.") from exc
     return await mailchimp_events.handle(session, form)
