@@ -113,9 +113,13 @@ def _export_openapi(args: argparse.Namespace) -> None:
 def _sync(args: argparse.Namespace) -> None:
     """Sync with MailChimp or SurveyMonkey (issue 10)."""
     from app.core.observability import configure_logging
-    from app.integrations.worker import SyncFailed, run
+    from app.integrations.worker import SyncFailed, check_settings, run
 
     settings = get_settings()
+    try:
+        check_settings(args.target, settings)
+    except SyncFailed as exc:
+        raise SystemExit(f"consent-api sync: {exc}") from None
     configure_logging(settings.log_level)
     url = _database_url()
     migrate(url)

@@ -58,3 +58,31 @@ def test_progress_is_a_bar_on_a_terminal_and_log_lines_otherwise(caplog):
         "first sync: progress",
         "first sync: finished",
     ]
+
+
+def test_missing_settings_stop_the_command_in_one_line_before_anything_starts(monkeypatch, capsys):
+    import pytest
+
+    from app.cli import main
+    from app.core.config import get_settings
+
+    for key in list(__import__("os").environ):
+        if key.startswith("CONSENT_"):
+            monkeypatch.delenv(key)
+    get_settings.cache_clear()
+    try:
+        for target, needed in (
+            ("mailchimp", "CONSENT_MAILCHIMP_API_KEY"),
+            ("surveymonkey", "CONSENT_SURVEYMONKEY_ACCESS_TOKEN"),
+        ):
+            with pytest.raises(SystemExit) as exit_:
+                main(["sync", target, "--once"])
+            assert needed in str(exit_.value) and "\n" not in str(exit_.value)
+        monkeypatch.setenv("CONSENT_MAILCHIMP_API_KEY", "keywithoutdatacentre")
+        monkeypatch.setenv("CONSENT_MAILCHIMP_LIST_ID", "l1")
+        get_settings.cache_clear()
+        with pytest.raises(SystemExit, match="ending in -<dc>"):
+            main(["sync", "mailchimp"])
+    finally:
+        get_settings.cache_clear()
+    assert capsys.readouterr().out == ""

@@ -19,6 +19,26 @@ class SyncFailed(Exception):
     """What the operator reads: one line, no address, no stack trace."""
 
 
+def check_settings(target: str, settings: Settings) -> None:
+    """Refuse before anything starts when the target's settings are missing."""
+    if target == "mailchimp":
+        from app.integrations.mailchimp import base_url
+
+        if not settings.mailchimp_api_key or not settings.mailchimp_list_id:
+            raise SyncFailed(
+                "set CONSENT_MAILCHIMP_API_KEY and CONSENT_MAILCHIMP_LIST_ID to sync MailChimp"
+            )
+        try:
+            base_url(settings)
+        except NotConfigured as exc:
+            raise SyncFailed(str(exc)) from exc
+    elif not settings.surveymonkey_access_token or not settings.surveymonkey_contact_list_id:
+        raise SyncFailed(
+            "set CONSENT_SURVEYMONKEY_ACCESS_TOKEN and CONSENT_SURVEYMONKEY_CONTACT_LIST_ID"
+            " to sync SurveyMonkey"
+        )
+
+
 def build(
     target: str, settings: Settings, maker: Any, *, audience: str | None = None, **kw: Any
 ) -> Any:
