@@ -1,5 +1,6 @@
-"""Background tasks of each worker: the audit sealer, every half second (one per database
-whatever the number of workers, thanks to the advisory lock in `seal_pending`), and a
+"""Background tasks of each worker: the audit sealer and the change-feed sequencer, every
+half second (one of each per database whatever the number of workers, thanks to their
+advisory locks), and a
 minutely purge of idempotency keys past their 24 hours (stored replies echo personal data)."""
 
 import asyncio
@@ -12,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.core.idempotency import purge_expired
 from app.core.signing import Signer
 from app.services.audit_chain import seal_pending
+from app.services.changes import sequence_pending
 
 log = logging.getLogger("consent_api.sealer")
 INTERVAL_SECONDS = 0.5
@@ -23,6 +25,10 @@ async def _loop(maker: async_sessionmaker[AsyncSession], signer: Signer) -> None
         try:
             async with maker() as session:
                 sealed = await seal_pending(session, signer)
+                await session.commit()
+            # Change-feed positions for committed rows (readers also sequence on demand).
+            async with maker() as session:
+                await sequence_pending(session)
                 await session.commit()
             if sealed:
                 log.debug("sealed audit entries", extra={"count": sealed})

@@ -253,6 +253,32 @@ def _report_link(args: argparse.Namespace) -> None:
     print(f"{args.base_url.rstrip('/')}/auditor/link/{token}")
 
 
+def _sync(args: argparse.Namespace) -> None:
+    """Sync with MailChimp or SurveyMonkey (issue 10)."""
+    from app.core.observability import configure_logging
+    from app.integrations.worker import SyncFailed, check_settings, run
+
+    settings = get_settings()
+    try:
+        check_settings(args.target, settings)
+    except SyncFailed as exc:
+        raise SystemExit(f"consent-api sync: {exc}") from None
+    configure_logging(settings.log_level)
+    url = _database_url()
+    migrate(url)
+    try:
+        summary = asyncio.run(
+            run(args.target, settings, url, once=args.once, audience=args.audience)
+        )
+    except SyncFailed as exc:
+        raise SystemExit(f"consent-api sync: {exc}") from None
+    except KeyboardInterrupt:
+        raise SystemExit(
+            "consent-api sync: stopped; the next run resumes where this one was"
+        ) from None
+    print(json.dumps(summary), file=sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from app.core.auth import ROLES
 
@@ -282,6 +308,11 @@ def build_parser() -> argparse.ArgumentParser:
     link.add_argument("--minutes", type=int, default=15, choices=range(1, 1441), metavar="1-1440")
     link.add_argument("--base-url", default="http://127.0.0.1:8000")
     link.set_defaults(func=_report_link)
+    sync = sub.add_parser("sync", help="sync MailChimp or SurveyMonkey with the gate")
+    sync.add_argument("target", choices=("mailchimp", "surveymonkey"))
+    sync.add_argument("--once", action="store_true", help="one pass, then exit")
+    sync.add_argument("--audience", metavar="PURPOSE", help="the purpose whose audience to sync")
+    sync.set_defaults(func=_sync)
     export = sub.add_parser("export-openapi", help="write openapi/openapi.json")
     export.add_argument("--output", default="openapi/openapi.json")
     export.set_defaults(func=_export_openapi)

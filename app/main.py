@@ -23,6 +23,7 @@ from app.core.observability import (
 )
 from app.core.signing import get_signer
 from app.routers import (
+    audiences,
     audit,
     bases,
     catalogue,
@@ -37,15 +38,18 @@ from app.routers import (
     retention,
     rights,
     subjects,
+    sync_events,
+    webhooks,
 )
 from app.web import auditor as web_auditor
 from app.web import docs as web_docs
 from app.web import person as person_pages
 
-# Routers whose routes need no API key: liveness and readiness, and the person's pages (the
-# signed token is the credential). Every other router is included with authentication as
-# its default, so a route cannot ship without it.
-PUBLIC_ROUTERS = (probes, person_pages)
+# Routers whose routes need no API key: liveness and readiness, the person's pages (the
+# signed token is the credential) and the MailChimp webhook (its `secret` query parameter).
+# Every other router is included with authentication as its default, so a route cannot
+# ship without it.
+PUBLIC_ROUTERS = (probes, person_pages, webhooks)
 API_ROUTERS = (
     ops,
     subjects,
@@ -60,6 +64,8 @@ API_ROUTERS = (
     links,
     retention,
     proofs,
+    audiences,
+    sync_events,
 )
 
 API_DESCRIPTION = (

@@ -32,6 +32,8 @@ PUBLIC_PATHS |= {
     "/auditor/login",
     "/auditor/logout",
 }
+# MailChimp cannot send a header: its webhook carries a `secret` query parameter (API.md).
+PUBLIC_PATHS |= {"/v1/webhooks/mailchimp"}
 # Static files served by the app itself (docs assets, the pages' stylesheets): nothing personal.
 PUBLIC_PATHS |= {"/static/docs", "/static/auditor"}
 

@@ -53,6 +53,7 @@ ROLE_SCOPES: dict[str, frozenset[str]] = {
             "optouts:write",
             "decisions:ask",
             "decisions:read",
+            "audiences:read",  # issue 10: the CRM reads audiences too
             "rights:read",
             "rights:create",
             "rights:write",
@@ -88,7 +89,7 @@ ROLE_SCOPES: dict[str, frozenset[str]] = {
 
 @dataclass(frozen=True)
 class Principal:
-    key_id: uuid.UUID
+    key_id: uuid.UUID | None  # None: the service's own workers (sync), not an API key
     name: str
     role: str
     scopes: frozenset[str]

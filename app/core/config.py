@@ -34,6 +34,27 @@ class Settings(BaseSettings):
     controller_address: str = "Kings House, 245 Ampthill Road, Bedford, MK42 9AZ, UK"
     supervisory_authority: str = "Information Commissioner's Office (ICO), https://ico.org.uk"
 
+    # --- issue 10: MailChimp and SurveyMonkey sync (`consent-api sync ...`) ---
+    # MailChimp Marketing API v3: the key ends in `-<dc>`, which names the base URL
+    # https://<dc>.api.mailchimp.com/3.0 unless CONSENT_MAILCHIMP_BASE_URL says otherwise.
+    mailchimp_api_key: SecretStr | None = None
+    mailchimp_base_url: str | None = None
+    mailchimp_list_id: str | None = None
+    mailchimp_purpose: str = "email_campaigns"
+    mailchimp_recipient: str | None = "mailchimp"
+    # A merge field for the company, if the list has one (FNAME and LNAME always go).
+    mailchimp_company_field: str | None = None
+    surveymonkey_access_token: SecretStr | None = None
+    surveymonkey_base_url: str = "https://api.surveymonkey.com/v3"
+    surveymonkey_contact_list_id: str | None = None
+    surveymonkey_purpose: str = "surveys"
+    surveymonkey_recipient: str | None = "surveymonkey"
+    sync_batch_size: int = 500  # members per MailChimp batch call; feed entries per batch
+    sync_max_connections: int = 10  # MailChimp allows 10 simultaneous connections
+    sync_max_attempts: int = 8  # per remote call, for 429, 5xx and dropped connections
+    sync_backoff_seconds: float = 1.0  # first backoff; doubles, with jitter, up to a minute
+    sync_poll_seconds: float = 5.0  # between passes, without --once
+
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> "Settings":
         if self.env == "development":

@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, Identity, text
+from sqlalchemy import BigInteger, Column, Identity
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
@@ -14,29 +14,29 @@ from app.models.base import timestamp_field
 class Change(SQLModel, table=True):
     __tablename__ = "changes"
 
-    seq: int | None = Field(
+    # Insertion order only: a transaction that took a lower id may commit later.
+    id: int | None = Field(
         default=None, sa_column=Column(BigInteger, Identity(always=True), primary_key=True)
     )
+    # The feed position, given to committed rows in commit order by one sequencer at a time
+    # (`changes.sequence_pending`): a reader paging by it never skips a late commit.
+    seq: int | None = Field(default=None, sa_column=Column(BigInteger, unique=True))
     kind: str = Field(max_length=40)
     subject_id: uuid.UUID | None = None
     email_hash: str | None = Field(default=None, max_length=64)
     purpose: str | None = Field(default=None, max_length=63)
     at: datetime = timestamp_field()
-    # The writing transaction: readers only pass a seq once every older transaction has
-    # finished, so a late commit of a lower seq is never skipped.
-    txid: int = Field(
-        sa_column=Column(
-            "txid",
-            BigInteger,
-            nullable=False,
-            server_default=text("pg_current_xact_id()::text::bigint"),
-        )
-    )
 
 
 class ChangePublic(SQLModel):
-    seq: int
-    kind: str
+    seq: int = Field(description="Feed position; pass the last one seen as `after`")
+    kind: str = Field(
+        description="What changed: subject.created, subject.updated, subject.restricted,"
+        " subject.unrestricted, subject.rectified, subject.erased, subject.erased_in_part,"
+        " consent.given,"
+        " consent.withdrawn, optout, objection, basis.set, basis.ended,"
+        " mailchimp.cleaned, mailchimp.upemail"
+    )
     subject_id: uuid.UUID | None
     email_hash: str | None
     purpose: str | None

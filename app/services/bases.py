@@ -17,7 +17,7 @@ from app.models.basis import (
     LawfulBasisSet,
 )
 from app.models.catalogue import Purpose
-from app.services import audit
+from app.services import audit, changes
 from app.services.subjects import get_subject
 
 VALUE_FIELDS = (
@@ -95,6 +95,9 @@ async def set_basis(
         basis=data.basis,
         replaced=previous_value is not None,
     )
+    await changes.append(
+        session, "basis.set", subject_id=subject_id, email_hash=None, purpose=purpose
+    )
     return record
 
 
@@ -151,3 +154,6 @@ async def end_basis(
         )
     )
     await audit.record(session, principal, "basis.end", "subject", subject_id, purpose=purpose)
+    await changes.append(
+        session, "basis.ended", subject_id=subject_id, email_hash=None, purpose=purpose
+    )

@@ -1,4 +1,10 @@
-"""The change feed: a monotonically increasing sequence of what sync clients must propagate."""
+"""The change feed: what sync clients must propagate, in a order that never skips.
+
+Writers append rows without a position and without locks. One sequencer at a time (a
+transaction-level advisory lock, the audit sealer's pattern) gives the committed rows it
+sees the next positions. A row committed late is simply sequenced late, after everything
+already served, so a reader paging by position (`seq`) never skips one.
+"""
 
 import uuid
 
@@ -7,19 +13,26 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models.change import ChangePage, ChangePublic
 
+SEQUENCE_LOCK = 7_310_553
 APPEND = text(
     "INSERT INTO changes (kind, subject_id, email_hash, purpose, at)"
     " VALUES (:kind, :subject_id, :email_hash, :purpose, now())"
 )
-# Only rows whose transaction is older than every transaction still running: a lower seq
-# committed late is never skipped by a reader that already moved past it.
+# Committed rows without a position, in insertion order, numbered after the current head.
+SEQUENCE = text("""
+WITH head AS (SELECT coalesce(max(seq), 0) AS n FROM changes),
+pending AS (
+  SELECT id, row_number() OVER (ORDER BY id) AS k FROM changes
+  WHERE seq IS NULL ORDER BY id LIMIT :batch
+)
+UPDATE changes c SET seq = head.n + pending.k
+FROM pending, head WHERE c.id = pending.id
+""")
 READ = text(
     "SELECT seq, kind, subject_id, email_hash, purpose, at FROM changes"
-    " WHERE seq > :after"
-    "   AND (txid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
-    "        OR txid = pg_current_xact_id_if_assigned()::text::bigint)"
-    " ORDER BY seq LIMIT :limit"
+    " WHERE seq > :after ORDER BY seq LIMIT :limit"
 )
+BATCH = 5000
 
 
 async def append(
@@ -36,7 +49,33 @@ async def append(
     )
 
 
+async def sequence_pending(session: AsyncSession) -> int:
+    """Give committed rows their positions; returns how many. 0 if another sequencer runs
+    (its positions land after everything visible now, so nothing is skipped meanwhile)."""
+    locked = (
+        await session.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": SEQUENCE_LOCK})
+    ).scalar_one()
+    if not locked:
+        return 0
+    total = 0
+    while True:
+        done = (await session.execute(SEQUENCE, {"batch": BATCH})).rowcount  # type: ignore[attr-defined]
+        total += done
+        if done < BATCH:
+            return total
+
+
 async def read(session: AsyncSession, *, after: int, limit: int) -> ChangePage:
+    """Changes after position `after`. Sequences first, so a reader sees what is committed."""
+    await sequence_pending(session)
     rows = (await session.execute(READ, {"after": after, "limit": limit})).all()
     items = [ChangePublic.model_validate(r._mapping) for r in rows]
     return ChangePage(items=items, next_after=items[-1].seq if items else after)
+
+
+async def head(session: AsyncSession) -> int:
+    """The last position given (0 for an empty feed), after sequencing what is committed."""
+    await sequence_pending(session)
+    return int(
+        (await session.execute(text("SELECT coalesce(max(seq), 0) FROM changes"))).scalar_one()
+    )

@@ -97,17 +97,24 @@ audited AS (
 SELECT * FROM ev
 """)
 
+# A new objection goes into the change feed with it (sync must stop pushing the subject).
 OBJECT = prepare("""
-INSERT INTO objections (subject_id, purpose, source, objected_at)
-VALUES (:subject_id, :purpose, :source, now())
-ON CONFLICT (subject_id, purpose) DO NOTHING
+WITH o AS (
+  INSERT INTO objections (subject_id, purpose, source, objected_at)
+  VALUES (:subject_id, :purpose, :source, now())
+  ON CONFLICT (subject_id, purpose) DO NOTHING
+  RETURNING subject_id, purpose
+)
+INSERT INTO changes (kind, subject_id, email_hash, purpose, at)
+SELECT 'objection', subject_id, CAST(:email_hash AS text), purpose, now() FROM o
 """)
 CURRENT = prepare(
     "SELECT status, event_id FROM consent_state WHERE subject_id = :s"
     " AND purpose = :p AND recipient = ''"
 )
-# A web form's prospect, created and audited in one statement (as subjects.create_subject
-# would: same fields, same audit entry); nothing when a live subject has the e-mail.
+# A web form's prospect, created, audited and fed to sync in one statement (as
+# subjects.create_subject would: same fields, same audit entry, same change-feed entry);
+# nothing when a live subject has the e-mail.
 NEW_WEB_SUBJECT = prepare("""
 WITH s AS (
   INSERT INTO subjects (id, email, email_hash, category, source, source_detail, restricted,
@@ -123,6 +130,10 @@ audited AS (
   SELECT :key_id, :key_name, :key_role, 'subject.create', 'subject', id::text,
          '{"fields": ["category", "email", "source", "source_detail"]}'::jsonb
   FROM s
+),
+fed AS (
+  INSERT INTO changes (kind, subject_id, email_hash, purpose, at)
+  SELECT 'subject.created', id, email_hash, NULL, now() FROM s
 )
 SELECT id, email_hash FROM s
 """)
@@ -297,7 +308,13 @@ async def _gpc_withdrawal(
     legitimate-interests basis cannot carry it either. Never erasure. It takes effect now
     (a back-dated signal cannot leave an older consent standing), and where it contradicts
     an explicit consent, the withdrawal stands and the event records the conflict."""
-    await OBJECT.execute(con, subject_id=ctx.subject_id, purpose=GPC_PURPOSE, source="gpc")
+    await OBJECT.execute(
+        con,
+        subject_id=ctx.subject_id,
+        email_hash=ctx.email_hash,
+        purpose=GPC_PURPOSE,
+        source="gpc",
+    )
     current = await CURRENT.fetchrow(con, s=ctx.subject_id, p=GPC_PURPOSE)
     if current is not None and current.status == "withdrawn" and not always:
         return None

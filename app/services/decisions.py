@@ -91,17 +91,15 @@ FROM unnest(CAST(:ids AS uuid[]), CAST(:emails AS text[]))
   WITH ORDINALITY AS r(ref_id, ref_email, ord)
 """
 
-DECIDE_AND_STORE = f"""
-WITH cand AS ({REFERENCED_CANDIDATES}),
-evaluated AS MATERIALIZED (
-  SELECT gen_random_uuid() AS id, e.* FROM ({REASONS_SQL}) e
-),
+# Storing evaluated decisions and their audit entries: CTEs over a set `{recorded}` of
+# evaluated rows (a batch stores them all; an audience page the ones it hands out).
+STORE_CTES = """
 stored AS (
   INSERT INTO decisions (id, decided_at, requester_key_id, requester_name, requester_role,
                          subject_id, purpose, recipient, allowed, basis, reasons)
   SELECT id, :now, :key_id, :key_name, :key_role, subject_id, :purpose, :recipient,
          cardinality(reasons) = 0, basis, reasons
-  FROM evaluated
+  FROM {recorded}
   RETURNING id, subject_id, allowed, reasons
 ),
 audited AS (
@@ -113,6 +111,14 @@ audited AS (
                             'reasons', to_jsonb(reasons))
   FROM stored
 )
+"""
+
+DECIDE_AND_STORE = f"""
+WITH cand AS ({REFERENCED_CANDIDATES}),
+evaluated AS MATERIALIZED (
+  SELECT gen_random_uuid() AS id, e.* FROM ({REASONS_SQL}) e
+),
+{STORE_CTES.format(recorded="evaluated")}
 SELECT id, ord, subject_id, basis, reasons FROM evaluated ORDER BY ord
 """
 
@@ -125,15 +131,16 @@ GATE_PARAMS = (
     bindparam("grace_days", type_=Integer()),
 )
 
+# The gate's parameters typed for the driver: what PostgreSQL cannot infer (NULLs).
+GATE_CASTS = {
+    "purpose": "varchar",
+    "recipient": "varchar",
+    "now": "timestamptz",
+    "grace_days": "integer",
+}
 # Run on the driver connection (app.core.driver): one round trip, no BEGIN/COMMIT around it
-# in autocommit mode. The casts type what PostgreSQL cannot infer (NULLs).
-DECIDE_STATEMENT = prepare(
-    DECIDE_AND_STORE,
-    purpose="varchar",
-    recipient="varchar",
-    now="timestamptz",
-    grace_days="integer",
-)
+# in autocommit mode.
+DECIDE_STATEMENT = prepare(DECIDE_AND_STORE, **GATE_CASTS)
 CATALOGUE_KEYS = prepare(
     "SELECT EXISTS (SELECT 1 FROM purposes WHERE key = :p),"
     " EXISTS (SELECT 1 FROM recipients WHERE key = :r)",

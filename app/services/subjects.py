@@ -17,7 +17,7 @@ from app.core.pagination import Page, decode_time_cursor, encode_time_cursor, pa
 from app.models.base import utcnow
 from app.models.catalogue import Category, Source
 from app.models.subject import Subject, SubjectCreate, SubjectPublic, SubjectUpdate, to_public
-from app.services import audit
+from app.services import audit, changes
 
 
 async def _check_catalogue(session: AsyncSession, category: str | None, source: str | None) -> None:
@@ -74,6 +74,9 @@ async def create_subject(
         "subject",
         subject.id,
         fields=sorted(k for k, v in values.items() if v is not None),
+    )
+    await changes.append(
+        session, "subject.created", subject_id=subject.id, email_hash=subject.email_hash
     )
     return subject
 
@@ -166,21 +169,21 @@ async def update_subject(
     subject = await lock_subject(session, subject_id)
     if subject.erased_at is not None:
         raise Conflict("The subject has been erased; it cannot be changed.")
-    changes = data.model_dump(exclude_unset=True)
+    fields = data.model_dump(exclude_unset=True)
     for required in ("email", "category", "source"):
-        if required in changes and changes[required] is None:
+        if required in fields and fields[required] is None:
             raise Unprocessable(f"`{required}` cannot be removed.", field=required)
-    if "category" in changes or "source" in changes:
-        await _check_catalogue(session, changes.get("category"), changes.get("source"))
-    if changes.get("email") and changes["email"] != subject.email:
-        existing = await _live_id_for_email(session, changes["email"])
+    if "category" in fields or "source" in fields:
+        await _check_catalogue(session, fields.get("category"), fields.get("source"))
+    if fields.get("email") and fields["email"] != subject.email:
+        existing = await _live_id_for_email(session, fields["email"])
         if existing is not None:
             raise _email_taken(existing)
     old_hash = subject.email_hash
-    for key, value in changes.items():
+    for key, value in fields.items():
         setattr(subject, key, value)
-    if "email" in changes:
-        subject.email_hash = email_hash(changes["email"])
+    if "email" in fields:
+        subject.email_hash = email_hash(fields["email"])
     subject.updated_at = utcnow()
     try:
         async with session.begin_nested():
@@ -192,6 +195,10 @@ async def update_subject(
     if old_hash and subject.email_hash != old_hash:
         await _carry_opt_outs(session, old_hash, subject.email_hash)
     await audit.record(
-        session, principal, "subject.update", "subject", subject.id, fields=sorted(changes)
+        session, principal, "subject.update", "subject", subject.id, fields=sorted(fields)
+    )
+    # Sync clients propagate every change of held data (Art 19), an e-mail change above all.
+    await changes.append(
+        session, "subject.updated", subject_id=subject.id, email_hash=subject.email_hash
     )
     return subject

@@ -1,0 +1,95 @@
+"""`consent-api sync mailchimp|surveymonkey`: build the worker for a target and run it once
+(`--once`) or until stopped. One line on stderr says what to fix when it cannot work."""
+
+import logging
+import time
+from typing import Any
+
+from app.core.config import Settings
+from app.core.db import create_engine, create_sessionmaker
+from app.core.errors import ProblemError
+from app.integrations.http import RemoteRefused, RemoteUnavailable
+from app.integrations.mailchimp import NotConfigured
+from app.integrations.progress import Progress
+
+log = logging.getLogger("consent_api.sync")
+
+
+class SyncFailed(Exception):
+    """What the operator reads: one line, no address, no stack trace."""
+
+
+def check_settings(target: str, settings: Settings) -> None:
+    """Refuse before anything starts when the target's settings are missing."""
+    if target == "mailchimp":
+        from app.integrations.mailchimp import base_url
+
+        if not settings.mailchimp_api_key or not settings.mailchimp_list_id:
+            raise SyncFailed(
+                "set CONSENT_MAILCHIMP_API_KEY and CONSENT_MAILCHIMP_LIST_ID to sync MailChimp"
+            )
+        try:
+            base_url(settings)
+        except NotConfigured as exc:
+            raise SyncFailed(str(exc)) from exc
+    elif not settings.surveymonkey_access_token or not settings.surveymonkey_contact_list_id:
+        raise SyncFailed(
+            "set CONSENT_SURVEYMONKEY_ACCESS_TOKEN and CONSENT_SURVEYMONKEY_CONTACT_LIST_ID"
+            " to sync SurveyMonkey"
+        )
+
+
+def build(
+    target: str, settings: Settings, maker: Any, *, audience: str | None = None, **kw: Any
+) -> Any:
+    if target == "mailchimp":
+        from app.integrations.mailchimp_sync import MailchimpSync
+
+        return MailchimpSync(settings, maker, purpose=audience, **kw)
+    from app.integrations.surveymonkey_sync import SurveymonkeySync
+
+    return SurveymonkeySync(settings, maker, purpose=audience, **kw)
+
+
+async def run(
+    target: str,
+    settings: Settings,
+    database_url: str,
+    *,
+    once: bool,
+    audience: str | None = None,
+    progress: Progress | None = None,
+    **kw: Any,
+) -> dict[str, Any]:
+    engine = create_engine(database_url, settings)
+    started = time.perf_counter()
+    worker = None
+    try:
+        worker = build(
+            target,
+            settings,
+            create_sessionmaker(engine),
+            audience=audience,
+            progress=progress,
+            **kw,
+        )
+        if once:
+            await worker.run_once()
+        else:
+            await worker.run_forever()
+    except NotConfigured as exc:
+        raise SyncFailed(str(exc)) from exc
+    except RemoteRefused as exc:
+        raise SyncFailed(f"{target} {exc}: check the API key or access token") from exc
+    except RemoteUnavailable as exc:
+        raise SyncFailed(
+            f"{target} is unavailable ({exc}); run again later, nothing is lost"
+        ) from exc
+    except ProblemError as exc:
+        raise SyncFailed(exc.detail or exc.title) from exc
+    finally:
+        if worker is not None:
+            await worker.aclose()
+        await engine.dispose()
+    seconds = time.perf_counter() - started
+    return {"target": target, "pushed": getattr(worker, "pushed", 0), "seconds": seconds}

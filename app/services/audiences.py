@@ -1,0 +1,180 @@
+"""Audiences: exactly the subjects the gate allows, built on the gate's own SQL predicate
+(`decisions.REASONS_SQL`, over another set of candidates), each handed-out subject stored
+as a decision in the same statement. Keyset chunks over subjects.id keep memory flat."""
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.auth import Principal
+from app.core.config import get_settings
+from app.core.driver import Conn, connection_of, prepare
+from app.core.errors import Unprocessable
+from app.core.pagination import decode_cursor, encode_cursor
+from app.models.audience import AudienceMember, AudiencePage, GateResult
+from app.models.base import utcnow
+from app.services.decisions import GATE_CASTS, REASONS_SQL, STORE_CTES, _explain_empty
+
+# The next live subjects after a keyset position, in id order.
+SCAN_CANDIDATES = """
+SELECT row_number() OVER (ORDER BY s0.id) AS ord, s0.id AS subject_id FROM subjects s0
+WHERE s0.erased_at IS NULL AND (CAST(:after AS uuid) IS NULL OR s0.id > CAST(:after AS uuid))
+ORDER BY s0.id LIMIT :scan
+"""
+# Subjects named by id (the sync worker, at the moment of a push).
+ID_CANDIDATES = """
+SELECT r.ord, r.ref_id AS subject_id
+FROM unnest(CAST(:ids AS uuid[])) WITH ORDINALITY AS r(ref_id, ord)
+"""
+
+EVALUATE = """
+WITH cand AS ({candidates}),
+evaluated AS MATERIALIZED (
+  SELECT gen_random_uuid() AS id, e.* FROM ({reasons}) e
+),
+chosen AS MATERIALIZED (
+  SELECT * FROM evaluated WHERE cardinality(reasons) = 0 ORDER BY ord LIMIT :take
+),
+{store}
+SELECT e.ord, e.subject_id, e.reasons, ch.id IS NOT NULL AS chosen,
+       CASE WHEN ch.id IS NOT NULL THEN s.email END AS email,
+       CASE WHEN ch.id IS NOT NULL THEN s.name END AS name,
+       CASE WHEN ch.id IS NOT NULL THEN s.company END AS company,
+       md5(s.email) AS email_md5
+FROM evaluated e LEFT JOIN chosen ch ON ch.id = e.id
+LEFT JOIN subjects s ON s.id = e.subject_id
+ORDER BY e.ord
+"""
+# An audience stores the decisions it hands out; a push by ids stores every one, like a batch.
+# Both run on the driver connection (app.core.driver): one round trip per chunk.
+SCAN = prepare(
+    EVALUATE.format(
+        candidates=SCAN_CANDIDATES, reasons=REASONS_SQL, store=STORE_CTES.format(recorded="chosen")
+    ),
+    **GATE_CASTS,
+)
+BY_IDS = prepare(
+    EVALUATE.format(
+        candidates=ID_CANDIDATES, reasons=REASONS_SQL, store=STORE_CTES.format(recorded="evaluated")
+    ),
+    **GATE_CASTS,
+)
+MIN_SCAN = 500
+
+
+def _params(principal: Principal, purpose: str, recipient: str | None, **extra: Any) -> dict:
+    return {
+        "purpose": purpose,
+        "recipient": recipient,
+        "now": utcnow(),
+        "grace_days": get_settings().retention_prospect_grace_days,
+        "key_id": principal.key_id,
+        "key_name": principal.name,
+        "key_role": principal.role,
+        **extra,
+    }
+
+
+def _member(row: Any) -> AudienceMember:
+    # Trusted columns: constructed without validation (a third of the worker's CPU otherwise).
+    return AudienceMember.model_construct(
+        subject_id=row.subject_id, email=row.email, name=row.name, company=row.company
+    )
+
+
+async def check_target(
+    con: Conn | AsyncSession, purpose: str, recipient: str | None
+) -> None:
+    """422 for a purpose or recipient not in the catalogue."""
+    await _explain_empty(await connection_of(con), purpose, recipient)
+
+
+async def chunk(
+    session: Conn | AsyncSession,
+    principal: Principal,
+    *,
+    purpose: str,
+    recipient: str | None,
+    after: uuid.UUID | None,
+    scan: int,
+    take: int | None = None,
+) -> tuple[list[AudienceMember], uuid.UUID | None]:
+    """The allowed subjects among the next `scan` live subjects after `after` (at most
+    `take` of them), and where the next chunk starts (None: the audience is exhausted)."""
+    take = scan if take is None else take
+    params = _params(principal, purpose, recipient, after=after, scan=scan, take=take)
+    rows = await SCAN.fetch(await connection_of(session), **params)
+    members = [_member(r) for r in rows if r.chosen]
+    if len(members) == take and take < scan:
+        # Stopped inside the chunk: the next one starts after the last subject handed out.
+        return members, members[-1].subject_id if members else None
+    return members, (rows[-1].subject_id if len(rows) == scan else None)
+
+
+async def page(
+    session: Conn | AsyncSession,
+    principal: Principal,
+    *,
+    purpose: str,
+    recipient: str | None,
+    limit: int,
+    cursor: str | None,
+) -> AudiencePage:
+    """One page of `limit` allowed subjects, scanning as many chunks as that takes."""
+    values = decode_cursor(cursor, 1)
+    try:
+        after = uuid.UUID(values[0]) if values else None
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise Unprocessable("The cursor is not valid.") from exc
+    await check_target(session, purpose, recipient)
+    items: list[AudienceMember] = []
+    while True:
+        need = limit - len(items)
+        got, after = await chunk(
+            session,
+            principal,
+            purpose=purpose,
+            recipient=recipient,
+            after=after,
+            scan=max(need, MIN_SCAN),
+            take=need,
+        )
+        items += got
+        if after is None or len(items) == limit:
+            break
+    next_cursor = encode_cursor([str(after)]) if after is not None else None
+    return AudiencePage(items=items, next_cursor=next_cursor)
+
+
+async def gate_subjects(
+    session: Conn | AsyncSession,
+    principal: Principal,
+    *,
+    ids: Sequence[uuid.UUID],
+    purpose: str,
+    recipient: str | None,
+    now: datetime | None = None,
+) -> list[GateResult]:
+    """The gate for these subjects now, each decision stored; what may be pushed for the
+    allowed ones. In the order given."""
+    if not ids:
+        return []
+    params = _params(principal, purpose, recipient, ids=list(ids), take=len(ids))
+    if now is not None:
+        params["now"] = now
+    rows = await BY_IDS.fetch(await connection_of(session), **params)
+    if not rows:
+        await check_target(session, purpose, recipient)
+    return [
+        GateResult(
+            subject_id=r.subject_id,
+            allowed=not r.reasons,
+            reasons=list(r.reasons),
+            member=_member(r) if r.chosen else None,
+            email_md5=r.email_md5,
+        )
+        for r in rows
+    ]

@@ -1,0 +1,304 @@
+"""A fake of the MailChimp Marketing API v3 (the endpoints the sync worker calls).
+
+Shapes follow MailChimp's reference: HTTP Basic auth with the API key as password; errors
+as `application/problem+json` {type, title, status, detail, instance}; the batch subscribe
+answer {new_members, updated_members, errors, total_created, total_updated, error_count};
+members keyed by the MD5 of the lower-cased address; a member who unsubscribed or was
+cleaned cannot be subscribed again through the API (compliance state); a permanently
+deleted address cannot be re-imported."""
+
+import base64
+import hashlib
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from tests.fakes.faults import FaultMiddleware, Faults
+
+ERRORS_DOC = "https://mailchimp.com/developer/marketing/docs/errors/"
+STATUSES = {"subscribed", "unsubscribed", "cleaned", "pending", "transactional"}
+TITLES = {
+    400: "Invalid Resource",
+    401: "API Key Invalid",
+    404: "Resource Not Found",
+    405: "Method Not Allowed",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+DETAILS = {
+    401: "Your API key may be invalid, or you've attempted to access the wrong datacenter.",
+    404: "The requested resource could not be found.",
+    429: "You have exceeded the limit of 10 simultaneous connections.",
+    500: "An unexpected internal error has occurred. Please contact Support for more information.",
+}
+
+
+def md5(email: str) -> str:
+    return hashlib.md5(email.strip().lower().encode()).hexdigest()
+
+
+def now() -> str:
+    return datetime.now(UTC).replace(microsecond=0).isoformat()
+
+
+def problem(status: int, title: str | None = None, detail: str | None = None) -> tuple[str, bytes]:
+    body = {
+        "type": ERRORS_DOC,
+        "title": title or TITLES.get(status, "Error"),
+        "status": status,
+        "detail": detail or DETAILS.get(status, ""),
+        "instance": str(uuid.uuid4()),
+    }
+    return "application/problem+json; charset=utf-8", orjson.dumps(body)
+
+
+def error(status: int, title: str | None = None, detail: str | None = None) -> Response:
+    content_type, body = problem(status, title, detail)
+    return Response(body, status_code=status, media_type=content_type)
+
+
+def ok(body: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+class FakeMailchimp:
+    def __init__(self, api_key: str = "fake-key-us99", list_ids: tuple[str, ...] = ("a1b2c3d4e5",)):
+        self.api_key = api_key
+        self.lists: dict[str, dict[str, dict[str, Any]]] = {lid: {} for lid in list_ids}
+        self.forgotten: dict[str, set[str]] = {lid: set() for lid in list_ids}
+        self.faults = Faults()
+        routes = [
+            Route("/3.0/ping", self.ping, methods=["GET"]),
+            Route("/3.0/lists/{list_id}", self.batch, methods=["POST"]),
+            Route("/3.0/lists/{list_id}/members", self.list_members, methods=["GET"]),
+            Route(
+                "/3.0/lists/{list_id}/members/{h}",
+                self.member,
+                methods=["GET", "PUT", "PATCH"],
+            ),
+            Route(
+                "/3.0/lists/{list_id}/members/{h}/actions/delete-permanent",
+                self.delete_permanent,
+                methods=["POST"],
+            ),
+        ]
+        inner = Starlette(routes=routes)
+        self.app = FaultMiddleware(self._auth(inner), self.faults, problem)
+
+    # --- test helpers ---
+    def members(self, list_id: str) -> dict[str, dict[str, Any]]:
+        return self.lists[list_id]
+
+    def statuses(self, list_id: str) -> dict[str, str]:
+        return {h: m["status"] for h, m in self.lists[list_id].items()}
+
+    def _auth(self, app: Any) -> Any:
+        async def guarded(scope: dict, receive: Any, send: Any) -> None:
+            if scope["type"] == "http":
+                header = dict(scope["headers"]).get(b"authorization", b"").decode()
+                scheme, _, value = header.partition(" ")
+                password = ""
+                if scheme.lower() == "basic":
+                    try:
+                        password = base64.b64decode(value).decode().partition(":")[2]
+                    except ValueError:
+                        password = ""
+                if password != self.api_key:
+                    await error(401)(scope, receive, send)
+                    return
+            await app(scope, receive, send)
+
+        return guarded
+
+    def _list(self, request: Request) -> dict[str, dict[str, Any]] | None:
+        return self.lists.get(request.path_params["list_id"])
+
+    async def _json(self, request: Request) -> Any:
+        try:
+            return orjson.loads(await request.body())
+        except orjson.JSONDecodeError:
+            return None
+
+    def _new_member(self, list_id: str, email: str, status: str, merge: dict) -> dict[str, Any]:
+        return {
+            "id": md5(email),
+            "email_address": email,
+            "unique_email_id": uuid.uuid4().hex[:10],
+            "status": status,
+            "merge_fields": dict(merge or {}),
+            "last_changed": now(),
+            "list_id": list_id,
+        }
+
+    # --- endpoints ---
+    async def ping(self, request: Request) -> Response:
+        return ok({"health_status": "Everything's Chimpy!"})
+
+    async def batch(self, request: Request) -> Response:
+        """Batch subscribe or unsubscribe list members (up to 500)."""
+        members = self._list(request)
+        body = await self._json(request)
+        if members is None:
+            return error(404)
+        if not isinstance(body, dict) or not isinstance(body.get("members"), list):
+            return error(400, detail="The resource submitted could not be validated.")
+        if len(body["members"]) > 500:
+            return error(400, detail="Up to 500 members may be added or updated with each call.")
+        list_id = request.path_params["list_id"]
+        update = bool(body.get("update_existing"))
+        new, updated, errors = [], [], []
+        for item in body["members"]:
+            email = str(item.get("email_address") or "").strip()
+            status = item.get("status")
+            if "@" not in email or status not in STATUSES:
+                errors.append(
+                    {
+                        "email_address": email,
+                        "error": "Invalid Resource",
+                        "error_code": "ERROR_GENERIC",
+                        "field": "",
+                        "field_message": "",
+                    }
+                )
+                continue
+            h = md5(email)
+            if h in self.forgotten[list_id]:
+                errors.append(
+                    {
+                        "email_address": email,
+                        "error": f"{email} was permanently deleted and cannot be re-imported.",
+                        "error_code": "ERROR_CONTACT_EXISTS",
+                        "field": "",
+                        "field_message": "",
+                    }
+                )
+                continue
+            existing = members.get(h)
+            if existing is None:
+                members[h] = self._new_member(list_id, email, status, item.get("merge_fields"))
+                new.append(members[h])
+            elif not update:
+                errors.append(
+                    {
+                        "email_address": email,
+                        "error": f"{email} is already a list member",
+                        "error_code": "ERROR_CONTACT_EXISTS",
+                        "field": "",
+                        "field_message": "",
+                    }
+                )
+            elif status == "subscribed" and existing["status"] in ("unsubscribed", "cleaned"):
+                errors.append(
+                    {
+                        "email_address": email,
+                        "error": f"{email} is in a compliance state"
+                        " due to unsubscribe, bounce, or compliance review and cannot be"
+                        " subscribed.",
+                        "error_code": "ERROR_GENERIC",
+                        "field": "",
+                        "field_message": "",
+                    }
+                )
+            else:
+                existing["merge_fields"].update(item.get("merge_fields") or {})
+                if existing["status"] != status:
+                    existing["status"], existing["last_changed"] = status, now()
+                updated.append(existing)
+        return ok(
+            {
+                "new_members": new,
+                "updated_members": updated,
+                "errors": errors,
+                "total_created": len(new),
+                "total_updated": len(updated),
+                "error_count": len(errors),
+                "_links": [],
+            }
+        )
+
+    async def list_members(self, request: Request) -> Response:
+        members = self._list(request)
+        if members is None:
+            return error(404)
+        q = request.query_params
+        chosen = list(members.values())
+        if q.get("status"):
+            chosen = [m for m in chosen if m["status"] == q["status"]]
+        if q.get("since_last_changed"):
+            since = datetime.fromisoformat(q["since_last_changed"])
+            chosen = [m for m in chosen if datetime.fromisoformat(m["last_changed"]) >= since]
+        count = min(int(q.get("count", 10)), 1000)
+        offset = int(q.get("offset", 0))
+        page = chosen[offset : offset + count]
+        return ok(
+            {"members": page, "list_id": request.path_params["list_id"], "total_items": len(chosen)}
+        )
+
+    async def member(self, request: Request) -> Response:
+        members = self._list(request)
+        h = request.path_params["h"]
+        if members is None:
+            return error(404)
+        list_id = request.path_params["list_id"]
+        existing = members.get(h)
+        if request.method == "GET":
+            return ok(existing) if existing else error(404)
+        body = await self._json(request)
+        if not isinstance(body, dict):
+            return error(400, detail="The resource submitted could not be validated.")
+        if request.method == "PUT":
+            email = str(body.get("email_address") or "")
+            if md5(email) != h:
+                return error(400, detail="The subscriber hash does not match the address.")
+            if existing is None:
+                if h in self.forgotten[list_id]:
+                    return error(
+                        400,
+                        "Forgotten Email Not Subscribed",
+                        "This contact was permanently deleted and cannot be re-imported.",
+                    )
+                status = body.get("status_if_new") or body.get("status")
+                if status not in STATUSES:
+                    return error(400, detail="status_if_new is required for a new member.")
+                members[h] = self._new_member(list_id, email, status, body.get("merge_fields"))
+                return ok(members[h])
+            existing = members[h]
+        elif existing is None:  # PATCH
+            return error(404)
+        status = body.get("status")
+        if status is not None:
+            if status not in STATUSES:
+                return error(400, detail="Invalid status.")
+            if status == "subscribed" and existing["status"] in ("unsubscribed", "cleaned"):
+                return error(
+                    400,
+                    "Member In Compliance State",
+                    "The contact is in a compliance state and cannot be subscribed.",
+                )
+            if existing["status"] != status:
+                existing["status"], existing["last_changed"] = status, now()
+        existing["merge_fields"].update(body.get("merge_fields") or {})
+        new_email = body.get("email_address")
+        if request.method == "PATCH" and new_email and md5(new_email) != h:
+            if md5(new_email) in members:
+                return error(400, "Member Exists", "The new address is already a list member.")
+            del members[h]
+            existing.update(id=md5(new_email), email_address=new_email, last_changed=now())
+            members[existing["id"]] = existing
+        return ok(existing)
+
+    async def delete_permanent(self, request: Request) -> Response:
+        members = self._list(request)
+        h = request.path_params["h"]
+        if members is None or h not in members:
+            return error(404)
+        del members[h]
+        self.forgotten[request.path_params["list_id"]].add(h)
+        return Response(status_code=204)

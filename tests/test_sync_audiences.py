@@ -1,0 +1,131 @@
+"""Audiences: exactly the subjects the gate allows, every one handed out a stored decision."""
+
+import random
+import uuid
+
+import orjson
+from sqlalchemy import text
+
+from app.core.auth import ROLE_SCOPES, Principal
+from app.services import audiences
+from app.services.decisions import decide
+from tests import gate_state as gs
+
+CRM = Principal(uuid.uuid4(), "audience-test", "crm", ROLE_SCOPES["crm"])
+
+
+async def _population(db, n=80, seed=10):
+    rng = random.Random(seed)
+    ids = []
+    for _ in range(n):
+        sid = await gs.subject(db, restricted=rng.random() < 0.1, erased=rng.random() < 0.08)
+        basis = rng.choice(["consent", "legitimate_interests", "contract", None])
+        if basis:
+            await gs.basis(db, sid, "email_campaigns", basis)
+        if rng.random() < 0.6:
+            await gs.consent(db, sid, "email_campaigns", rng.choice(["given", "withdrawn"]))
+        if rng.random() < 0.7:
+            await gs.consent(db, sid, "international_transfer", "given", "mailchimp")
+        if rng.random() < 0.1:
+            await gs.objection(db, sid, "email_campaigns")
+        if rng.random() < 0.1:
+            email = await gs.email_of(db, sid)
+            if email:
+                await gs.opt_out(db, email)
+        ids.append(sid)
+    return ids
+
+
+async def _single(db, ids, recipient):
+    allowed = set()
+    for sid in ids:
+        d = await decide(db, CRM, subject=sid, purpose="email_campaigns", recipient=recipient)
+        if d.allowed:
+            allowed.add(sid)
+    return allowed
+
+
+async def test_the_audience_equals_the_single_decisions_on_a_generated_population(db):
+    ids = await _population(db)
+    for recipient in (None, "mailchimp"):
+        expected = await _single(db, ids, recipient)
+        assert 0 < len(expected) < len(ids)
+        got, cursor = [], None
+        while True:
+            page = await audiences.page(
+                db, CRM, purpose="email_campaigns", recipient=recipient, limit=7, cursor=cursor
+            )
+            assert len(page.items) <= 7
+            got += page.items
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+        assert [m.subject_id for m in got] == sorted(expected)  # each once, in id order
+        assert all(m.email and m.email.endswith("@example.com") for m in got)
+
+
+async def test_pages_ndjson_and_stored_decisions_over_http(client, db, make_key):
+    ids = await _population(db, n=40, seed=3)
+    await db.commit()
+    expected = await _single(db, ids, "mailchimp")
+    sync = await make_key("sync")
+    before = (await db.execute(text("SELECT count(*) FROM decisions"))).scalar()
+    url = "/v1/audiences/email_campaigns?recipient=mailchimp"
+    got, cursor = [], None
+    while True:
+        r = await client.get(
+            url + "&limit=5" + (f"&cursor={cursor}" if cursor else ""), headers=sync
+        )
+        assert r.status_code == 200, r.text
+        got += r.json()["items"]
+        cursor = r.json()["next_cursor"]
+        if not cursor:
+            break
+    assert {uuid.UUID(i["subject_id"]) for i in got} == expected
+    assert set(got[0]) == {"subject_id", "email", "name", "company"}
+    stored = (
+        await db.execute(
+            text(
+                "SELECT subject_id, allowed FROM decisions WHERE requester_role = 'sync'"
+                " AND purpose = 'email_campaigns' AND recipient = 'mailchimp'"
+            )
+        )
+    ).all()
+    assert {r.subject_id for r in stored} == expected and all(r.allowed for r in stored)
+    assert (await db.execute(text("SELECT count(*) FROM decisions"))).scalar() == before + len(
+        expected
+    )
+    audited = (
+        await db.execute(
+            text(
+                "SELECT count(*) FROM audit_entries WHERE action = 'decision.create'"
+                " AND actor_role = 'sync'"
+            )
+        )
+    ).scalar()
+    assert audited == len(expected)
+
+    streamed = await client.get(url, headers={**sync, "Accept": "application/x-ndjson"})
+    assert streamed.status_code == 200
+    assert streamed.headers["content-type"].startswith("application/x-ndjson")
+    lines = [orjson.loads(line) for line in streamed.content.splitlines()]
+    assert lines == got
+
+
+async def test_roles_and_bad_input(client, make_key):
+    for role, status in (("sync", 200), ("crm", 200), ("auditor", 200), ("website", 403)):
+        r = await client.get("/v1/audiences/email_campaigns", headers=await make_key(role))
+        assert r.status_code == status, role
+    sync = await make_key("sync")
+    r = await client.get("/v1/audiences/no_such_purpose", headers=sync)
+    assert r.status_code == 422 and r.headers["content-type"].startswith("application/problem")
+    r = await client.get("/v1/audiences/email_campaigns?recipient=nobody", headers=sync)
+    assert r.status_code == 422
+    r = await client.get(
+        "/v1/audiences/email_campaigns?recipient=nobody",
+        headers={**sync, "Accept": "application/x-ndjson"},
+    )
+    assert r.status_code == 422
+    r = await client.get("/v1/audiences/email_campaigns?cursor=bm9wZQ", headers=sync)
+    assert r.status_code == 422
+    assert (await client.get("/v1/audiences/email_campaigns")).status_code == 401
