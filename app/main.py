@@ -25,6 +25,7 @@ from app.routers import (
     catalogue,
     changes,
     consent,
+    consent_reports,
     decisions,
     ops,
     optouts,
@@ -90,6 +91,7 @@ def create_app(
     routers = (ops, subjects, bases, consent, optouts, decisions, rights, changes, catalogue, audit)
     for module in routers:
         app.include_router(module.router)
+    app.include_router(consent_reports.router)  # issue 13: consent export, re-consent list
     _problem_media_types(app)
     return app
 

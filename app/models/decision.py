@@ -22,6 +22,9 @@ Reason = Literal[
     "basis_not_allowed",
     "consent_missing",
     "consent_withdrawn",
+    # The consent was given under a policy version older than one that asks for it again
+    # (`reconsent_purposes` on POST /v1/policies).
+    "consent_outdated",
     "contract_ended",
     "objected",
     "marketing_opt_out",
@@ -77,7 +80,12 @@ class DecisionPublic(SQLModel):
     recipient: str | None
     allowed: bool
     basis: str | None
-    reasons: list[Reason]
+    reasons: list[Reason] = Field(
+        description="Every rule that denies, in DOMAIN.md's order; empty when allowed. "
+        "`consent_outdated`: consent rests on a policy version older than one that asks "
+        "for this purpose's consent again; a new `given` under that version or a later one "
+        "allows again."
+    )
     decided_at: datetime
 
 
