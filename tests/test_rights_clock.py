@@ -261,6 +261,34 @@ async def test_each_pause_and_resume_is_an_event_and_an_audit_entry(client, crm,
     full = (await client.get(f"/v1/rights-requests/{req['id']}", headers=crm)).json()
     assert [h["action"] for h in full["history"]] == ["received", "paused", "resumed", "paused"]
     assert note not in str(full)
+    # Erasing the person removes the note with the rest of their request's contents.
+    clock.now = at(2027, 3, 6)
+    erase = await client.post(
+        "/v1/rights-requests",
+        json={
+            "type": "erasure",
+            "subject_id": req["subject_id"],
+            "received_at": "2027-03-06T10:00:00Z",
+        },
+        headers=crm,
+    )
+    await _act(
+        client,
+        crm,
+        clock,
+        erase.json()["id"],
+        "verify-identity",
+        at(2027, 3, 6),
+        {"method": "email"},
+    )
+    done = await _act(client, crm, clock, erase.json()["id"], "complete", at(2027, 3, 6), {})
+    assert done.status_code == 200, done.text
+    details = (
+        await db.execute(
+            text("SELECT detail FROM rights_request_events WHERE request_id = :i"), {"i": req["id"]}
+        )
+    ).scalars()
+    assert all(note not in str(d) for d in details)
 
 
 async def test_the_report_counts_paused_requests_and_days(client, crm, auditor, clock):
