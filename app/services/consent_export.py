@@ -56,6 +56,9 @@ LIMIT :n
     bindparam("purpose", type_=String()),
     bindparam("since", type_=DateTime(timezone=True)),
 )
+SET_ORDERED_SCAN = text(
+    "SELECT set_config('enable_sort', 'off', true), set_config('enable_bitmapscan', 'off', true)"
+)
 PURPOSES = text("SELECT key, description, direct_marketing FROM purposes")
 FIRST_ID = "00000000-0000-0000-0000-000000000000"
 
@@ -172,6 +175,11 @@ def _receipt(row: Any, p: ExportPlan, settings: Settings) -> dict[str, Any]:
 
 
 async def _chunks(session: AsyncSession, p: ExportPlan) -> AsyncIterator[list[Any]]:
+    # Each chunk must be an ordered walk of ix_consent_events_txid_id that stops after CHUNK
+    # rows. The row comparison's selectivity is misestimated (~0.2 %), and the planner then
+    # prefers reading every remaining row and sorting them: each chunk would cost the whole
+    # rest of the ledger (71 ms per chunk at 100k events). For this transaction only:
+    await session.execute(SET_ORDERED_SCAN)
     last_txid, last_id = -1, FIRST_ID
     while True:
         params = {
