@@ -29,6 +29,7 @@ from app.routers import (
     catalogue,
     changes,
     consent,
+    consent_reports,
     decisions,
     links,
     ops,
@@ -66,6 +67,7 @@ API_ROUTERS = (
     proofs,
     audiences,
     sync_events,
+    consent_reports,
 )
 
 API_DESCRIPTION = (

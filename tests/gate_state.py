@@ -67,15 +67,40 @@ async def basis(
 
 
 async def consent(
-    db: AsyncSession, sid: uuid.UUID, purpose: str, status: str, recipient: str = ""
+    db: AsyncSession,
+    sid: uuid.UUID,
+    purpose: str,
+    status: str,
+    recipient: str = "",
+    policy_version: str | None = None,
 ) -> None:
+    """The current consent state; with `policy_version`, backed by a ledger event under it."""
+    event_id = None
+    if policy_version is not None:
+        event_id = uuid.uuid4()
+        await db.execute(
+            text(
+                "INSERT INTO consent_events (id, subject_id, purpose, recipient, action, method,"
+                " policy_version, occurred_at, recorded_at, recorded_by)"
+                " VALUES (:id, :s, :p, nullif(:r, ''), :st, 'import', :v, now(), now(), 'test')"
+            ),
+            {
+                "id": event_id,
+                "s": sid,
+                "p": purpose,
+                "r": recipient,
+                "st": status,
+                "v": policy_version,
+            },
+        )
     await db.execute(
         text(
-            "INSERT INTO consent_state (subject_id, purpose, recipient, status, occurred_at)"
-            " VALUES (:s, :p, :r, :st, now()) ON CONFLICT (subject_id, purpose, recipient)"
-            " DO UPDATE SET status = EXCLUDED.status"
+            "INSERT INTO consent_state (subject_id, purpose, recipient, status, event_id,"
+            " occurred_at) VALUES (:s, :p, :r, :st, :e, now())"
+            " ON CONFLICT (subject_id, purpose, recipient)"
+            " DO UPDATE SET status = EXCLUDED.status, event_id = EXCLUDED.event_id"
         ),
-        {"s": sid, "p": purpose, "r": recipient, "st": status},
+        {"s": sid, "p": purpose, "r": recipient, "st": status, "e": event_id},
     )
 
 

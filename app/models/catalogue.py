@@ -130,6 +130,20 @@ class PolicyBase(SQLModel):
     published_at: datetime | None = None
     url: str | None = Field(default=None, max_length=2000)
     text_sha256: Sha256Hex
+    reconsent_purposes: list[CatalogueKey] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Purposes whose consents must be given again: a consent given under an "
+        "earlier version stops counting from this version's `published_at` (or, without "
+        "one, from when the version was recorded) and decisions deny it with reason "
+        "`consent_outdated` until a new consent names this version or a later one. "
+        "Versions are ordered by that moment, then by when they were recorded.",
+    )
+
+    @field_validator("reconsent_purposes")
+    @classmethod
+    def _sorted_unique(cls, v: list[str]) -> list[str]:
+        return sorted(set(v))
 
 
 class Policy(SQLModel, table=True):
@@ -143,6 +157,10 @@ class Policy(SQLModel, table=True):
     url: str | None = Field(default=None, max_length=2000)
     text_sha256: str = Field(max_length=64)
     created_at: datetime = timestamp_field(default_factory=utcnow)
+    reconsent_purposes: list[str] = Field(
+        default_factory=list,
+        sa_column=Column(ARRAY(String), nullable=False, server_default="{}"),
+    )
 
 
 class PolicyCreate(PolicyBase):

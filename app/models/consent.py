@@ -131,3 +131,23 @@ class ConsentStatePublic(SQLModel):
     status: ConsentAction
     event_id: uuid.UUID | None
     occurred_at: datetime
+
+
+class ReconsentItem(SQLModel):
+    """A subject whose consent rests on a policy version that a later one replaced for
+    this purpose (`reconsent_purposes`): the CRM asks them again."""
+
+    subject_id: uuid.UUID
+    email: str | None
+    purpose: str
+    recipient: str | None = Field(description="Set for a transfer consent (per recipient).")
+    policy_version: str | None = Field(description="The version they consented under.")
+    consented_at: datetime
+    asked_by_version: str = Field(
+        description="The newest version in force that asks for this purpose again."
+    )
+    restricted: bool = Field(description="Processing restricted (Art 18): do not contact.")
+    marketing_opt_out: bool = Field(
+        description="Opted out of direct marketing: a request for consent by e-mail is "
+        "itself marketing, so do not send one."
+    )

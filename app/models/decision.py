@@ -23,6 +23,9 @@ Reason = Literal[
     "basis_not_allowed",
     "consent_missing",
     "consent_withdrawn",
+    # The consent was given under a policy version older than one that asks for it again
+    # (`reconsent_purposes` on POST /v1/policies).
+    "consent_outdated",
     "contract_ended",
     "objected",
     "marketing_opt_out",
@@ -32,7 +35,9 @@ Reason = Literal[
 MAX_BATCH = 1000
 REASONS_DESCRIPTION = (
     "Every reason that applies, in the order of the rules; empty when allowed. Besides the "
-    "codes API.md lists, `recipient_not_for_purpose`: the recipient named is not one the "
+    "codes API.md lists: `consent_outdated`, consent rests on a policy version older than one "
+    "that asks for this purpose's consent again (a new `given` under that version or a later "
+    "one allows again); `recipient_not_for_purpose`, the recipient named is not one the "
     "catalogue lists for this purpose (§6; e.g. `surveys` to a partner)."
 )
 

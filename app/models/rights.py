@@ -5,7 +5,7 @@ from datetime import date, datetime
 from typing import Any, Literal, Self
 
 from pydantic import ConfigDict, model_validator
-from sqlalchemy import BigInteger, Column, Identity, Index, String
+from sqlalchemy import BigInteger, Column, Identity, Index, String, text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlmodel import Field, SQLModel
 
@@ -36,6 +36,8 @@ RejectionCode = Literal[
 ]
 DEFAULT_REJECTION_CODE = "other"
 OPEN_STATUSES = ("received", "identity_verified")
+# Stop the clock (ICO guidance on Art 12(3)): what the controller is waiting for.
+PauseReason = Literal["awaiting_identity", "awaiting_clarification", "awaiting_fee"]
 
 
 class RightsRequest(SQLModel, table=True):
@@ -43,6 +45,11 @@ class RightsRequest(SQLModel, table=True):
     __table_args__ = (
         Index("ix_rights_requests_status_due", "status", "due_at"),
         Index("ix_rights_requests_subject", "subject_id"),
+        Index(
+            "ix_rights_requests_paused",
+            "paused_since",
+            postgresql_where=text("paused_since IS NOT NULL"),
+        ),
     )
 
     id: uuid.UUID = Field(primary_key=True)
@@ -66,6 +73,10 @@ class RightsRequest(SQLModel, table=True):
     completed_at: datetime | None = timestamp_field(default=None, nullable=True)
     created_by: str = Field(max_length=100)
     updated_at: datetime = timestamp_field()
+    # Stop the clock: set while paused; the ended pauses' calendar days are in paused_days.
+    paused_since: datetime | None = timestamp_field(default=None, nullable=True)
+    pause_reason: str | None = Field(default=None, max_length=30)
+    paused_days: int = 0
 
 
 class RightsRequestEvent(SQLModel, table=True):
@@ -117,6 +128,13 @@ class Extend(SQLModel):
     reason: str = Field(min_length=3, max_length=2000)
 
 
+class Pause(SQLModel):
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    reason: PauseReason
+    # Kept out of the history and the audit log (it may name the person); erased with them.
+    note: str | None = Field(default=None, max_length=2000)
+
+
 class Complete(SQLModel):
     model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
     changes: SubjectUpdate | None = None
@@ -165,6 +183,16 @@ class RightsRequestPublic(SQLModel):
     outcome: dict[str, Any] | None  # what completing did (no personal data)
     completed_at: datetime | None
     history: list[dict[str, Any]] = Field(default_factory=list)
+    paused: bool = Field(
+        default=False,
+        description="The clock is stopped (awaiting identity, clarification or a fee): "
+        "the request is not overdue, and on resume the due date moves by the paused days.",
+    )
+    paused_since: datetime | None = Field(default=None, description="When the running pause began.")
+    pause_reason: PauseReason | None = Field(default=None, description="Why it is paused.")
+    paused_days: int = Field(
+        default=0, description="Calendar days of the ended pauses, already in `due_at`."
+    )
 
 
 class RightsReport(SQLModel):
@@ -173,3 +201,9 @@ class RightsReport(SQLModel):
     overdue: list[dict[str, Any]]
     median_days_to_complete: float | None
     completed: int
+    paused: int = Field(default=0, description="Requests paused now (stop the clock).")
+    days_paused: int = Field(
+        default=0,
+        description="Calendar days paused across all requests: ended pauses, and running "
+        "ones up to today.",
+    )

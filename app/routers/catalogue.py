@@ -107,7 +107,9 @@ async def list_policies(
 async def create_policy(
     body: PolicyCreate, request: Request, session: SessionDep, principal: Admin
 ) -> JSONResponse:
-    """Record a new policy version."""
+    """Record a new policy version. `reconsent_purposes` names the purposes whose earlier
+    consents stop counting from this version's `published_at` (reason `consent_outdated`);
+    `GET /v1/reports/reconsent` lists who must be asked again."""
 
     async def create() -> tuple[int, Any]:
         policy = await catalogue.create_policy(session, principal, data=body)

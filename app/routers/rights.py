@@ -14,6 +14,7 @@ from app.core.pagination import Cursor, Limit, Page
 from app.models.rights import (
     Complete,
     Extend,
+    Pause,
     Reject,
     RightsReport,
     RightsRequestCreate,
@@ -22,7 +23,7 @@ from app.models.rights import (
     RightType,
     VerifyIdentity,
 )
-from app.services import exports, rights
+from app.services import exports, rights, rights_clock
 
 router = APIRouter(prefix="/v1", tags=["rights requests"])
 Creator = Annotated[Principal, Depends(require("rights:create"))]
@@ -61,12 +62,23 @@ async def list_rights_requests(
     status: RightStatus | None = None,
     type: RightType | None = None,
     overdue: bool = False,
+    paused: Annotated[
+        bool | None,
+        Query(description="true: only paused requests (clock stopped); false: only running"),
+    ] = None,
     limit: Limit = 100,
     cursor: Cursor = None,
 ) -> Page[RightsRequestPublic]:
-    """Requests by status and type; `overdue=true` lists open requests past due."""
+    """Requests by status and type; `overdue=true` lists open requests past due (a paused
+    request is never overdue); `paused=true` lists those whose clock is stopped."""
     return await rights.list_requests(
-        session, status=status, type_=type, overdue=overdue, limit=limit, cursor=cursor
+        session,
+        status=status,
+        type_=type,
+        overdue=overdue,
+        limit=limit,
+        cursor=cursor,
+        paused=paused,
     )
 
 
@@ -107,6 +119,36 @@ async def extend_rights_request(
     return rights.to_public(
         await rights.extend(session, principal, request_id=request_id, data=body)
     )
+
+
+@router.post(
+    "/rights-requests/{request_id}/pause",
+    response_model=RightsRequestPublic,
+    responses=ACTION_ERRORS,
+)
+async def pause_rights_request(
+    request_id: uuid.UUID, body: Pause, session: SessionDep, principal: Writer
+) -> RightsRequestPublic:
+    """Stop the clock while waiting for the person (identity, clarification, a fee).
+
+    Only an open request, not already paused, before its due date (else 409). While
+    paused it is not overdue; `note` stays out of the history and the audit log."""
+    return rights.to_public(
+        await rights_clock.pause(session, principal, request_id=request_id, data=body)
+    )
+
+
+@router.post(
+    "/rights-requests/{request_id}/resume",
+    response_model=RightsRequestPublic,
+    responses=ACTION_ERRORS,
+)
+async def resume_rights_request(
+    request_id: uuid.UUID, session: SessionDep, principal: Writer
+) -> RightsRequestPublic:
+    """Restart the clock (409 when not paused): the due date moves by the calendar days
+    paused (UK dates, pause day to resume day), then to the next working day."""
+    return rights.to_public(await rights_clock.resume(session, principal, request_id=request_id))
 
 
 @router.post(

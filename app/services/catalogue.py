@@ -93,6 +93,8 @@ async def list_policies(session: AsyncSession, *, limit: int, cursor: str | None
 async def create_policy(
     session: AsyncSession, principal: Principal, *, data: PolicyCreate
 ) -> Policy:
+    if data.reconsent_purposes:
+        await require_purposes(session, data.reconsent_purposes, field="reconsent_purposes")
     policy = Policy(**data.model_dump())
     try:
         async with session.begin_nested():
@@ -101,12 +103,20 @@ async def create_policy(
     except IntegrityError as exc:
         raise Conflict(f"Policy version `{data.version}` already exists.") from exc
     await audit.record(
-        session, principal, "policies.create", "policy", policy.id, version=data.version
+        session,
+        principal,
+        "policies.create",
+        "policy",
+        policy.id,
+        version=data.version,
+        reconsent_purposes=data.reconsent_purposes,
     )
     return policy
 
 
-async def require_purposes(session: AsyncSession, purposes: list[str]) -> None:
+async def require_purposes(
+    session: AsyncSession, purposes: list[str], *, field: str = "purposes"
+) -> None:
     """422 naming any key that is not in the purposes catalogue."""
     known = set(
         (
@@ -115,4 +125,4 @@ async def require_purposes(session: AsyncSession, purposes: list[str]) -> None:
     )
     unknown = sorted(set(purposes) - known)
     if unknown:
-        raise Unprocessable(f"Unknown purpose(s): {', '.join(unknown)}.", field="purposes")
+        raise Unprocessable(f"Unknown purpose(s): {', '.join(unknown)}.", field=field)

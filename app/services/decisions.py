@@ -35,6 +35,20 @@ SELECT bool_or(x.running) AS running, max(x.ended) AS last_end FROM (
 ) x
 """
 
+# Re-consent: a policy version naming the purpose in `reconsent_purposes` makes a consent
+# given under an earlier version stop counting from its own publication. Versions are
+# ordered by (published_at, or created_at when unpublished; created_at; version); a consent
+# whose version is unknown counts as earlier. `{state}` is a consent_state row.
+CONSENT_OUTDATED = """EXISTS (
+  SELECT 1 FROM policies np
+  LEFT JOIN consent_events ce ON ce.id = {state}.event_id
+  LEFT JOIN policies cp ON cp.version = ce.policy_version
+  WHERE {state}.purpose = ANY (np.reconsent_purposes)
+    AND coalesce(np.published_at, np.created_at) <= :now
+    AND (cp.id IS NULL
+         OR (coalesce(cp.published_at, cp.created_at), cp.created_at, cp.version)
+          < (coalesce(np.published_at, np.created_at), np.created_at, np.version)))"""
+
 # Every reason that applies, in the order of DOMAIN.md. `live` = known and not erased: the
 # rules after 1 speak of a subject that exists. Parameters: :purpose, :recipient, :now,
 # :grace_days. Retention's due date is the SQL function `retention_due_at` (migration 0009),
@@ -54,6 +68,8 @@ SELECT c.ord, s.id AS subject_id, CASE WHEN live.ok THEN b.basis END AS basis,
          THEN 'consent_missing' END,
     CASE WHEN live.ok AND b.basis = 'consent' AND cs.status = 'withdrawn'
          THEN 'consent_withdrawn' END,
+    CASE WHEN live.ok AND b.basis = 'consent' AND cs.status = 'given'
+          AND {CONSENT_OUTDATED.format(state="cs")} THEN 'consent_outdated' END,
     CASE WHEN live.ok AND b.basis = 'contract'
           AND (b.contract_start > :now OR b.contract_end <= :now) THEN 'contract_ended' END,
     CASE WHEN live.ok AND b.basis = 'legitimate_interests' AND ob.subject_id IS NOT NULL
@@ -62,7 +78,8 @@ SELECT c.ord, s.id AS subject_id, CASE WHEN live.ok THEN b.basis END AS basis,
            SELECT 1 FROM marketing_optouts o WHERE o.email_hash = s.email_hash)
          THEN 'marketing_opt_out' END,
     CASE WHEN live.ok AND NOT rc.inside_eea_uk AND rc.transfer_safeguard = 'explicit_consent'
-          AND tc.status IS DISTINCT FROM 'given' THEN 'transfer_not_permitted' END,
+          AND (tc.status IS DISTINCT FROM 'given' OR {CONSENT_OUTDATED.format(state="tc")})
+         THEN 'transfer_not_permitted' END,
     -- §6 recipients: only one the catalogue lists for this purpose may receive the data.
     CASE WHEN live.ok AND rc.key IS NOT NULL AND p.key <> ALL (rc.purposes)
          THEN 'recipient_not_for_purpose' END

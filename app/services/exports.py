@@ -12,7 +12,7 @@ from app.models.subject import PERSONAL_FIELDS
 from app.services.rights import get_request
 
 
-def _cell(value: Any) -> str:
+def csv_cell(value: Any) -> str:
     """A spreadsheet would run a cell starting with = + - @ as a formula: quote it."""
     text = "" if value is None else str(value)
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
@@ -40,5 +40,5 @@ async def export(session: AsyncSession, *, request_id: uuid.UUID, fmt: str) -> t
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=list(PERSONAL_FIELDS))
     writer.writeheader()
-    writer.writerow({f: _cell(report["data"].get(f)) for f in PERSONAL_FIELDS})
+    writer.writerow({f: csv_cell(report["data"].get(f)) for f in PERSONAL_FIELDS})
     return "text/csv", out.getvalue()

@@ -34,7 +34,7 @@ from app.models.rights import (
 )
 from app.models.subject import Subject
 from app.services import audit, changes, fulfilment
-from app.services.deadlines import due_date, today_uk
+from app.services.deadlines import days_paused, due_date, today_uk
 
 CLOCK_SKEW = timedelta(minutes=5)
 
@@ -52,10 +52,28 @@ def to_public(
         }
         for e in events or []
     ]
-    overdue = req.status in OPEN_STATUSES and req.due_at < today_uk()
+    paused = req.paused_since is not None
+    overdue = req.status in OPEN_STATUSES and not paused and req.due_at < today_uk()
     return RightsRequestPublic.model_validate(
-        {**req.model_dump(), "overdue": overdue, "outcome": outcome, "history": history}
+        {
+            **req.model_dump(),
+            "overdue": overdue,
+            "outcome": outcome,
+            "history": history,
+            "paused": paused,
+        }
     )
+
+
+def end_pause(req: RightsRequest) -> int:
+    """Restart a stopped clock: the paused calendar days move the due date (0 if running)."""
+    if req.paused_since is None:
+        return 0
+    days = days_paused(req.paused_since, utcnow())
+    req.paused_days += days
+    req.due_at = due_date(req.received_at, req.extended_months, req.paused_days)
+    req.paused_since, req.pause_reason = None, None
+    return days
 
 
 async def _event(
@@ -189,7 +207,7 @@ async def extend(
     if today_uk() > req.due_at:
         raise Conflict("The due date has passed; an extension must come before it.")
     req.extended_months, req.extension_reason = data.months, data.reason
-    req.due_at = due_date(req.received_at, data.months)
+    req.due_at = due_date(req.received_at, data.months, req.paused_days)
     req.updated_at = utcnow()
     await session.flush()
     await _event(
@@ -209,6 +227,7 @@ async def complete(
     req = await _locked(session, request_id)
     _require(req, ("identity_verified",), "completed (identity must be verified first)")
     result, private = await fulfilment.perform(session, principal, req, data)
+    end_pause(req)  # answering ends any wait
     req.status, req.completed_at, req.updated_at = "completed", utcnow(), utcnow()
     req.purposes = data.purposes
     req.result = to_jsonable_python(result)
@@ -230,12 +249,22 @@ async def reject(
 ) -> RightsRequest:
     req = await _locked(session, request_id)
     _require(req, OPEN_STATUSES, "rejected")
+    end_pause(req)
     req.status, req.rejection_code = "rejected", data.code
     req.rejection_article, req.rejection_reason = data.article, data.reason
     req.completed_at = req.updated_at = utcnow()
     await session.flush()
     await _event(session, principal, req, "rejected", {"public": {"code": data.code}})
     return req
+
+
+def _overdue() -> tuple[Any, ...]:
+    """Open, past due and not paused (a stopped clock is not overdue)."""
+    return (
+        col(RightsRequest.status).in_(OPEN_STATUSES),
+        col(RightsRequest.paused_since).is_(None),
+        col(RightsRequest.due_at) < today_uk(),
+    )
 
 
 async def list_requests(
@@ -246,6 +275,7 @@ async def list_requests(
     overdue: bool,
     limit: int,
     cursor: str | None,
+    paused: bool | None = None,
 ) -> Page[RightsRequestPublic]:
     stmt = select(RightsRequest).order_by(col(RightsRequest.received_at), col(RightsRequest.id))
     if status is not None:
@@ -253,8 +283,12 @@ async def list_requests(
     if type_ is not None:
         stmt = stmt.where(col(RightsRequest.type) == type_)
     if overdue:
+        stmt = stmt.where(*_overdue())
+    if paused is not None:
         stmt = stmt.where(
-            col(RightsRequest.status).in_(OPEN_STATUSES), col(RightsRequest.due_at) < today_uk()
+            col(RightsRequest.paused_since).is_not(None)
+            if paused
+            else col(RightsRequest.paused_since).is_(None)
         )
     after = decode_time_cursor(cursor)
     if after is not None:
@@ -292,9 +326,7 @@ async def report(session: AsyncSession) -> RightsReport:
                 col(RightsRequest.status),
                 col(RightsRequest.due_at),
             )
-            .where(
-                col(RightsRequest.status).in_(OPEN_STATUSES), col(RightsRequest.due_at) < today_uk()
-            )
+            .where(*_overdue())
             .order_by(col(RightsRequest.due_at))
         )
     ).all()
@@ -312,6 +344,22 @@ async def report(session: AsyncSession) -> RightsReport:
         .all()
     )
     days = [float(d) / 86400 for d in durations]
+    ended_days = (
+        await session.execute(select(func.coalesce(func.sum(col(RightsRequest.paused_days)), 0)))
+    ).scalar_one()
+    running = (
+        (
+            await session.execute(
+                select(col(RightsRequest.paused_since)).where(
+                    col(RightsRequest.paused_since).is_not(None)
+                )
+            )
+        )
+        .scalars()
+        .all()
+    )
+    now = utcnow()
+    running_days = sum(days_paused(since, now) for since in running if since is not None)
     return RightsReport(
         by_type=by_type,
         by_status=by_status,
@@ -321,6 +369,8 @@ async def report(session: AsyncSession) -> RightsReport:
         ],
         median_days_to_complete=round(statistics.median(days), 2) if days else None,
         completed=len(days),
+        paused=len(running),
+        days_paused=int(ended_days) + running_days,
     )
 
 
