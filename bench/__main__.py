@@ -217,6 +217,31 @@ def measure(case: Case, base: str, pid: int, lua: str, args: argparse.Namespace)
     return result
 
 
+AUDIENCE_PURPOSE = "day_to_day_communications"  # every seeded subject is allowed (seed.py)
+
+
+def stream_audience(base: str, api_key: str, pid: int) -> dict[str, Any]:
+    """The whole audience as NDJSON, once: rows per second and the worker's peak RSS (each
+    row handed out is also a stored, audited decision)."""
+    headers = {"Authorization": f"Bearer {api_key}", "Accept": "application/x-ndjson"}
+    rows = 0
+    with PeakRss(pid) as rss:
+        started = time.monotonic()
+        with httpx.stream(
+            "GET", f"{base}/v1/audiences/{AUDIENCE_PURPOSE}", headers=headers, timeout=600
+        ) as response:
+            response.raise_for_status()
+            for line in response.iter_lines():
+                rows += bool(line)
+        seconds = time.monotonic() - started
+    return {
+        "rows": rows,
+        "seconds": round(seconds, 2),
+        "rows_per_s": round(rows / seconds),
+        "peak_rss_mb": round(rss.peak / 2**20, 1),
+    }
+
+
 def postmaster_pid(pgdata: Path) -> int | None:
     try:
         return int((pgdata / "postmaster.pid").read_text().split()[0])
@@ -359,6 +384,7 @@ def main() -> None:
     sample = random.sample(seeded.subject_ids, min(20000, len(seeded.subject_ids)))
     scripts = {c.name: wrk.script(c, sample, seeded.api_key) for c in all_cases}
     rounds: dict[str, list[dict[str, Any]]] = {c.name: [] for c in all_cases}
+    audience: list[dict[str, Any]] = []
     try:
         for n in range(args.rounds):
             for case in all_cases:
@@ -366,6 +392,9 @@ def main() -> None:
                 r = measure(case, base, procs[case.target].pid, scripts[case.name], args)
                 rounds[case.name].append(r)
                 print(f"round {n + 1}/{args.rounds} {case.name:<32} {r}", flush=True)
+            base = f"http://127.0.0.1:{ports['consent']}"
+            audience.append(stream_audience(base, seeded.api_key, procs["consent"].pid))
+            print(f"round {n + 1}/{args.rounds} audience stream {audience[-1]}", flush=True)
     finally:
         for proc in procs.values():
             stop(proc)
@@ -389,7 +418,20 @@ def main() -> None:
         "CPU ms: the serving process's CPU per request; PG ms: PostgreSQL's (all its "
         "processes) per request; x base, p99 x: req/s and p99 against the case in `vs`"
     )
+    streamed = median_of(audience)
+    print(
+        f"GET /v1/audiences/{AUDIENCE_PURPOSE} (NDJSON): {streamed['rows']:,.0f} rows in "
+        f"{streamed['seconds']:.1f} s, {streamed['rows_per_s']:,.0f} rows/s, "
+        f"peak RSS {streamed['peak_rss_mb']:.0f} MB"
+    )
     checks = targets(results)
+    checks.append(
+        (
+            "audience stream >= 100,000 rows/s",
+            streamed["rows_per_s"] >= 100_000,
+            f"{streamed['rows_per_s']:,.0f} rows/s",
+        )
+    )
     print()
     for name, ok, detail in checks:
         print(f"{'MET   ' if ok else 'MISSED'} {name}: {detail}")
@@ -397,6 +439,7 @@ def main() -> None:
         "settings": {k: v for k, v in vars(args).items() if k != "json"},
         "cpu_count": os.cpu_count(),
         "results": results,
+        "audience_stream": {"median": streamed, "rounds": audience},
         "targets": [{"target": n, "met": ok, "measured": d} for n, ok, d in checks],
         "seconds_total": round(time.monotonic() - started),
     }

@@ -61,6 +61,11 @@ SEED_SQL = [
     """INSERT INTO lawful_bases (subject_id, purpose, basis, lia_ref, set_by, set_at)
        SELECT id, 'email_campaigns', 'legitimate_interests', 'LIA-bench', 'bench', now()
        FROM subjects WHERE abs(hashtext(id::text)) % 5 <> 0""",
+    # Everyone may get day-to-day communications (not marketing): a 100% audience to stream.
+    """INSERT INTO lawful_bases (subject_id, purpose, basis, lia_ref, set_by, set_at)
+       SELECT id, 'day_to_day_communications', 'legitimate_interests', 'LIA-bench', 'bench',
+              now()
+       FROM subjects""",
     # Half subscribe to content on consent: given, or given then withdrawn (1 in 5).
     """INSERT INTO lawful_bases (subject_id, purpose, basis, set_by, set_at)
        SELECT id, 'content_subscriptions', 'consent', 'bench', now()

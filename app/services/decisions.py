@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Integer, String, bindparam
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.auth import Principal
@@ -139,14 +138,6 @@ evaluated AS MATERIALIZED (
 SELECT id, ord, subject_id, basis, reasons FROM evaluated ORDER BY ord
 """
 
-
-# Typed parameters for callers that run parts of the gate through SQLAlchemy (reports).
-GATE_PARAMS = (
-    bindparam("purpose", type_=String()),
-    bindparam("recipient", type_=String()),
-    bindparam("now", type_=DateTime(timezone=True)),
-    bindparam("grace_days", type_=Integer()),
-)
 
 # The gate's parameters typed for the driver: what PostgreSQL cannot infer (NULLs).
 GATE_CASTS = {
