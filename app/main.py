@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.background import running_background_tasks
 from app.core.config import Settings, get_settings
 from app.core.db import create_engine, create_sessionmaker, resolve_database_url
+from app.core import errors
 from app.core.errors import PROBLEM_MEDIA_TYPE, install_error_handlers
 from app.core.observability import (
     BodySizeLimitMiddleware,
@@ -83,6 +84,7 @@ def create_app(
     if engine is not None:  # usable without running the lifespan (tests)
         app.state.engine = engine
         app.state.sessionmaker = _sessionmaker(engine, session_bind)
+    errors.RETRY_AFTER_SECONDS = settings.retry_after_seconds
     install_error_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(JsonBodyMiddleware)

@@ -102,8 +102,14 @@ def create_engine(url: str, settings: Settings) -> AsyncEngine:
         to_asyncpg_url(url),
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_pool_size,
+        # issue 14: bounded waits everywhere, so an outage is a prompt 503 (app.core.errors).
+        pool_timeout=settings.db_pool_timeout_seconds,
+        pool_pre_ping=settings.db_pool_pre_ping,
         connect_args={
+            "timeout": settings.db_connect_timeout_seconds,
+            "command_timeout": settings.db_command_timeout_seconds,
             "server_settings": {
+                "statement_timeout": str(settings.db_statement_timeout_ms),
                 "application_name": "consent-api",
                 "timezone": "UTC",
                 # Every statement here is a keyed lookup; re-planning the decision statement

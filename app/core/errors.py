@@ -8,6 +8,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("consent_api.errors")
@@ -68,6 +69,18 @@ class ServiceUnavailable(ProblemError):
     status, slug, title = 503, "unavailable", "Service unavailable"
 
 
+class TooManyRequests(ProblemError):
+    status, slug, title = 429, "too-many-requests", "Too many failed authentications"
+
+
+# issue 14: SQLSTATEs that mean "the database is unavailable or overloaded right now", not
+# "this request is wrong": 08 connection exceptions, 53 insufficient resources,
+# 57014 statement timeout (query_canceled), 57P01-57P05 shutdown / cannot connect now,
+# 55P03 lock_not_available, 40001/40P01 serialisation failure and deadlock (safe to retry).
+_UNAVAILABLE_SQLSTATES = ("08", "53", "57014", "57P", "55P03", "40001", "40P01")
+RETRY_AFTER_SECONDS = 5  # replaced by the setting when the app is built
+
+
 _STATUS_SLUGS = {
     400: ("bad-request", "Bad request"),
     401: ("unauthorized", "Missing or invalid API key"),
@@ -77,7 +90,9 @@ _STATUS_SLUGS = {
     406: ("not-acceptable", "Not acceptable"),
     413: ("payload-too-large", "Request body too large"),
     415: ("unsupported-media-type", "Unsupported media type"),
+    429: ("too-many-requests", "Too many requests"),
     500: ("internal-error", "Internal server error"),
+    503: ("unavailable", "Service unavailable"),
 }
 
 
@@ -88,8 +103,45 @@ def problem_response(
     if detail:
         body["detail"] = detail
     body.update(extra)
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    headers: dict[str, str] = {"Cache-Control": "no-store"}
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    if status in (429, 503):
+        headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+
+
+def unavailable_response() -> JSONResponse:
+    return problem_response(
+        503,
+        "unavailable",
+        "Service unavailable",
+        "The database is unavailable or busy; nothing was stored. Retry after the delay "
+        "given in Retry-After (with the same Idempotency-Key for a write).",
+    )
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """A lost, refused, timed-out or exhausted database connection (never the client's fault)."""
+    if isinstance(exc, PoolTimeoutError | TimeoutError | ConnectionError):
+        return True
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        orig = exc.orig
+        sqlstate = str(getattr(orig, "sqlstate", "") or "")
+        if sqlstate.startswith(_UNAVAILABLE_SQLSTATES):
+            return True
+        # asyncpg's own errors, wrapped by SQLAlchemy's adapter: the cause is the real one.
+        cause = getattr(orig, "__cause__", None) or orig
+        return isinstance(cause, TimeoutError | OSError) or type(cause).__name__ in {
+            "ConnectionDoesNotExistError",
+            "InterfaceError",
+            "InternalClientError",
+            "ConnectionFailureError",
+            "CannotConnectNowError",
+        }
+    return isinstance(exc, OSError)
 
 
 def _clean_validation_errors(errors: Any) -> list[dict[str, Any]]:
@@ -151,6 +203,8 @@ async def _on_database_error(request: Request, exc: Exception) -> JSONResponse:
     """By SQLSTATE class, never the database's message: 22 (data exception: a NUL
     character, a number or date out of range) is the client's input; 23 (integrity) is a
     race the service's own checks could not see coming."""
+    if is_unavailable(exc):
+        return unavailable_response()
     sqlstate = str(getattr(getattr(exc, "orig", None), "sqlstate", "") or "")
     if sqlstate.startswith("22"):
         return _invalid_value()
@@ -164,7 +218,14 @@ async def _on_database_error(request: Request, exc: Exception) -> JSONResponse:
     return await _on_unexpected(request, exc)
 
 
+async def _on_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("database unavailable", extra={"error_class": type(exc).__name__})
+    return unavailable_response()
+
+
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    if is_unavailable(exc):
+        return await _on_unavailable(request, exc)
     # Only the exception class: messages and tracebacks may carry SQL or personal data.
     log.error("unhandled error", extra={"error_class": type(exc).__name__})
     return problem_response(500, "internal-error", "Internal server error")
@@ -176,6 +237,9 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _on_http)
     app.add_exception_handler(DBAPIError, _on_database_error)
     app.add_exception_handler(OverflowError, _on_overflow)
+    app.add_exception_handler(PoolTimeoutError, _on_unavailable)
+    app.add_exception_handler(TimeoutError, _on_unavailable)
+    app.add_exception_handler(ConnectionError, _on_unavailable)
     app.add_exception_handler(Exception, _on_unexpected)
 
 
@@ -187,7 +251,9 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         404: "Not found",
         409: "Conflict with the current state",
         413: "Request body too large",
+        415: "Unsupported media type",
         422: "Validation failed",
+        429: "Too many failed authentications; retry after Retry-After seconds",
         503: "Database unavailable",
     }
     return {

@@ -26,7 +26,8 @@ async def healthz() -> Health:
 @router.get("/readyz", response_model=Health, responses=problem_responses(503))
 async def readyz(request: Request) -> Health:
     """The database answers."""
-    if not await health.database_ready(request.app.state.engine):
+    settings = request.app.state.settings
+    if not await health.database_ready(request.app.state.engine, settings.readyz_timeout_seconds):
         raise ServiceUnavailable("The database does not answer.")
     return Health(status="ready")
 

@@ -1,13 +1,21 @@
-"""Readiness: can we reach the database?"""
+"""Readiness: can we reach the database, promptly?"""
+
+import asyncio
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 
-async def database_ready(engine: AsyncEngine) -> bool:
+async def _select_one(engine: AsyncEngine) -> None:
+    async with engine.connect() as conn:
+        await conn.execute(text("SELECT 1"))
+
+
+async def database_ready(engine: AsyncEngine, timeout: float = 2.0) -> bool:
+    """False when the database refuses, fails or takes longer than `timeout` seconds (a
+    frozen server must not leave a load balancer waiting, nor be reported ready)."""
     try:
-        async with engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
+        await asyncio.wait_for(_select_one(engine), timeout)
     except Exception:
         return False
     return True
