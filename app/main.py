@@ -19,6 +19,7 @@ from app.core.observability import (
     RequestContextMiddleware,
     configure_logging,
 )
+from app.core.guard import FailedAuthLimiter, RequestGuardMiddleware
 from app.core.signing import get_signer
 from app.routers import (
     audit,
@@ -79,6 +80,7 @@ def create_app(
         description=API_DESCRIPTION,
         lifespan=lifespan,
         generate_unique_id_function=_operation_id,
+        redirect_slashes=False,  # issue 14: a redirect would reflect the Host header
     )
     app.state.settings = settings
     if engine is not None:  # usable without running the lifespan (tests)
@@ -88,6 +90,10 @@ def create_app(
     install_error_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(JsonBodyMiddleware)
+    app.state.auth_limiter = FailedAuthLimiter(
+        settings.auth_failures_allowed, settings.auth_failure_window_seconds
+    )
+    app.add_middleware(RequestGuardMiddleware, limiter=app.state.auth_limiter)
     app.add_middleware(RequestContextMiddleware)
     routers = (ops, subjects, bases, consent, optouts, decisions, rights, changes, catalogue, audit)
     for module in routers:
@@ -110,6 +116,7 @@ def _problem_media_types(app: FastAPI) -> None:
                     content = response.get("content", {})
                     if code[0] in "45" and "application/json" in content:
                         content[PROBLEM_MEDIA_TYPE] = content.pop("application/json")
+        errors.document_common_problems(spec)
         return spec
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -19,6 +19,7 @@ from sqlmodel import col
 
 from app.core.db import SessionDep
 from app.core.errors import Forbidden, Unauthorized
+from app.core.guard import client_address
 from app.models.api_key import ApiKey
 
 Role = Literal["crm", "website", "sync", "auditor", "admin"]
@@ -131,6 +132,7 @@ async def authenticate(request: Request, session: SessionDep) -> Principal:
     ).first()
     if row is None:
         _cache.pop(key_hash, None)
+        request.app.state.auth_limiter.failed(client_address(request.scope), "unknown_or_revoked")
         raise Unauthorized("The API key is unknown or revoked.")
     principal = Principal(row.id, row.name, row.role, ROLE_SCOPES[row.role])
     if ttl > 0:

@@ -183,7 +183,10 @@ async def _on_http(request: Request, exc: Exception) -> JSONResponse:
     detail = (
         exc.detail if isinstance(exc.detail, str) and exc.detail.lower() != title.lower() else None
     )
-    return problem_response(exc.status_code, slug, title, detail)
+    response = problem_response(exc.status_code, slug, title, detail)
+    for name, value in (exc.headers or {}).items():  # e.g. a 405's Allow
+        response.headers[name] = value
+    return response
 
 
 def _invalid_value() -> JSONResponse:
@@ -263,3 +266,35 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         }
         for s in statuses
     }
+
+
+_COMMON_PROBLEMS = {
+    "400": "The body is not parsable (malformed JSON or encoding)",
+    "415": "Unsupported media type: send application/json",
+    "429": "Too many failed authentications from this client; retry after Retry-After",
+    "503": "Database unavailable or busy; retry after Retry-After",
+}
+
+
+def document_common_problems(spec: dict[str, Any]) -> None:
+    """Problems any operation may answer, whatever its handler (issue 14): the HTTP layer's
+    400 and 415 for operations with a body, 429 for keyed ones, 503 for all but /healthz."""
+    ref = {"$ref": "#/components/schemas/Problem"}
+    for path, methods in spec.get("paths", {}).items():
+        for op in methods.values():
+            responses = op.setdefault("responses", {})
+            codes = []
+            if "requestBody" in op:
+                codes += ["400", "415"]
+            if "401" in responses:
+                codes.append("429")
+            if path != "/healthz":
+                codes.append("503")
+            for code in codes:
+                responses.setdefault(
+                    code,
+                    {
+                        "description": _COMMON_PROBLEMS[code],
+                        "content": {PROBLEM_MEDIA_TYPE: {"schema": ref}},
+                    },
+                )
