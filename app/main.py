@@ -9,17 +9,17 @@ from fastapi.routing import APIRoute
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.background import running_background_tasks
+from app.core import errors
 from app.core.config import Settings, get_settings
 from app.core.db import create_engine, create_sessionmaker, resolve_database_url
-from app.core import errors
 from app.core.errors import PROBLEM_MEDIA_TYPE, install_error_handlers
+from app.core.guard import FailedAuthLimiter, RequestGuardMiddleware
 from app.core.observability import (
     BodySizeLimitMiddleware,
     JsonBodyMiddleware,
     RequestContextMiddleware,
     configure_logging,
 )
-from app.core.guard import FailedAuthLimiter, RequestGuardMiddleware
 from app.core.signing import get_signer
 from app.routers import (
     audit,
@@ -93,7 +93,11 @@ def create_app(
     app.state.auth_limiter = FailedAuthLimiter(
         settings.auth_failures_allowed, settings.auth_failure_window_seconds
     )
-    app.add_middleware(RequestGuardMiddleware, limiter=app.state.auth_limiter)
+    app.add_middleware(
+        RequestGuardMiddleware,
+        limiter=app.state.auth_limiter,
+        max_header_bytes=settings.http_max_header_bytes,
+    )
     app.add_middleware(RequestContextMiddleware)
     routers = (ops, subjects, bases, consent, optouts, decisions, rights, changes, catalogue, audit)
     for module in routers:

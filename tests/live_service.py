@@ -16,8 +16,8 @@ import httpx
 from sqlalchemy.engine import make_url
 
 from app.cli import migrate
-from app.core.db import create_engine, create_sessionmaker, ensure_database
 from app.core.config import Settings
+from app.core.db import create_engine, create_sessionmaker, ensure_database
 from app.services import api_keys
 from tests.pg_server import free_port
 
@@ -40,7 +40,9 @@ async def make_keys(database_url: str, roles: list[str]) -> dict[str, dict[str, 
     try:
         async with create_sessionmaker(engine)() as session:
             keys = {
-                role: await api_keys.create_key(session, name=f"{role}-{uuid.uuid4().hex[:6]}", role=role)
+                role: await api_keys.create_key(
+                    session, name=f"{role}-{uuid.uuid4().hex[:6]}", role=role
+                )
                 for role in roles
             }
             await session.commit()

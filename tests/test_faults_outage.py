@@ -129,7 +129,9 @@ async def _phase(name, server, base, crm, break_it, mend_it) -> dict:
     stop = asyncio.Event()
     timeout = httpx.Timeout(HANG_LIMIT)
     async with httpx.AsyncClient(base_url=base, timeout=timeout) as client:
-        writers = [asyncio.create_task(_write_until(stop, client, crm, tally)) for _ in range(WRITERS)]
+        writers = [
+            asyncio.create_task(_write_until(stop, client, crm, tally)) for _ in range(WRITERS)
+        ]
         await asyncio.sleep(2)
         assert await _readyz(client) == 200
         break_it()

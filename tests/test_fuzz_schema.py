@@ -30,7 +30,9 @@ from tests.live_service import admin_url_of, fresh_database, make_keys, running_
 
 pytestmark = pytest.mark.fuzz
 
-EXAMPLES = 4  # per operation x mode x caller
+EXAMPLES = int(
+    __import__("os").environ.get("CONSENT_FUZZ_EXAMPLES", "4")
+)  # per operation x mode x caller
 CALLERS = [*ROLES, "anonymous"]
 SCHEMA = schemathesis.openapi.from_dict(create_app(Settings(env="development")).openapi())
 OPERATIONS = {op.label: op for op in (r.ok() for r in SCHEMA.get_all_operations())}

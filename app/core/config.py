@@ -55,6 +55,7 @@ class Settings(BaseSettings):
     http_keep_alive_seconds: int = 5
     http_max_header_bytes: int = 16 * 1024
     http_max_concurrency: int | None = None  # 503 past this many open connections/tasks
+    http_head_timeout_seconds: float = 10.0  # a request head must arrive within this
 
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> "Settings":

@@ -115,7 +115,7 @@ def create_engine(url: str, settings: Settings) -> AsyncEngine:
                 # Every statement here is a keyed lookup; re-planning the decision statement
                 # on each call cost 0.95 ms against 0.22 ms for its cached generic plan.
                 "plan_cache_mode": "force_generic_plan",
-            }
+            },
         },
     )
 

@@ -4,6 +4,7 @@
   anonymous 1 MB body is never parsed), and every failed authentication is counted in
   `/metrics` and per client address; past `auth_failures_allowed` in the window, the client
   gets 429 with Retry-After (per process: no shared store needed);
+- request heads over `http_max_header_bytes` are a 431 (h11 bounds what it buffers);
 - a body of a media type the API does not read is a 415;
 - every answer says `X-Content-Type-Options: nosniff`, and `Cache-Control: no-store`
   unless the handler chose otherwise (answers carry personal data).
@@ -17,9 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.errors import problem_response
 
-AUTH_FAILURES = Counter(
-    "consent_api_auth_failures_total", "Failed authentications", ["reason"]
-)
+AUTH_FAILURES = Counter("consent_api_auth_failures_total", "Failed authentications", ["reason"])
 AUTH_THROTTLED = Counter(
     "consent_api_auth_throttled_total", "Requests refused with 429 after repeated failures"
 )
@@ -79,9 +78,12 @@ def is_public(path: str) -> bool:
 
 
 class RequestGuardMiddleware:
-    def __init__(self, app: ASGIApp, limiter: FailedAuthLimiter) -> None:
+    def __init__(
+        self, app: ASGIApp, limiter: FailedAuthLimiter, max_header_bytes: int = 16 * 1024
+    ) -> None:
         self.app = app
         self.limiter = limiter
+        self.max_header_bytes = max_header_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -89,7 +91,17 @@ class RequestGuardMiddleware:
             return
         send = _with_security_headers(send)
         path: str = scope.get("path", "")
-        headers = dict(scope.get("headers") or [])
+        raw_headers = scope.get("headers") or []
+        if sum(len(k) + len(v) + 4 for k, v in raw_headers) > self.max_header_bytes:
+            response = problem_response(
+                431,
+                "headers-too-large",
+                "Request header fields too large",
+                f"The limit is {self.max_header_bytes} bytes of headers.",
+            )
+            await response(scope, receive, send)
+            return
+        headers = dict(raw_headers)
         if not is_public(path):
             client = client_address(scope)
             wait = self.limiter.retry_after(client)

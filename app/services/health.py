@@ -11,11 +11,11 @@ async def _select_one(engine: AsyncEngine) -> None:
         await conn.execute(text("SELECT 1"))
 
 
-async def database_ready(engine: AsyncEngine, timeout: float = 2.0) -> bool:
-    """False when the database refuses, fails or takes longer than `timeout` seconds (a
+async def database_ready(engine: AsyncEngine, within_seconds: float = 2.0) -> bool:
+    """False when the database refuses, fails or takes longer than `within_seconds` (a
     frozen server must not leave a load balancer waiting, nor be reported ready)."""
     try:
-        await asyncio.wait_for(_select_one(engine), timeout)
+        await asyncio.wait_for(_select_one(engine), within_seconds)
     except Exception:
         return False
     return True
