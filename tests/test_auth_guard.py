@@ -64,3 +64,22 @@ async def test_key_creation_and_revocation_are_audited(db):
         .all()
     )
     assert actions == ["api_key.create", "api_key.revoke"]
+
+
+async def test_the_website_cannot_sweep_emails_through_a_batch(client, make_key, db):
+    website = await make_key("website")
+    before = (await db.execute(text("SELECT count(*) FROM decisions"))).scalar_one()
+    emails = [f"probe-{i}@example.com" for i in range(50)]
+    r = await client.post(
+        "/v1/decisions/batch",
+        json={"purpose": "email_campaigns", "subjects": emails},
+        headers=website,
+    )
+    assert r.status_code == 403 and r.headers["content-type"] == "application/problem+json"
+    assert "subject_unknown" not in r.text
+    assert (await db.execute(text("SELECT count(*) FROM decisions"))).scalar_one() == before
+    ids = [str(uuid.uuid4()) for _ in range(3)]
+    r = await client.post(
+        "/v1/decisions/batch", json={"purpose": "email_campaigns", "subjects": ids}, headers=website
+    )
+    assert r.status_code == 200 and len(r.json()["items"]) == 3
