@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     http_max_header_bytes: int = 16 * 1024
     http_max_concurrency: int | None = None  # 503 past this many open connections/tasks
     http_head_timeout_seconds: float = 10.0  # a request head must arrive within this
+    # Signing keys retired by a rotation: their public PEMs (several blocks allowed). They
+    # stay in GET /v1/keys so that receipts and checkpoints signed before still verify.
+    signing_previous_keys_pem: str | None = None
 
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> "Settings":
