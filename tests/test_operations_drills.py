@@ -1,6 +1,7 @@
 """Operations drills (issue 14, README "Operations"): a backup restored into a fresh
 database verifies; a signing-key rotation keeps old receipts and checkpoints verifiable."""
 
+import asyncio
 import subprocess
 import uuid
 
@@ -56,11 +57,14 @@ async def test_backup_restore_drill(database_url, test_settings, tmp_path):
 
     dump = tmp_path / "consent.dump"
     pg_dump, pg_restore = embedded_bin_dir() / "pg_dump", embedded_bin_dir() / "pg_restore"
-    subprocess.run([pg_dump, "-Fc", "-f", dump, "-d", _libpq(source)], check=True, timeout=120)
+    await asyncio.to_thread(
+        subprocess.run, [pg_dump, "-Fc", "-f", dump, "-d", _libpq(source)], check=True, timeout=120
+    )
     restored_name = f"consent_restored_{uuid.uuid4().hex[:8]}"
     await ensure_database(admin, restored_name)
     restored = make_url(source).set(database=restored_name).render_as_string(hide_password=False)
-    subprocess.run(
+    await asyncio.to_thread(
+        subprocess.run,
         [pg_restore, "--no-owner", "--exit-on-error", "-d", _libpq(restored), dump],
         check=True,
         timeout=120,
