@@ -53,7 +53,7 @@ async def make_keys(database_url: str, roles: list[str]) -> dict[str, dict[str, 
 
 @contextlib.contextmanager
 def running_service(
-    database_url: str, data_dir: Path, **settings: str
+    database_url: str, data_dir: Path, workers: str = "1", **settings: str
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """Serve on a free port; yields (base URL, process); stops it afterwards."""
     port = free_port()
@@ -66,7 +66,7 @@ def running_service(
     )
     log = (data_dir / f"service-{port}.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
+        [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--workers", workers],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
