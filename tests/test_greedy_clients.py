@@ -46,7 +46,7 @@ async def test_an_exhausted_pool_answers_503_promptly_and_recovers(service):
                     client.patch(
                         f"/v1/subjects/{s['id']}", json={"name": f"N{i}"}, headers=keys["crm"]
                     )
-                )  # fmt: skip
+                )
                 for i in range(12)
             ]
             await asyncio.sleep(3)
