@@ -20,6 +20,7 @@ import httpx
 import psutil
 
 MIX = 20  # concurrent clients
+ERRORS: dict[str, int] = {}
 
 
 def _free_port() -> int:
@@ -41,10 +42,16 @@ async def _drive(base: str, key: str, subject_id: str, count: int) -> None:
     sent = 0
 
     async def one(client: httpx.AsyncClient, i: int) -> None:
+        try:
+            await _request(client, i)
+        except httpx.TransportError as exc:  # counted and reported, never hidden
+            ERRORS[type(exc).__name__] = ERRORS.get(type(exc).__name__, 0) + 1
+
+    async def _request(client: httpx.AsyncClient, i: int) -> None:
         kind = i % 5
         if kind == 0:
-            await client.post("/v1/decisions", headers=crm,
-                              json={"subject_id": subject_id, "purpose": "email_campaigns"})  # fmt: skip
+            body = {"subject_id": subject_id, "purpose": "email_campaigns"}
+            await client.post("/v1/decisions", headers=crm, json=body)
         elif kind == 1:
             await client.get("/v1/purposes", headers=crm)
         elif kind == 2:
@@ -78,7 +85,7 @@ def main() -> None:
     ).stdout.strip().splitlines()[-1]  # fmt: skip
     server = subprocess.Popen(
         [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=env, stdout=open(os.path.join(data_dir, "serve.log"), "wb"), stderr=subprocess.STDOUT,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
@@ -89,8 +96,8 @@ def main() -> None:
             except httpx.HTTPError:
                 time.sleep(0.2)
         crm = {"Authorization": f"Bearer {key}"}
-        subject = httpx.post(base + "/v1/subjects", headers=crm, json={
-            "email": "rss@example.com", "category": "customer_contact", "source": "enquiry"}).json()  # fmt: skip
+        body = {"email": "rss@example.com", "category": "customer_contact", "source": "enquiry"}
+        subject = httpx.post(base + "/v1/subjects", headers=crm, json=body).json()
         worker = psutil.Process(server.pid)
         asyncio.run(_drive(base, key, subject["id"], args.warmup))
         after_warmup = worker.memory_info().rss
@@ -102,6 +109,10 @@ def main() -> None:
         print(f"RSS after {args.requests} requests: {after_all / 2**20:.1f} MiB "
               f"({growth:+.1f}%, {time.monotonic() - t0:.0f} s)")  # fmt: skip
         print("within 10%" if abs(growth) <= 10 else "MORE THAN 10%: a leak?")
+        print(f"transport errors: {ERRORS or 'none'}")
+        if ERRORS:
+            with open(os.path.join(data_dir, "serve.log"), errors="replace") as log:
+                print("service log tail:", log.read()[-2000:])
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(30)

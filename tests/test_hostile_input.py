@@ -167,3 +167,15 @@ async def test_answers_say_nosniff_and_no_store(client, crm):
     r = await client.get(f"/v1/subjects/{r.json()['id']}", headers=crm)
     assert r.headers["cache-control"] == "no-store"
     assert "server" not in r.headers or "uvicorn" not in r.headers["server"]
+
+
+async def test_a_body_of_unknown_keys_gets_a_short_answer(client, crm, db):
+    body = new_subject()
+    body.update({f"k{i}": i for i in range(60_000)})
+    body["x" * 5000] = 1
+    before = await _count(db, "subjects")
+    r = await client.post("/v1/subjects", json=body, headers=crm)
+    problem = _problem(r, 422)
+    assert len(r.content) < 10_000
+    assert problem["errors_total"] >= 60_000 and len(problem["errors"]) <= 20
+    assert await _count(db, "subjects") == before

@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     db_connect_timeout_seconds: float = 3.0
     db_command_timeout_seconds: float = 10.0  # a frozen server: the driver gives up
     db_statement_timeout_ms: int = 8000  # server side: a runaway statement is cancelled
-    db_pool_timeout_seconds: float = 3.0  # queue wait for a pooled connection, then 503
+    db_pool_timeout_seconds: float = 5.0  # queue wait for a pooled connection, then 503
     # Test each pooled connection on checkout: one extra round trip per request, so off by
     # default; a connection broken by a restart is dropped with the whole pool on first use.
     db_pool_pre_ping: bool = False

@@ -147,15 +147,24 @@ def is_unavailable(exc: BaseException) -> bool:
 def _clean_validation_errors(errors: Any) -> list[dict[str, Any]]:
     """Keep location, message and type; drop `input` and `ctx`, which may echo personal data."""
     return [
-        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+        {
+            "loc": [p[:64] if isinstance(p, str) else p for p in e.get("loc", ())],
+            "msg": e.get("msg", ""),
+            "type": e.get("type", ""),
+        }
         for e in errors
     ]
 
 
-def _validation_detail(errors: list[dict[str, Any]]) -> str:
-    extra = [str(e["loc"][-1]) for e in errors if e["type"] == "extra_forbidden" and e["loc"]]
+MAX_REPORTED_ERRORS = 20  # issue 14: 100,000 unknown keys made a 9 MB problem document
+
+
+def _validation_detail(errors: list[dict[str, Any]], total: int | None = None) -> str:
+    extra = [str(e["loc"][-1])[:64] for e in errors if e["type"] == "extra_forbidden" and e["loc"]]
     if extra:
-        return "Field(s) not allowed: " + ", ".join(extra) + " (data minimisation)"
+        more = (total or len(errors)) - len(errors)
+        tail = f" and {more} more" if more > 0 else ""
+        return "Field(s) not allowed: " + ", ".join(extra) + tail + " (data minimisation)"
     parts = [".".join(str(p) for p in e["loc"]) + ": " + e["msg"] for e in errors[:5]]
     return "; ".join(parts)
 
@@ -167,13 +176,17 @@ async def _on_problem(request: Request, exc: Exception) -> JSONResponse:
 
 async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    errors = _clean_validation_errors(exc.errors())
+    all_errors = exc.errors()
+    errors = _clean_validation_errors(all_errors[:MAX_REPORTED_ERRORS])
+    extra: dict[str, Any] = {"errors": errors}
+    if len(all_errors) > MAX_REPORTED_ERRORS:
+        extra["errors_total"] = len(all_errors)
     return problem_response(
         422,
         "validation-error",
         "Request validation failed",
-        _validation_detail(errors),
-        errors=errors,
+        _validation_detail(errors, len(all_errors)),
+        **extra,
     )
 
 
