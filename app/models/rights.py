@@ -80,6 +80,8 @@ class RightsRequestEvent(SQLModel, table=True):
 
 
 class RightsRequestCreate(SQLModel):
+    """Give exactly one of `subject_id` or `email`."""
+
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)  # type: ignore[assignment]
 
     type: RightType
