@@ -56,3 +56,18 @@ async def test_a_huge_header_is_refused(served, size):
         return  # reset by the server: fine
     writer.close()
     assert answer == b"" or answer.split(b" ", 2)[1] in (b"400", b"431"), answer[:100]
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: b\rX-Injected: 1\r\n\r\n",  # bare CR
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Nul: a\x00b\r\n\r\n",
+    ],
+)
+async def test_unparsable_requests_get_a_problem_document(served, head):
+    answer = await _closed_by_server(served, head)
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert status_line.split(b" ")[1] == b"400", answer[:200]
+    assert b"content-type: application/problem+json" in rest.lower()

@@ -7,6 +7,7 @@ after its first byte (or after the connection opened) closes the connection.
 """
 
 import asyncio
+import json
 from typing import Any
 
 import h11
@@ -42,6 +43,37 @@ class BoundedHeadH11Protocol(H11Protocol):
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
+
+    def send_400_response(self, msg: str) -> None:
+        """A request h11 cannot parse (bare CR, bad header, oversized head) gets a problem
+        document like every other error, not uvicorn's text/plain."""
+        status = 431 if "too large" in msg.lower() or "too long" in msg.lower() else 400
+        body = json.dumps(
+            {
+                "type": "urn:consent-api:problem:"
+                + ("headers-too-large" if status == 431 else "bad-request"),
+                "title": "Request header fields too large" if status == 431 else "Bad request",
+                "status": status,
+                "detail": "The request is not valid HTTP/1.1.",
+            }
+        ).encode()
+        headers = [
+            (b"content-type", b"application/problem+json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"x-content-type-options", b"nosniff"),
+            (b"cache-control", b"no-store"),
+            (b"connection", b"close"),
+        ]
+        try:
+            for event in (
+                h11.Response(status_code=status, headers=headers),
+                h11.Data(data=body),
+                h11.EndOfMessage(),
+            ):
+                self.transport.write(self.conn.send(event))
+        except h11.LocalProtocolError:
+            pass  # a response had already begun: just close
+        self.transport.close()
 
     def _too_slow(self) -> None:
         self._head_timer = None
