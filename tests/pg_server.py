@@ -122,7 +122,9 @@ def main() -> int:
     try:
         server.start()
         print(f"{server.version()} on port {server.port}", flush=True)
-        env = {**os.environ, "CONSENT_TEST_ADMIN_URL": server.admin_url}
+        # The server's own client tools (pg_dump 18 writes settings a 15 server refuses).
+        env = {**os.environ, "CONSENT_TEST_ADMIN_URL": server.admin_url,
+               "CONSENT_TEST_PG_BIN": str(server.bin_dir)}  # fmt: skip
         t0 = time.monotonic()
         code = subprocess.call(command, env=env)
         print(f"finished in {time.monotonic() - t0:.0f} s against {server.version()}", flush=True)

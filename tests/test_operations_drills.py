@@ -2,8 +2,10 @@
 database verifies; a signing-key rotation keeps old receipts and checkpoints verifiable."""
 
 import asyncio
+import os
 import subprocess
 import uuid
+from pathlib import Path
 
 import httpx
 from joserfc.jwk import ECKey
@@ -56,7 +58,8 @@ async def test_backup_restore_drill(database_url, test_settings, tmp_path):
     assert before["ok"] and before["checked"] > 0
 
     dump = tmp_path / "consent.dump"
-    pg_dump, pg_restore = embedded_bin_dir() / "pg_dump", embedded_bin_dir() / "pg_restore"
+    bin_dir = Path(os.environ.get("CONSENT_TEST_PG_BIN") or embedded_bin_dir())
+    pg_dump, pg_restore = bin_dir / "pg_dump", bin_dir / "pg_restore"
     await asyncio.to_thread(
         subprocess.run, [pg_dump, "-Fc", "-f", dump, "-d", _libpq(source)], check=True, timeout=120
     )
