@@ -20,6 +20,7 @@ from app.core.observability import (
     RequestContextMiddleware,
     configure_logging,
 )
+from app.core.retry import RetryConflictsMiddleware
 from app.core.signing import get_signer
 from app.routers import (
     audit,
@@ -88,6 +89,7 @@ def create_app(
         app.state.sessionmaker = _sessionmaker(engine, session_bind)
     errors.RETRY_AFTER_SECONDS = settings.retry_after_seconds
     install_error_handlers(app)
+    app.add_middleware(RetryConflictsMiddleware)  # innermost: replays a limited body
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(JsonBodyMiddleware)
     app.state.auth_limiter = FailedAuthLimiter(

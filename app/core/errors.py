@@ -219,9 +219,13 @@ async def _on_database_error(request: Request, exc: Exception) -> JSONResponse:
     """By SQLSTATE class, never the database's message: 22 (data exception: a NUL
     character, a number or date out of range) is the client's input; 23 (integrity) is a
     race the service's own checks could not see coming."""
+    sqlstate = str(getattr(getattr(exc, "orig", None), "sqlstate", "") or "")
+    if sqlstate in ("40001", "40P01"):  # lost a race: app.core.retry runs it again
+        from app.core.retry import mark_retryable
+
+        mark_retryable(request.scope)
     if is_unavailable(exc):
         return unavailable_response()
-    sqlstate = str(getattr(getattr(exc, "orig", None), "sqlstate", "") or "")
     if sqlstate.startswith("22"):
         return _invalid_value()
     if sqlstate.startswith("23"):
