@@ -118,8 +118,25 @@ def _serve(args: argparse.Namespace) -> None:
         workers=args.workers,
         access_log=False,
         log_config=None,
-        proxy_headers=False,
+        **hardened_uvicorn_options(settings),
     )
+
+
+def hardened_uvicorn_options(settings: Any) -> dict[str, Any]:
+    """issue 14: the HTTP layer's limits. h11 rather than httptools because only h11 bounds
+    the size of a request head (httptools took four 64 MB headers); idle keep-alive
+    connections close after `http_keep_alive_seconds`; no `server: uvicorn` header;
+    Host and X-Forwarded-* believed only from `trusted_proxies`."""
+    return {  # the protocol is named, not passed, so that `--workers N` can pickle it
+        "http": "app.core.http_protocol:BoundedHeadH11Protocol",
+        "h11_max_incomplete_event_size": settings.http_max_header_bytes,
+        "timeout_keep_alive": settings.http_keep_alive_seconds,
+        "limit_concurrency": settings.http_max_concurrency,
+        "server_header": False,
+        "proxy_headers": bool(settings.trusted_proxies),
+        "forwarded_allow_ips": ",".join(settings.trusted_proxies) or None,
+        "timeout_graceful_shutdown": 10,
+    }
 
 
 async def _in_transaction(url: str, fn: Any, **kwargs: Any) -> Any:

@@ -10,17 +10,20 @@ from fastapi.routing import APIRoute
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.background import running_background_tasks
+from app.core import errors
 from app.core.auth import authenticate
 from app.core.config import Settings, get_settings
 from app.core.db import create_engine, create_sessionmaker, resolve_database_url
 from app.core.driver import Database
 from app.core.errors import PROBLEM_MEDIA_TYPE, install_error_handlers
+from app.core.guard import FailedAuthLimiter, RequestGuardMiddleware
 from app.core.observability import (
     BodySizeLimitMiddleware,
     JsonBodyMiddleware,
     RequestContextMiddleware,
     configure_logging,
 )
+from app.core.retry import RetryConflictsMiddleware
 from app.core.signing import get_signer
 from app.routers import (
     audiences,
@@ -127,6 +130,7 @@ def create_app(
         generate_unique_id_function=_operation_id,
         docs_url=None,  # served offline by app.web.docs
         redoc_url=None,
+        redirect_slashes=False,  # issue 14: a redirect would reflect the Host header
     )
     app.state.settings = settings
     if engine is not None:  # usable without running the lifespan (tests)
@@ -135,9 +139,19 @@ def create_app(
         app.state.database = (
             Database(bound=session_bind) if session_bind is not None else Database(engine=engine)
         )
+    errors.RETRY_AFTER_SECONDS = settings.retry_after_seconds
     install_error_handlers(app)
+    app.add_middleware(RetryConflictsMiddleware)  # innermost: replays a limited body
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(JsonBodyMiddleware)
+    app.state.auth_limiter = FailedAuthLimiter(
+        settings.auth_failures_allowed, settings.auth_failure_window_seconds
+    )
+    app.add_middleware(
+        RequestGuardMiddleware,
+        limiter=app.state.auth_limiter,
+        max_header_bytes=settings.http_max_header_bytes,
+    )
     app.add_middleware(RequestContextMiddleware)
     for module in PUBLIC_ROUTERS:
         app.include_router(module.router)
@@ -169,6 +183,7 @@ def _problem_media_types(app: FastAPI) -> None:
                     content = response.get("content", {})
                     if code[0] in "45" and "application/json" in content:
                         content[PROBLEM_MEDIA_TYPE] = content.pop("application/json")
+        errors.document_common_problems(spec)
         return spec
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -58,7 +58,7 @@ async def test_unexpected_error_is_a_bare_500_problem(app, client, crm, caplog):
         raise RuntimeError("SELECT secret FROM subjects WHERE email='leak@example.com'")
 
     with caplog.at_level(logging.INFO):
-        r = await client.get("/boom")
+        r = await client.get("/boom", headers=crm)
     body = assert_problem(r, 500)
     assert "leak@example.com" not in r.text and "SELECT" not in r.text
     assert body["title"] == "Internal server error"

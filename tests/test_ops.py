@@ -72,7 +72,33 @@ def test_production_refuses_default_secrets(monkeypatch):
     with pytest.raises(ValidationError, match="CONSENT_SECRET_KEY"):
         Settings(env="production")
     with pytest.raises(ValidationError, match="CONSENT_SIGNING_KEY_PEM"):
-        Settings(env="production", secret_key="a-real-secret-of-some-length")
-    ok = Settings(env="production", secret_key="a-real-secret", signing_key_pem="pem")
+        Settings(env="production", secret_key="a-real-secret-of-some-length-0123456789")
+    with pytest.raises(ValidationError, match="too weak"):
+        Settings(env="production", secret_key="abc", signing_key_pem="pem")
+    with pytest.raises(ValidationError, match="too weak"):
+        Settings(env="production", secret_key="ab" * 20, signing_key_pem="pem")
+    strong = "Zq8-vTn3LwP0xYk7RbC2mHs9dJf4gUa1E"
+    ok = Settings(env="production", secret_key=strong, signing_key_pem="pem")
     assert ok.env == "production"
     assert Settings().env == "development"  # the embedded default
+
+
+def test_a_settings_error_is_one_line_without_the_secret(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONSENT_")}
+    env.update(CONSENT_ENV="production", CONSENT_SECRET_KEY="tail-of-a-secret-XYZ123")
+    r = subprocess.run(
+        [sys.executable, "-m", "app.cli", "migrate"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert r.returncode != 0
+    assert "XYZ123" not in r.stderr + r.stdout and "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("consent-api: invalid settings:"), r.stderr

@@ -17,6 +17,7 @@ from fastapi import Request
 
 from app.core.driver import Database, prepare
 from app.core.errors import Forbidden, Unauthorized
+from app.core.guard import client_address
 
 Role = Literal["crm", "website", "sync", "auditor", "admin"]
 ROLES: tuple[str, ...] = get_args(Role)
@@ -143,6 +144,7 @@ async def _lookup(request: Request) -> Principal:
         row = await KEY_LOOKUP.fetchrow(con, key_hash=key_hash)
     if row is None:
         _cache.pop(key_hash, None)
+        request.app.state.auth_limiter.failed(client_address(request.scope), "unknown_or_revoked")
         raise Unauthorized("The API key is unknown or revoked.")
     principal = Principal(row.id, row.name, row.role, ROLE_SCOPES[row.role])
     if ttl > 0:

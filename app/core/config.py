@@ -5,10 +5,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_SECRET = "development-only-secret-change-me"  # noqa: S105 - refused outside development
+MIN_SECRET_LENGTH = 32  # issue 14: production refuses short or repetitive secrets
+MIN_SECRET_DISTINCT = 10
 
 
 class Settings(BaseSettings):
@@ -55,12 +57,43 @@ class Settings(BaseSettings):
     sync_backoff_seconds: float = 1.0  # first backoff; doubles, with jitter, up to a minute
     sync_poll_seconds: float = 5.0  # between passes, without --once
 
+    # issue 14: outages, greedy clients, hostile input.
+    # Client-side limits so that a stopped or frozen PostgreSQL gives a prompt 503, never a hang.
+    db_connect_timeout_seconds: float = 3.0
+    db_command_timeout_seconds: float = 10.0  # a frozen server: the driver gives up
+    db_statement_timeout_ms: int = 8000  # server side: a runaway statement is cancelled
+    db_pool_timeout_seconds: float = 5.0  # queue wait for a pooled connection, then 503
+    # Test each pooled connection on checkout: one extra round trip per request, so off by
+    # default; a connection broken by a restart is dropped with the whole pool on first use.
+    db_pool_pre_ping: bool = False
+    retry_after_seconds: int = 5
+    readyz_timeout_seconds: float = 2.0
+    # Proxies whose Host / X-Forwarded-* headers are believed (uvicorn forwarded_allow_ips).
+    trusted_proxies: list[str] = []
+    # Failed authentications per client address before 429 (per process, sliding window).
+    auth_failures_allowed: int = 20
+    auth_failure_window_seconds: float = 60.0
+    # uvicorn: idle keep-alive connections closed after this; request headers limited in size.
+    http_keep_alive_seconds: int = 5
+    http_max_header_bytes: int = 16 * 1024
+    http_max_concurrency: int | None = None  # 503 past this many open connections/tasks
+    http_head_timeout_seconds: float = 10.0  # a request head must arrive within this
+    # Signing keys retired by a rotation: their public PEMs (several blocks allowed). They
+    # stay in GET /v1/keys so that receipts and checkpoints signed before still verify.
+    signing_previous_keys_pem: str | None = None
+
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> "Settings":
         if self.env == "development":
             return self
-        if self.secret_key.get_secret_value() == DEV_SECRET:
+        secret = self.secret_key.get_secret_value()
+        if secret == DEV_SECRET:
             raise ValueError("CONSENT_SECRET_KEY must be set outside development")
+        if len(secret) < MIN_SECRET_LENGTH or len(set(secret)) < MIN_SECRET_DISTINCT:
+            raise ValueError(
+                f"CONSENT_SECRET_KEY is too weak: use at least {MIN_SECRET_LENGTH} random "
+                "characters (e.g. `python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+            )
         if self.signing_key_pem is None:
             raise ValueError("CONSENT_SIGNING_KEY_PEM must be set outside development")
         return self
@@ -109,6 +142,22 @@ class Settings(BaseSettings):
     ]
 
 
+class SettingsError(SystemExit):
+    """A settings problem as one line: field names and messages, never a value (issue 14)."""
+
+
+def settings_error_line(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors(include_input=False, include_url=False, include_context=False):
+        field = ".".join(str(p) for p in error.get("loc", ()))
+        name = f"CONSENT_{field.upper()}: " if field else ""
+        parts.append(name + str(error.get("msg", "invalid")).removeprefix("Value error, "))
+    return "consent-api: invalid settings: " + "; ".join(parts)
+
+
 @lru_cache
 def get_settings() -> Settings:
-    return Settings()
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise SettingsError(settings_error_line(exc)) from None

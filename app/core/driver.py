@@ -157,20 +157,30 @@ class Database:
         pool: asyncpg.Pool | None = None,
         bound: AsyncConnection | None = None,
         engine: AsyncEngine | None = None,
+        acquire_timeout: float | None = None,
     ) -> None:
         self.pool, self.bound, self.engine = pool, bound, engine
+        # How long a request queues for a pooled connection before it gets a 503.
+        self.acquire_timeout = acquire_timeout
 
     @classmethod
     async def open(cls, url: str, settings: Settings) -> "Database":
         size = settings.db_pool_size
+        # Bounded waits everywhere (connect, each command, the server's statement timeout,
+        # the queue for a connection), so that an outage is a prompt 503 (app.core.errors).
         pool = await asyncpg.create_pool(
             **connect_kwargs(url),
             min_size=size,
             max_size=size,
             reset=_no_reset,
-            server_settings=SERVER_SETTINGS,
+            timeout=settings.db_connect_timeout_seconds,
+            command_timeout=settings.db_command_timeout_seconds,
+            server_settings={
+                **SERVER_SETTINGS,
+                "statement_timeout": str(settings.db_statement_timeout_ms),
+            },
         )
-        return cls(pool=pool)
+        return cls(pool=pool, acquire_timeout=settings.db_pool_timeout_seconds)
 
     async def close(self) -> None:
         if self.pool is not None:
@@ -180,7 +190,7 @@ class Database:
     async def autocommit(self) -> AsyncIterator[Conn]:
         """Each statement commits by itself: for work that is one statement."""
         if self.pool is not None:
-            async with self.pool.acquire() as con:
+            async with self.pool.acquire(timeout=self.acquire_timeout) as con:
                 yield con
         else:
             async with self._borrowed(transaction=False) as con:
@@ -190,7 +200,7 @@ class Database:
     async def transaction(self) -> AsyncIterator[Conn]:
         """One transaction around the block: for statements that must be atomic together."""
         if self.pool is not None:
-            async with self.pool.acquire() as con, con.transaction():
+            async with self.pool.acquire(timeout=self.acquire_timeout) as con, con.transaction():
                 yield con
         else:
             async with self._borrowed(transaction=True) as con:

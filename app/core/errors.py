@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("consent_api.errors")
@@ -69,6 +70,18 @@ class ServiceUnavailable(ProblemError):
     status, slug, title = 503, "unavailable", "Service unavailable"
 
 
+class TooManyRequests(ProblemError):
+    status, slug, title = 429, "too-many-requests", "Too many failed authentications"
+
+
+# issue 14: SQLSTATEs that mean "the database is unavailable or overloaded right now", not
+# "this request is wrong": 08 connection exceptions, 53 insufficient resources,
+# 57014 statement timeout (query_canceled), 57P01-57P05 shutdown / cannot connect now,
+# 55P03 lock_not_available, 40001/40P01 serialisation failure and deadlock (safe to retry).
+_UNAVAILABLE_SQLSTATES = ("08", "53", "57014", "57P", "55P03", "40001", "40P01")
+RETRY_AFTER_SECONDS = 5  # replaced by the setting when the app is built
+
+
 _STATUS_SLUGS = {
     400: ("bad-request", "Bad request"),
     401: ("unauthorized", "Missing or invalid API key"),
@@ -78,7 +91,9 @@ _STATUS_SLUGS = {
     406: ("not-acceptable", "Not acceptable"),
     413: ("payload-too-large", "Request body too large"),
     415: ("unsupported-media-type", "Unsupported media type"),
+    429: ("too-many-requests", "Too many requests"),
     500: ("internal-error", "Internal server error"),
+    503: ("unavailable", "Service unavailable"),
 }
 
 
@@ -89,22 +104,73 @@ def problem_response(
     if detail:
         body["detail"] = detail
     body.update(extra)
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    headers: dict[str, str] = {"Cache-Control": "no-store"}
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    if status in (429, 503):
+        headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+
+
+def unavailable_response() -> JSONResponse:
+    return problem_response(
+        503,
+        "unavailable",
+        "Service unavailable",
+        "The database is unavailable or busy; nothing was stored. Retry after the delay "
+        "given in Retry-After (with the same Idempotency-Key for a write).",
+    )
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """A lost, refused, timed-out or exhausted database connection (never the client's fault)."""
+    if isinstance(exc, PoolTimeoutError | TimeoutError | ConnectionError):
+        return True
+    # The hot paths' own driver (app.core.driver): its errors arrive unwrapped.
+    if isinstance(exc, asyncpg.InterfaceError | asyncpg.exceptions.ConnectionFailureError):
+        return True
+    if isinstance(exc, asyncpg.PostgresError):
+        return str(getattr(exc, "sqlstate", "") or "").startswith(_UNAVAILABLE_SQLSTATES)
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        orig = exc.orig
+        sqlstate = str(getattr(orig, "sqlstate", "") or "")
+        if sqlstate.startswith(_UNAVAILABLE_SQLSTATES):
+            return True
+        # asyncpg's own errors, wrapped by SQLAlchemy's adapter: the cause is the real one.
+        cause = getattr(orig, "__cause__", None) or orig
+        return isinstance(cause, TimeoutError | OSError) or type(cause).__name__ in {
+            "ConnectionDoesNotExistError",
+            "InterfaceError",
+            "InternalClientError",
+            "ConnectionFailureError",
+            "CannotConnectNowError",
+        }
+    return isinstance(exc, OSError)
 
 
 def _clean_validation_errors(errors: Any) -> list[dict[str, Any]]:
     """Keep location, message and type; drop `input` and `ctx`, which may echo personal data."""
     return [
-        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+        {
+            "loc": [p[:64] if isinstance(p, str) else p for p in e.get("loc", ())],
+            "msg": e.get("msg", ""),
+            "type": e.get("type", ""),
+        }
         for e in errors
     ]
 
 
-def _validation_detail(errors: list[dict[str, Any]]) -> str:
-    extra = [str(e["loc"][-1]) for e in errors if e["type"] == "extra_forbidden" and e["loc"]]
+MAX_REPORTED_ERRORS = 20  # issue 14: 100,000 unknown keys made a 9 MB problem document
+
+
+def _validation_detail(errors: list[dict[str, Any]], total: int | None = None) -> str:
+    extra = [str(e["loc"][-1])[:64] for e in errors if e["type"] == "extra_forbidden" and e["loc"]]
     if extra:
-        return "Field(s) not allowed: " + ", ".join(extra) + " (data minimisation)"
+        more = (total or len(errors)) - len(errors)
+        tail = f" and {more} more" if more > 0 else ""
+        return "Field(s) not allowed: " + ", ".join(extra) + tail + " (data minimisation)"
     parts = [".".join(str(p) for p in e["loc"]) + ": " + e["msg"] for e in errors[:5]]
     return "; ".join(parts)
 
@@ -116,13 +182,17 @@ async def _on_problem(request: Request, exc: Exception) -> JSONResponse:
 
 async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    errors = _clean_validation_errors(exc.errors())
+    all_errors = exc.errors()
+    errors = _clean_validation_errors(all_errors[:MAX_REPORTED_ERRORS])
+    extra: dict[str, Any] = {"errors": errors}
+    if len(all_errors) > MAX_REPORTED_ERRORS:
+        extra["errors_total"] = len(all_errors)
     return problem_response(
         422,
         "validation-error",
         "Request validation failed",
-        _validation_detail(errors),
-        errors=errors,
+        _validation_detail(errors, len(all_errors)),
+        **extra,
     )
 
 
@@ -132,7 +202,10 @@ async def _on_http(request: Request, exc: Exception) -> JSONResponse:
     detail = (
         exc.detail if isinstance(exc.detail, str) and exc.detail.lower() != title.lower() else None
     )
-    return problem_response(exc.status_code, slug, title, detail)
+    response = problem_response(exc.status_code, slug, title, detail)
+    for name, value in (exc.headers or {}).items():  # e.g. a 405's Allow
+        response.headers[name] = value
+    return response
 
 
 def _invalid_value() -> JSONResponse:
@@ -154,6 +227,12 @@ async def _on_database_error(request: Request, exc: Exception) -> JSONResponse:
     race the service's own checks could not see coming."""
     driver_error = exc if isinstance(exc, asyncpg.PostgresError) else getattr(exc, "orig", None)
     sqlstate = str(getattr(driver_error, "sqlstate", "") or "")
+    if sqlstate in ("40001", "40P01"):  # lost a race: app.core.retry runs it again
+        from app.core.retry import mark_retryable
+
+        mark_retryable(request.scope)
+    if is_unavailable(exc):
+        return unavailable_response()
     if sqlstate.startswith("22"):
         return _invalid_value()
     if sqlstate.startswith("23"):
@@ -166,7 +245,14 @@ async def _on_database_error(request: Request, exc: Exception) -> JSONResponse:
     return await _on_unexpected(request, exc)
 
 
+async def _on_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("database unavailable", extra={"error_class": type(exc).__name__})
+    return unavailable_response()
+
+
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    if is_unavailable(exc):
+        return await _on_unavailable(request, exc)
     # Only the exception class: messages and tracebacks may carry SQL or personal data.
     log.error("unhandled error", extra={"error_class": type(exc).__name__})
     return problem_response(500, "internal-error", "Internal server error")
@@ -180,6 +266,10 @@ def install_error_handlers(app: FastAPI) -> None:
     # Hot paths run on the driver connection (app.core.driver): its errors come unwrapped.
     app.add_exception_handler(asyncpg.PostgresError, _on_database_error)
     app.add_exception_handler(OverflowError, _on_overflow)
+    app.add_exception_handler(PoolTimeoutError, _on_unavailable)
+    app.add_exception_handler(TimeoutError, _on_unavailable)
+    app.add_exception_handler(ConnectionError, _on_unavailable)
+    app.add_exception_handler(asyncpg.InterfaceError, _on_unavailable)
     app.add_exception_handler(Exception, _on_unexpected)
 
 
@@ -191,7 +281,9 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         404: "Not found",
         409: "Conflict with the current state",
         413: "Request body too large",
+        415: "Unsupported media type",
         422: "Validation failed",
+        429: "Too many failed authentications; retry after Retry-After seconds",
         503: "Database unavailable",
     }
     return {
@@ -201,3 +293,35 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         }
         for s in statuses
     }
+
+
+_COMMON_PROBLEMS = {
+    "400": "The body is not parsable (malformed JSON or encoding)",
+    "415": "Unsupported media type: send application/json",
+    "429": "Too many failed authentications from this client; retry after Retry-After",
+    "503": "Database unavailable or busy; retry after Retry-After",
+}
+
+
+def document_common_problems(spec: dict[str, Any]) -> None:
+    """Problems any operation may answer, whatever its handler (issue 14): the HTTP layer's
+    400 and 415 for operations with a body, 429 for keyed ones, 503 for all but /healthz."""
+    ref = {"$ref": "#/components/schemas/Problem"}
+    for path, methods in spec.get("paths", {}).items():
+        for op in methods.values():
+            responses = op.setdefault("responses", {})
+            codes = []
+            if "requestBody" in op:
+                codes += ["400", "415"]
+            if "401" in responses:
+                codes.append("429")
+            if path != "/healthz":
+                codes.append("503")
+            for code in codes:
+                responses.setdefault(
+                    code,
+                    {
+                        "description": _COMMON_PROBLEMS[code],
+                        "content": {PROBLEM_MEDIA_TYPE: {"schema": ref}},
+                    },
+                )

@@ -23,10 +23,20 @@ KEY_FILE = "signing-key.pem"
 
 
 class Signer:
-    def __init__(self, key: ECKey) -> None:
+    """Signs with the current key; verifies with it or any retired key (rotation, issue 14).
+
+    Retired keys (CONSENT_SIGNING_PREVIOUS_KEYS_PEM, public PEMs suffice) stay in the JWKS,
+    so receipts and checkpoints signed before a rotation still verify, inside the service
+    and for anyone holding a receipt."""
+
+    def __init__(self, key: ECKey, previous: tuple[ECKey, ...] = ()) -> None:
         self._key = key
         self.public_key = ECKey.import_key(key.as_dict(private=False))
         self.kid = key.thumbprint()
+        self._verifiers = {self.kid: self.public_key}
+        for old in previous:
+            public = ECKey.import_key(old.as_dict(private=False))
+            self._verifiers.setdefault(public.thumbprint(), public)
 
     def sign(self, payload: dict[str, Any]) -> str:
         """A compact JWS over the canonical JSON of payload."""
@@ -37,22 +47,24 @@ class Signer:
     def verify(self, token: str) -> dict[str, Any] | None:
         """The payload if the signature is ours and valid, else None."""
         try:
-            obj = jws.deserialize_compact(token, self.public_key, algorithms=[ALGORITHM])
+            kid = jws.extract_compact(token.encode()).headers().get("kid")
+            key = self._verifiers.get(kid) if isinstance(kid, str) else None
+            if key is None:
+                return None
+            obj = jws.deserialize_compact(token, key, algorithms=[ALGORITHM])
         except Exception:
-            return None
-        if obj.headers().get("kid") != self.kid:
             return None
         payload: dict[str, Any] = json.loads(obj.payload)
         return payload
 
     def jwks(self) -> dict[str, Any]:
-        jwk = {
-            **self.public_key.as_dict(private=False),
-            "kid": self.kid,
-            "alg": ALGORITHM,
-            "use": "sig",
+        """The current key first, then the retired ones."""
+        return {
+            "keys": [
+                {**key.as_dict(private=False), "kid": kid, "alg": ALGORITHM, "use": "sig"}
+                for kid, key in self._verifiers.items()
+            ]
         }
-        return {"keys": [jwk]}
 
 
 def _load_or_create(data_dir: Path, pem: str | None) -> ECKey:
@@ -69,11 +81,25 @@ def _load_or_create(data_dir: Path, pem: str | None) -> ECKey:
     return key
 
 
+def split_pems(text: str) -> tuple[str, ...]:
+    """Several PEM blocks (public or private) in one setting, in any order."""
+    blocks, current = [], []
+    for line in text.strip().splitlines():
+        current.append(line)
+        if line.startswith("-----END "):
+            blocks.append("\n".join(current) + "\n")
+            current = []
+    return tuple(blocks)
+
+
 @lru_cache(maxsize=8)
-def _signer_for(data_dir: str, pem: str | None) -> Signer:
-    return Signer(_load_or_create(Path(data_dir), pem))
+def _signer_for(data_dir: str, pem: str | None, previous: tuple[str, ...] = ()) -> Signer:
+    return Signer(
+        _load_or_create(Path(data_dir), pem), tuple(ECKey.import_key(p) for p in previous)
+    )
 
 
 def get_signer(settings: Settings) -> Signer:
     pem = settings.signing_key_pem.get_secret_value() if settings.signing_key_pem else None
-    return _signer_for(str(settings.data_dir), pem)
+    previous = split_pems(settings.signing_previous_keys_pem or "")
+    return _signer_for(str(settings.data_dir), pem, previous)

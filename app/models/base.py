@@ -65,8 +65,37 @@ def _bounded(value: datetime) -> datetime:
     return value
 
 
+EVENT_EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def _text_only(value: Any) -> Any:
+    """A time is RFC 3339 text: a bare number (0 -> 1970) is refused, not read as Unix time."""
+    if isinstance(value, int | float):  # bool is an int too
+        raise ValueError("must be an RFC 3339 date-time string")
+    return value
+
+
+def _event_bounded(value: datetime) -> datetime:
+    value = _bounded(value)
+    if value < EVENT_EARLIEST:
+        raise ValueError("must not be before 2000-01-01")
+    return value
+
+
 # Date fields accept a date or a date-time (API.md); a date-time without an offset is UTC.
-DateOrDateTime = Annotated[datetime, BeforeValidator(_start_of_day), AfterValidator(_bounded)]
-EndDateOrDateTime = Annotated[datetime, BeforeValidator(_end_of_day), AfterValidator(_bounded)]
-# Event times must carry their offset (RFC 3339).
-Timestamp = Annotated[AwareDatetime, AfterValidator(_bounded)]
+DateOrDateTime = Annotated[
+    datetime, BeforeValidator(_start_of_day), BeforeValidator(_text_only), AfterValidator(_bounded)
+]
+EndDateOrDateTime = Annotated[
+    datetime, BeforeValidator(_end_of_day), BeforeValidator(_text_only), AfterValidator(_bounded)
+]
+# Event times must carry their offset (RFC 3339) and fall after 2000 (issue 14: `0` or
+# 1900 is a client's mistake, not a consent given or a request received then).
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_text_only), AfterValidator(_event_bounded)]
+# An event time entered late, as a date or a date-time (a letter's `received_at`): same floor.
+EventDateOrDateTime = Annotated[
+    datetime,
+    BeforeValidator(_start_of_day),
+    BeforeValidator(_text_only),
+    AfterValidator(_event_bounded),
+]

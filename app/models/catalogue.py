@@ -5,7 +5,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Literal, get_args
 
-from pydantic import ConfigDict, StringConstraints, field_validator
+from pydantic import ConfigDict, StrictBool, StringConstraints, field_validator
 from sqlalchemy import Column, String
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlmodel import Field, SQLModel
@@ -59,7 +59,7 @@ class PurposeBase(SQLModel):
 
     description: str = Field(min_length=1, max_length=2000)
     allowed_bases: list[LawfulBasis] = Field(min_length=1)
-    direct_marketing: bool
+    direct_marketing: StrictBool
 
     @field_validator("allowed_bases")
     @classmethod
@@ -93,7 +93,7 @@ class RecipientBase(SQLModel):
     name: str = Field(min_length=1, max_length=200)
     role: Literal["partner", "processor"]
     country: CountryCode = Field(description="ISO 3166-1 alpha-2")
-    inside_eea_uk: bool
+    inside_eea_uk: StrictBool
     # Outside the EEA/UK: `explicit_consent` (per-subject transfer consent, as §8 says)
     # or a named safeguard such as `adequacy_decision`; null inside the EEA/UK.
     transfer_safeguard: CatalogueKey | None = None

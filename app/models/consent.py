@@ -75,6 +75,11 @@ class Evidence(SQLModel):
 
 
 class ConsentEventCreate(SQLModel):
+    """Give exactly one of `subject_id` or `email`. `recipient` goes with, and only with,
+    purpose `international_transfer`. Giving consent needs `policy_version` and
+    `notice_text`; `purpose` and `recipient` are keys of `GET /v1/purposes` and
+    `GET /v1/recipients`."""
+
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)  # type: ignore[assignment]
 
     subject_id: uuid.UUID | None = None

@@ -68,6 +68,9 @@ class DecisionTarget(SQLModel):
 
 
 class DecisionRequest(DecisionTarget):
+    """Give exactly one of `subject_id` or `email`; `purpose` and `recipient` are keys of
+    `GET /v1/purposes` and `GET /v1/recipients`."""
+
     subject_id: uuid.UUID | None = None
     email: Email | None = None
 

@@ -9,7 +9,7 @@ from sqlalchemy import BigInteger, Column, Identity, Index, String, text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlmodel import Field, SQLModel
 
-from app.models.base import DateOrDateTime, timestamp_field
+from app.models.base import EventDateOrDateTime, timestamp_field
 from app.models.subject import Email, SubjectUpdate
 
 RightType = Literal[
@@ -96,17 +96,19 @@ class RightsRequestEvent(SQLModel, table=True):
 
 
 class RightsRequestCreate(SQLModel):
+    """Give exactly one of `subject_id` or `email`."""
+
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)  # type: ignore[assignment]
 
     type: RightType
     subject_id: uuid.UUID | None = None
     email: Email | None = None
     details: str | None = Field(default=None, max_length=5000)
-    received_at: DateOrDateTime | None = Field(
+    received_at: EventDateOrDateTime | None = Field(
         default=None,
         description="When the request reached the controller (default: now). Any past date "
-        "is accepted, a date alone meaning the start of that day, UK time (a letter "
-        "entered late); a time in the future is refused with 422.",
+        "from 2000 on is accepted, a date alone meaning the start of that day, UK time (a "
+        "letter entered late); a time in the future is refused with 422.",
     )
 
     @model_validator(mode="after")

@@ -4,21 +4,19 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, ConfigDict, EmailStr, StringConstraints
+from pydantic import ConfigDict, StringConstraints
 from sqlalchemy import Index, text
 from sqlmodel import Field, SQLModel
 
 from app.models.base import DateOrDateTime, timestamp_field, utcnow
+from app.models.text import Email, SafeLine, SafeLines, normalise_email
+
+__all__ = ["Email", "normalise_email"]
 
 SubjectStatus = Literal["active", "restricted", "erased"]
 PERSONAL_FIELDS = ("email", "name", "phone", "mobile", "job_title", "company", "business_address")
 
 
-def normalise_email(value: str) -> str:
-    return value.strip().lower()
-
-
-Email = Annotated[EmailStr, AfterValidator(normalise_email)]
 Phone = Annotated[str, StringConstraints(min_length=3, max_length=50, pattern=r"^[0-9+() .\-]+$")]
 
 
@@ -27,13 +25,13 @@ class SubjectFields(SQLModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)  # type: ignore[assignment]
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    name: SafeLine | None = Field(default=None, min_length=1, max_length=200)
     phone: Phone | None = None
     mobile: Phone | None = None
-    job_title: str | None = Field(default=None, min_length=1, max_length=200)
-    company: str | None = Field(default=None, min_length=1, max_length=200)
-    business_address: str | None = Field(default=None, min_length=1, max_length=1000)
-    source_detail: str | None = Field(default=None, max_length=500)
+    job_title: SafeLine | None = Field(default=None, min_length=1, max_length=200)
+    company: SafeLine | None = Field(default=None, min_length=1, max_length=200)
+    business_address: SafeLines | None = Field(default=None, min_length=1, max_length=1000)
+    source_detail: SafeLine | None = Field(default=None, max_length=500)
 
 
 class SubjectCreate(SubjectFields):

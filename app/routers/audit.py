@@ -1,6 +1,7 @@
 """Accountability for auditors: the audit log, its signed checkpoints, verification, the
 signing keys (JWKS) and stored decisions."""
 
+import asyncio
 import uuid
 from typing import Annotated, Any
 
@@ -9,7 +10,7 @@ from pydantic import BaseModel
 
 from app.core.auth import Principal, require
 from app.core.db import SessionDep
-from app.core.errors import problem_responses
+from app.core.errors import ServiceUnavailable, problem_responses
 from app.core.pagination import Cursor, Limit, Page
 from app.core.signing import get_signer
 from app.models.audit import AuditCheckpointPublic, AuditEntryPublic
@@ -59,9 +60,18 @@ async def list_audit_checkpoints(
 
 @router.get("/audit/verify", response_model=VerifyResult, responses=problem_responses(401, 403))
 async def verify_audit_chain(request: Request, session: SessionDep, _: AuditReader) -> VerifyResult:
-    """Seal what is pending, then recompute the chain and check every checkpoint."""
-    result = await audit_chain.verify(session, get_signer(request.app.state.settings))
+    """Seal what is pending, then recompute the chain and check every checkpoint.
+
+    A full walk is heavy: one at a time per worker; a second caller meanwhile gets a 503
+    with Retry-After rather than queueing (issue 14: 30 at once stalled every request)."""
+    if _verifying.locked():
+        raise ServiceUnavailable("An audit verification is already running; retry shortly.")
+    async with _verifying:
+        result = await audit_chain.verify(session, get_signer(request.app.state.settings))
     return VerifyResult(**result.__dict__)
+
+
+_verifying = asyncio.Lock()
 
 
 @router.get("/keys", response_model=Jwks, responses=problem_responses(401, 403))

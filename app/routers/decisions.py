@@ -1,12 +1,13 @@
 """Processing decisions (crm, website, sync). A deny is a 200 answer, not an error."""
 
 from typing import Annotated, Any
+from uuid import UUID
 
 from fastapi import APIRouter, Depends, Request, Response
 
 from app.core.auth import Principal, require
 from app.core.driver import Conn, DatabaseDep
-from app.core.errors import problem_responses
+from app.core.errors import Forbidden, problem_responses
 from app.core.idempotency import run_once
 from app.models.decision import (
     BatchDecisionPublic,
@@ -42,7 +43,16 @@ async def create_decision(
 async def create_decision_batch(
     body: BatchDecisionRequest, request: Request, db: DatabaseDep, principal: Asker
 ) -> Response:
-    """The same decision for up to 1000 subjects (ids or e-mails), in request order."""
+    """The same decision for up to 1000 subjects (ids or e-mails), in request order.
+
+    The website role may batch subject ids only: a batch of e-mails would tell it which of
+    1000 addresses are known subjects (`subject_unknown` or not). It asks about one e-mail
+    at a time with `POST /v1/decisions` (see SECURITY.md)."""
+    if principal.role == "website" and any(not isinstance(s, UUID) for s in body.subjects):
+        raise Forbidden(
+            "The website role may batch subject ids only; ask about an e-mail with "
+            "POST /v1/decisions."
+        )
 
     async def create(con: Conn) -> tuple[int, Any]:
         return 200, await decisions.batch_payload(

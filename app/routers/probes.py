@@ -4,7 +4,7 @@ Included without the authentication default (app.main); nothing here reads perso
 The answers are constant bytes: probes are called often and validate nothing.
 """
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel
 
 from app.core.driver import JSON, DatabaseDep
@@ -29,8 +29,9 @@ async def healthz() -> Response:
 
 
 @router.get("/readyz", response_model=Health, responses=problem_responses(503))
-async def readyz(db: DatabaseDep) -> Response:
-    """The database answers."""
-    if not await health.database_ready(db):
+async def readyz(request: Request, db: DatabaseDep) -> Response:
+    """The database answers, promptly."""
+    settings = request.app.state.settings
+    if not await health.database_ready(db, settings.readyz_timeout_seconds):
         raise ServiceUnavailable("The database does not answer.")
     return Response(READY, media_type=JSON)

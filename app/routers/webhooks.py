@@ -54,7 +54,7 @@ def _check_secret(request: Request, secret: str | None) -> None:
 @router.get(
     "/mailchimp",
     response_model=WebhookAnswer,
-    responses=problem_responses(401, 503),
+    responses=problem_responses(401, 422, 503),
 )
 async def mailchimp_webhook_check(request: Request, secret: Secret = None) -> WebhookAnswer:
     """MailChimp's check of the webhook URL: 200 when the secret is right."""

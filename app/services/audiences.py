@@ -85,9 +85,7 @@ def _member(row: Any) -> AudienceMember:
     )
 
 
-async def check_target(
-    con: Conn | AsyncSession, purpose: str, recipient: str | None
-) -> None:
+async def check_target(con: Conn | AsyncSession, purpose: str, recipient: str | None) -> None:
     """422 for a purpose or recipient not in the catalogue."""
     await _explain_empty(await connection_of(con), purpose, recipient)
 

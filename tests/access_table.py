@@ -1,0 +1,110 @@
+"""Who may call what: API.md's role table, one entry per (method, path template).
+
+`tests/test_access_matrix.py` walks the app's routes at run time and calls every one with
+every role's key and with none. A route missing here fails that test: add a line below.
+HEAD follows GET. Write each entry from API.md's "Roles" table, not from the code.
+"""
+
+PUBLIC = "public"  # no key needed (API.md: /healthz, /readyz, docs, /u/, /p/)
+# No API key either, but a credential of its own: the MailChimp webhook's `secret` query
+# parameter (API.md), the auditor's signed link, the sign-in form's CSRF token. Without it
+# the answer is 401 or 403, and an API key changes nothing.
+OWN_CREDENTIAL = "own credential"
+
+CRM, WEBSITE, SYNC, AUDITOR, ADMIN = "crm", "website", "sync", "auditor", "admin"
+EVERY_ROLE = frozenset({CRM, WEBSITE, SYNC, AUDITOR, ADMIN})
+READERS = frozenset({AUDITOR, ADMIN})  # "read everything (every GET)"
+CRM_READ = READERS | {CRM}  # crm's own data, readable by auditors and admins
+
+Rule = frozenset[str] | str
+
+ACCESS: dict[tuple[str, str], Rule] = {
+    # Operations and docs
+    ("GET", "/healthz"): PUBLIC,
+    ("GET", "/readyz"): PUBLIC,
+    ("GET", "/openapi.json"): PUBLIC,
+    ("GET", "/docs"): PUBLIC,
+    ("GET", "/redoc"): PUBLIC,
+    ("GET", "/metrics"): READERS,
+    # Catalogues: read every role, write admin
+    ("GET", "/v1/purposes"): EVERY_ROLE,
+    ("PUT", "/v1/purposes/{key}"): frozenset({ADMIN}),
+    ("GET", "/v1/recipients"): EVERY_ROLE,
+    ("PUT", "/v1/recipients/{key}"): frozenset({ADMIN}),
+    ("GET", "/v1/categories"): EVERY_ROLE,
+    ("GET", "/v1/sources"): EVERY_ROLE,
+    ("GET", "/v1/policies"): EVERY_ROLE,
+    ("POST", "/v1/policies"): frozenset({ADMIN}),
+    # Subjects and lawful bases: crm; the website never lists subjects
+    ("POST", "/v1/subjects"): frozenset({CRM}),
+    ("GET", "/v1/subjects"): CRM_READ,
+    ("GET", "/v1/subjects/{subject_id}"): CRM_READ,
+    ("PATCH", "/v1/subjects/{subject_id}"): frozenset({CRM}),
+    ("GET", "/v1/subjects/{subject_id}/bases"): CRM_READ,
+    ("PUT", "/v1/subjects/{subject_id}/bases/{purpose}"): frozenset({CRM}),
+    ("GET", "/v1/subjects/{subject_id}/bases/{purpose}/history"): CRM_READ,
+    ("DELETE", "/v1/subjects/{subject_id}/bases/{purpose}"): frozenset({CRM}),
+    # Consent: crm and website record; reading is crm's and the readers'
+    ("POST", "/v1/consent-events"): frozenset({CRM, WEBSITE}),
+    ("GET", "/v1/consent-events"): CRM_READ,
+    ("GET", "/v1/subjects/{subject_id}/consents"): CRM_READ,
+    ("GET", "/v1/consent-events/{event_id}/receipt"): CRM_READ,
+    # Opt-outs: crm, website, sync record and check
+    ("POST", "/v1/opt-outs"): frozenset({CRM, WEBSITE, SYNC}),
+    ("GET", "/v1/opt-outs/check"): EVERY_ROLE,
+    # Decisions: crm, website, sync ask; the stored decisions are read by crm and readers
+    ("POST", "/v1/decisions"): frozenset({CRM, WEBSITE, SYNC}),
+    ("POST", "/v1/decisions/batch"): frozenset({CRM, WEBSITE, SYNC}),
+    ("GET", "/v1/decisions"): CRM_READ,
+    # Rights requests: crm all actions; the website may create
+    ("POST", "/v1/rights-requests"): frozenset({CRM, WEBSITE}),
+    ("GET", "/v1/rights-requests"): CRM_READ,
+    ("GET", "/v1/rights-requests/{request_id}"): CRM_READ,
+    ("POST", "/v1/rights-requests/{request_id}/verify-identity"): frozenset({CRM}),
+    ("POST", "/v1/rights-requests/{request_id}/extend"): frozenset({CRM}),
+    ("POST", "/v1/rights-requests/{request_id}/complete"): frozenset({CRM}),
+    ("POST", "/v1/rights-requests/{request_id}/reject"): frozenset({CRM}),
+    ("GET", "/v1/rights-requests/{request_id}/export"): CRM_READ,
+    ("DELETE", "/v1/subjects/{subject_id}/restriction"): frozenset({CRM}),
+    ("GET", "/v1/reports/rights-requests"): READERS,
+    ("POST", "/v1/rights-requests/{request_id}/pause"): frozenset({CRM}),
+    ("POST", "/v1/rights-requests/{request_id}/resume"): frozenset({CRM}),
+    # Sync: audiences for sync (and the crm, issue 10); the webhook carries its own secret
+    ("GET", "/v1/changes"): READERS | {SYNC},
+    ("GET", "/v1/audiences/{purpose}"): READERS | {SYNC, CRM},
+    ("GET", "/v1/sync/mailchimp-events"): CRM_READ,
+    ("GET", "/v1/webhooks/mailchimp"): OWN_CREDENTIAL,
+    ("POST", "/v1/webhooks/mailchimp"): OWN_CREDENTIAL,
+    # Bulk consent records (issue 13): crm and auditors
+    ("GET", "/v1/consent-events/export"): CRM_READ,
+    ("GET", "/v1/reports/reconsent"): CRM_READ,
+    # The person's own door: links for crm and sync; the pages take a signed token instead
+    ("POST", "/v1/subjects/{subject_id}/links"): frozenset({CRM, SYNC}),
+    ("GET", "/u/{token}"): PUBLIC,
+    ("POST", "/u/{token}"): PUBLIC,
+    ("GET", "/p/{token}"): PUBLIC,
+    ("GET", "/p/assets/{name}"): PUBLIC,
+    ("POST", "/p/{token}/withdraw"): PUBLIC,
+    ("POST", "/p/{token}/give"): PUBLIC,
+    ("POST", "/p/{token}/opt-out"): PUBLIC,
+    ("POST", "/p/{token}/request"): PUBLIC,
+    # Accountability: auditors and admins read; every key may fetch the public keys (JWKS)
+    ("GET", "/v1/audit/events"): READERS,
+    ("GET", "/v1/audit/checkpoints"): READERS,
+    ("GET", "/v1/audit/verify"): READERS,
+    ("GET", "/v1/keys"): EVERY_ROLE,
+    ("GET", "/v1/subjects/{subject_id}/consent-proof"): CRM_READ,
+    ("GET", "/v1/reports/processing-activities"): READERS,
+    ("GET", "/v1/reports/overview"): READERS,
+    # Retention: rules read by every key (catalogue data), written and swept by admin only
+    ("GET", "/v1/retention-rules"): EVERY_ROLE,
+    ("GET", "/v1/retention-rules/{category}"): EVERY_ROLE,
+    ("PUT", "/v1/retention-rules/{category}"): frozenset({ADMIN}),
+    ("POST", "/v1/retention/sweep"): frozenset({ADMIN}),
+    # The auditor's sign-in pages (a browser cannot send a bearer header): the form itself
+    # is public; what it opens is the overview above
+    ("GET", "/auditor/link/{token}"): OWN_CREDENTIAL,
+    ("GET", "/auditor/login"): PUBLIC,
+    ("POST", "/auditor/login"): OWN_CREDENTIAL,
+    ("POST", "/auditor/logout"): PUBLIC,
+}

@@ -1,0 +1,73 @@
+"""The HTTP layer of `consent-api serve` (issue 14): request heads bounded in size and in
+time, idle connections closed, no `server` header. Against the real uvicorn process."""
+
+import asyncio
+
+import pytest
+
+from tests.live_service import admin_url_of, fresh_database, running_service
+
+LIMITS = {"http_keep_alive_seconds": "1", "http_head_timeout_seconds": "1"}
+
+
+@pytest.fixture(scope="module")
+async def served(database_url, tmp_path_factory):
+    url = await fresh_database(admin_url_of(database_url), "consent_http")
+    with running_service(url, tmp_path_factory.mktemp("http"), **LIMITS) as (base, _proc):
+        yield int(base.rsplit(":", 1)[1])
+
+
+async def _closed_by_server(port: int, send: bytes) -> bytes:
+    """What the server sends before closing; fails if it keeps the connection 30 s."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(send)
+    await writer.drain()
+    received = await asyncio.wait_for(reader.read(), timeout=30)  # read() returns at EOF
+    writer.close()
+    return received
+
+
+async def test_a_silent_connection_is_closed(served):
+    assert await _closed_by_server(served, b"") == b""
+
+
+async def test_a_trickled_header_is_closed(served):
+    assert await _closed_by_server(served, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: a") == b""
+
+
+async def test_an_idle_keep_alive_connection_is_closed(served):
+    answer = await _closed_by_server(served, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 200")
+    assert b"\r\nserver:" not in answer.lower()
+
+
+@pytest.mark.parametrize("size", [100_000, 4_000_000])
+async def test_a_huge_header_is_refused(served, size):
+    head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * size + b"\r\n\r\n"
+    reader, writer = await asyncio.open_connection("127.0.0.1", served)
+    writer.write(head)
+    try:
+        await writer.drain()
+    except ConnectionError:
+        return  # refused while sending: fine
+    try:
+        answer = await asyncio.wait_for(reader.read(), timeout=30)
+    except ConnectionError:
+        return  # reset by the server: fine
+    writer.close()
+    assert answer == b"" or answer.split(b" ", 2)[1] in (b"400", b"431"), answer[:100]
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: b\rX-Injected: 1\r\n\r\n",  # bare CR
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Nul: a\x00b\r\n\r\n",
+    ],
+)
+async def test_unparsable_requests_get_a_problem_document(served, head):
+    answer = await _closed_by_server(served, head)
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert status_line.split(b" ")[1] == b"400", answer[:200]
+    assert b"content-type: application/problem+json" in rest.lower()
