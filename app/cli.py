@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from app import imports_cli, partitions_cli
 from app.core.config import get_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -132,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("name")
     keys_sub.add_parser("list", help="list keys (never the key itself)")
     keys.set_defaults(func=_keys)
+    imports_cli.add_parser(sub, _database_url)
+    partitions_cli.add_parser(sub, _database_url)
     export = sub.add_parser("export-openapi", help="write openapi/openapi.json")
     export.add_argument("--output", default="openapi/openapi.json")
     export.set_defaults(func=_export_openapi)

@@ -10,7 +10,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.background import running_background_tasks
 from app.core.config import Settings, get_settings
-from app.core.db import create_engine, create_sessionmaker, resolve_database_url
+from app.core.db import (
+    create_engine,
+    create_read_engine,
+    create_sessionmaker,
+    resolve_database_url,
+)
 from app.core.errors import PROBLEM_MEDIA_TYPE, install_error_handlers
 from app.core.observability import (
     BodySizeLimitMiddleware,
@@ -26,6 +31,7 @@ from app.routers import (
     changes,
     consent,
     decisions,
+    imports,
     ops,
     optouts,
     rights,
@@ -51,13 +57,28 @@ def _sessionmaker(engine: AsyncEngine, session_bind: Any) -> Any:
     return create_sessionmaker(session_bind, join_transaction_mode="create_savepoint")
 
 
+def _read_side(
+    app: FastAPI, settings: Settings, session_bind: Any, read_engine: AsyncEngine | None
+) -> None:
+    """app.state.read_engine / read_sessionmaker: the replica's, or the primary's. A test's
+    bound connection is used for both unless the test passes its own read engine."""
+    if read_engine is None and session_bind is not None:
+        app.state.read_engine = app.state.engine
+        app.state.read_sessionmaker = app.state.sessionmaker
+        return
+    app.state.read_engine = read_engine or create_read_engine(settings, app.state.engine)
+    app.state.read_sessionmaker = create_sessionmaker(app.state.read_engine)
+
+
 def create_app(
     settings: Settings | None = None,
     *,
     engine: AsyncEngine | None = None,
     session_bind: Any = None,
+    read_engine: AsyncEngine | None = None,
 ) -> FastAPI:
-    """Build the app. Tests pass an engine and a connection to bind sessions to."""
+    """Build the app. Tests pass an engine and a connection to bind sessions to (and may
+    pass a separate engine standing in for a read replica)."""
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -65,10 +86,13 @@ def create_app(
         own_engine = engine is None
         app.state.engine = engine or create_engine(await resolve_database_url(settings), settings)
         app.state.sessionmaker = _sessionmaker(app.state.engine, session_bind)
+        _read_side(app, settings, session_bind, read_engine)
         try:
             async with running_background_tasks(app.state.sessionmaker, get_signer(settings)):
                 yield
         finally:
+            if app.state.read_engine is not app.state.engine and read_engine is None:
+                await app.state.read_engine.dispose()
             if own_engine:
                 await app.state.engine.dispose()
 
@@ -83,11 +107,28 @@ def create_app(
     if engine is not None:  # usable without running the lifespan (tests)
         app.state.engine = engine
         app.state.sessionmaker = _sessionmaker(engine, session_bind)
+        _read_side(app, settings, session_bind, read_engine)
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        path_limits={imports.IMPORT_PATH: settings.import_max_bytes},
+    )
     app.add_middleware(JsonBodyMiddleware)
     app.add_middleware(RequestContextMiddleware)
-    routers = (ops, subjects, bases, consent, optouts, decisions, rights, changes, catalogue, audit)
+    routers = (
+        ops,
+        imports,
+        subjects,
+        bases,
+        consent,
+        optouts,
+        decisions,
+        rights,
+        changes,
+        catalogue,
+        audit,
+    )
     for module in routers:
         app.include_router(module.router)
     _problem_media_types(app)
