@@ -6,9 +6,10 @@ the same transaction: running the same input again skips it and redoes only what
 commit; so does the input with its refused rows corrected in place (same batch boundaries).
 """
 
+import asyncio
 import hashlib
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
@@ -44,12 +45,10 @@ class _Rejected(Exception):
     """Raised inside a batch's scope so that it rolls back."""
 
 
-async def _committed(scope: BatchScope, sha256: str) -> bool:
+async def _committed(scope: BatchScope) -> set[str]:
+    """Hashes of every committed batch (a row per batch: small next to the subjects)."""
     async with scope() as session:
-        found = await session.execute(
-            text("SELECT 1 FROM import_batches WHERE sha256 = :s"), {"s": sha256}
-        )
-        return found.first() is not None
+        return set((await session.execute(text("SELECT sha256 FROM import_batches"))).scalars())
 
 
 def batch_sha256(batch: list[Line]) -> str:
@@ -62,7 +61,7 @@ def batch_sha256(batch: list[Line]) -> str:
     return digest.hexdigest()
 
 
-async def _batches(lines: Iterable[Line], size: int) -> AsyncIterator[list[Line]]:
+def _batches(lines: Iterable[Line], size: int) -> Iterator[list[Line]]:
     batch: list[Line] = []
     for item in lines:
         batch.append(item)
@@ -82,24 +81,49 @@ async def run_import(
     batch_size: int = DEFAULT_BATCH_SIZE,
     on_batch: Callable[[ImportReport], Any] | None = None,
 ) -> ImportReport:
+    """Validation of the next batch (in a thread) overlaps the storing of this one; batches
+    are stored one after the other, in order."""
     started = time.perf_counter()
     async with scope() as session:
         catalogue = await load_catalogue(session)
+    done = await _committed(scope)
     report = ImportReport(
         sha256=sha256, rows=0, imported=0, rejected_rows=0, batch_size=batch_size,
         batches_committed=0, batches_rejected=0,
     )  # fmt: skip
+    reading = iter(_batches(lines, batch_size))
+    storing: asyncio.Task[None] | None = None
     number = 0
-    async for batch in _batches(lines, batch_size):
-        report.rows += len(batch)
-        if await _committed(scope, batch_sha256(batch)):
-            report.batches_skipped += 1
-            report.already_imported += len(batch)
-        else:
-            await _one_batch(scope, principal, batch, catalogue, report, number)
-        number += 1
-        if on_batch is not None:
-            on_batch(report)
+    try:
+        while True:
+            batch = await asyncio.to_thread(next, reading, None)
+            if batch is None:
+                break
+            report.rows += len(batch)
+            digest = batch_sha256(batch)
+            checked = None if digest in done else await asyncio.to_thread(
+                _validate, batch, catalogue
+            )  # fmt: skip
+            if storing is not None:
+                await storing
+            if checked is None:
+                report.batches_skipped += 1
+                report.already_imported += len(batch)
+                storing = None
+            else:
+                storing = asyncio.create_task(
+                    _store(scope, principal, batch, checked, report, number, digest)
+                )
+            number += 1
+            if on_batch is not None:
+                on_batch(report)
+        if storing is not None:
+            await storing
+    finally:
+        if storing is not None and not storing.done():
+            storing.cancel()
+    if on_batch is not None:
+        on_batch(report)
     report.seconds = round(time.perf_counter() - started, 3)
     report.subjects_per_second = round(report.imported / report.seconds, 1) if report.seconds else 0
     return report
@@ -111,14 +135,7 @@ def _note(report: ImportReport, errors: list[RowError]) -> None:
     report.errors_truncated = report.errors_truncated or len(errors) > room
 
 
-async def _one_batch(
-    scope: BatchScope,
-    principal: Principal | None,
-    batch: list[Line],
-    catalogue: Catalogue,
-    report: ImportReport,
-    number: int,
-) -> None:
+def _validate(batch: list[Line], catalogue: Catalogue) -> tuple[list[ValidRow], list[RowError]]:
     now = utcnow()
     valid: list[ValidRow] = []
     errors: list[RowError] = []
@@ -135,12 +152,25 @@ async def _one_batch(
             valid.append(result)
         else:
             errors.extend(result if isinstance(result, list) else [result])
+    return valid, errors
+
+
+async def _store(
+    scope: BatchScope,
+    principal: Principal | None,
+    batch: list[Line],
+    checked: tuple[list[ValidRow], list[RowError]],
+    report: ImportReport,
+    number: int,
+    digest: str,
+) -> None:
+    valid, errors = checked
     if not errors:
         try:
             async with scope() as session:
                 errors, bases, consents = await store_batch(
-                    session, principal, valid, sha256=batch_sha256(batch),
-                    input_sha256=report.sha256, batch=number,
+                    session, principal, valid, sha256=digest, input_sha256=report.sha256,
+                    batch=number,
                 )  # fmt: skip
                 if errors:
                     raise _Rejected

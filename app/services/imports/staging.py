@@ -5,7 +5,6 @@ events, current state and change-feed entries), and one audit entry for the batc
 The staging tables live and die inside the batch's transaction (no session state, so this
 works through PgBouncer in transaction mode)."""
 
-import uuid
 from typing import Any
 
 import orjson
@@ -26,7 +25,7 @@ BASIS_COLUMNS = (
     "lia_ref", "obligation", "note", "value",
 )  # fmt: skip
 CONSENT_COLUMNS = (
-    "ord", "id", "subject_id", "email_hash", "purpose", "recipient", "action", "method",
+    "ord", "subject_id", "email_hash", "purpose", "recipient", "action", "method",
     "policy_version", "notice_sha256", "notice_text", "form_id", "page_url", "user_agent",
     "occurred_at",
 )  # fmt: skip
@@ -41,7 +40,7 @@ CREATE TEMP TABLE import_stg_bases (
   contract_end timestamptz, lia_ref text, obligation text, note text, value jsonb)
   ON COMMIT DROP;
 CREATE TEMP TABLE import_stg_consents (
-  ord int, id uuid, subject_id uuid, email_hash text, purpose text, recipient text,
+  ord int, id uuid DEFAULT gen_random_uuid(), subject_id uuid, email_hash text, purpose text, recipient text,
   action text, method text, policy_version text, notice_sha256 text, notice_text text,
   form_id text, page_url text, user_agent text, occurred_at timestamptz) ON COMMIT DROP
 """
@@ -124,7 +123,7 @@ def _records(rows: list[ValidRow]) -> tuple[list[Any], list[Any], list[Any]]:
         for c in row.consents:
             ev = c["evidence"]
             consents.append(
-                (len(consents), uuid.uuid4(), sid, s["email_hash"], c["purpose"],
+                (len(consents), sid, s["email_hash"], c["purpose"],
                  c["recipient"], c["action"], c["method"], c["policy_version"],
                  c["notice_sha256"], c["notice_text"], ev.get("form_id"), ev.get("page_url"),
                  ev.get("user_agent"), c["occurred_at"])
