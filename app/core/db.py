@@ -76,6 +76,7 @@ async def ensure_database(admin_url: str, name: str) -> None:
         host=url.query.get("host") or url.host,
         port=url.port,
         database=url.database or "postgres",
+        statement_cache_size=0,  # one-off statements; safe behind PgBouncer
     )
     try:
         exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
@@ -111,12 +112,12 @@ def create_engine(url: str, settings: Settings) -> AsyncEngine:
                 # on each call cost 0.95 ms against 0.22 ms for its cached generic plan.
                 "plan_cache_mode": "force_generic_plan",
             },
-            **_pgbouncer_args(settings),
+            **pgbouncer_args(settings),
         },
     )
 
 
-def _pgbouncer_args(settings: Settings) -> dict[str, Any]:
+def pgbouncer_args(settings: Settings) -> dict[str, Any]:
     """Without prepared statements (PgBouncer < 1.21 in transaction mode): no statement
     caches, and SQLAlchemy's own prepared statements get unique names, since a server
     connection may be handed to another client between transactions."""
