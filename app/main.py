@@ -67,7 +67,11 @@ def _read_side(
         app.state.read_sessionmaker = app.state.sessionmaker
         return
     app.state.read_engine = read_engine or create_read_engine(settings, app.state.engine)
-    app.state.read_sessionmaker = create_sessionmaker(app.state.read_engine)
+    app.state.read_sessionmaker = (
+        app.state.sessionmaker
+        if app.state.read_engine is app.state.engine
+        else create_sessionmaker(app.state.read_engine)
+    )
 
 
 def create_app(

@@ -117,9 +117,21 @@ def test_the_suite_passes_through_pgbouncer_in_transaction_mode(bouncer: str) ->
     }
     env.pop("CONSENT_DATABASE_URL", None)
     ignored = [f"--ignore={p}" for p in NOT_THROUGH_BOUNCER]
+    # Its own temp root: pytest re-tightens pytest-of-<user> to 0700 at start, which would
+    # lock PgBouncer's user out of the outer server's socket directory.
+    ignored.append(f"--basetemp={tempfile.mkdtemp(prefix='consent-pgb-tests-')}")
     run = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *ignored,
-         *os.environ.get("CONSENT_PGBOUNCER_TESTS", "tests").split()],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-x",
+            "-p",
+            "no:cacheprovider",
+            *ignored,
+            *os.environ.get("CONSENT_PGBOUNCER_TESTS", "tests").split(),
+        ],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -157,14 +157,18 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
-async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """A session on the read replica (or the primary): reads that may lag, never writes."""
+async def get_read_session(request: Request, primary: SessionDep) -> AsyncIterator[AsyncSession]:
+    """A session on the read replica for reads that may lag, never writes; without a
+    replica, the request's own session (authentication opened it already)."""
     maker: async_sessionmaker[AsyncSession] = request.app.state.read_sessionmaker
+    if maker is request.app.state.sessionmaker:
+        yield primary
+        return
     async with maker() as session:
         try:
             yield session
         finally:
-            await session.rollback()
+            await session.rollback()  # it only read
 
 
 ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session, scope="function")]
