@@ -62,7 +62,7 @@ async def _run(url: str, args: argparse.Namespace) -> ImportReport:
         disable=not sys.stderr.isatty(),
         console=None,
     )
-    task = progress.add_task("import", total=path.stat().st_size, summary="")
+    task = progress.add_task("import", total=path.stat().st_size, summary="")  # noqa: ASYNC240
 
     def advance(n: int) -> None:
         progress.advance(task, n)

@@ -32,19 +32,23 @@ async def _with_session(url: str, fn: Callable[[Any], Any]) -> Any:
         await engine.dispose()
 
 
+def _detacher(month: date, export_dir: Path, drop: bool) -> Callable[[Any], Any]:
+    from app.services.partitions import detach_month
+
+    return lambda session: detach_month(session, month, export_dir, drop=drop)
+
+
 async def _detach(url: str, before: date, export_dir: Path, drop: bool) -> list[Any]:
     from rich.progress import Progress
 
-    from app.services.partitions import detach_month, months_before
+    from app.services.partitions import months_before
 
     months = await _with_session(url, lambda s: months_before(s, before))
     done: list[Any] = []
     with Progress(transient=True) as progress:
         task = progress.add_task("exporting and detaching", total=len(months))
         for month in months:  # a transaction per month: each one is whole or untouched
-            done += await _with_session(
-                url, lambda s, m=month: detach_month(s, m, export_dir, drop=drop)
-            )
+            done += await _with_session(url, _detacher(month, export_dir, drop))
             progress.advance(task)
     return done
 

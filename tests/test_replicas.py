@@ -127,12 +127,12 @@ async def test_two_serve_processes_share_one_database_and_one_sealer(shared_data
                         "source": "event",
                     },
                     headers=crm,
-                )  # fmt: skip
+                )
                 for i in range(40)
             ]
             assert {r.status_code for r in await asyncio.gather(*writes)} == {201}
             deadline = time.monotonic() + 30
-            while await db.fetchval(unsealed) and time.monotonic() < deadline:
+            while await db.fetchval(unsealed) and time.monotonic() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.3)
             assert await db.fetchval(unsealed) == 0
 

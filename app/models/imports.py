@@ -43,20 +43,22 @@ class ImportReport(SQLModel):
     rows: int = Field(description="data rows read")
     imported: int = Field(description="subjects created by this run")
     already_imported: int = Field(
-        0, description="rows in batches committed by an earlier run of the same input"
+        default=0, description="rows in batches committed by an earlier run of the same input"
     )
     rejected_rows: int = Field(description="rows with at least one error")
     held_back: int = Field(
-        0, description="valid rows not imported because their batch had a rejected row"
+        default=0, description="valid rows not imported because their batch had a rejected row"
     )
     batch_size: int
     batches_committed: int
     batches_rejected: int
-    batches_skipped: int = Field(0, description="committed by an earlier run: not redone")
-    bases: int = Field(0, description="lawful bases recorded by this run")
-    consents: int = Field(0, description="consent events recorded by this run")
+    batches_skipped: int = Field(default=0, description="committed by an earlier run: not redone")
+    bases: int = Field(default=0, description="lawful bases recorded by this run")
+    consents: int = Field(default=0, description="consent events recorded by this run")
     errors: list[RowError] = Field(default_factory=list)
-    errors_truncated: bool = Field(False, description=f"more than {MAX_REPORTED_ERRORS} errors")
+    errors_truncated: bool = Field(
+        default=False, description=f"more than {MAX_REPORTED_ERRORS} errors"
+    )
     seconds: float = 0.0
     subjects_per_second: float = 0.0
 

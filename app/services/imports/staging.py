@@ -40,7 +40,8 @@ CREATE TEMP TABLE import_stg_bases (
   contract_end timestamptz, lia_ref text, obligation text, note text, value jsonb)
   ON COMMIT DROP;
 CREATE TEMP TABLE import_stg_consents (
-  ord int, id uuid DEFAULT gen_random_uuid(), subject_id uuid, email_hash text, purpose text, recipient text,
+  ord int, id uuid DEFAULT gen_random_uuid(), subject_id uuid, email_hash text,
+  purpose text, recipient text,
   action text, method text, policy_version text, notice_sha256 text, notice_text text,
   form_id text, page_url text, user_agent text, occurred_at timestamptz) ON COMMIT DROP
 """
@@ -105,7 +106,9 @@ VALUES (:sha, :input, :batch, :n, now())
 
 
 def _records(rows: list[ValidRow]) -> tuple[list[Any], list[Any], list[Any]]:
-    subjects, bases, consents = [], [], []
+    subjects: list[Any] = []
+    bases: list[Any] = []
+    consents: list[Any] = []
     for row in rows:
         s = row.subject
         sid = s["id"]
