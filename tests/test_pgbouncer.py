@@ -120,7 +120,8 @@ def test_the_suite_passes_through_pgbouncer_in_transaction_mode(bouncer: str) ->
     ignored = [f"--ignore={p}" for p in NOT_THROUGH_BOUNCER]
     # Its own temp root: pytest re-tightens pytest-of-<user> to 0700 at start, which would
     # lock PgBouncer's user out of the outer server's socket directory.
-    ignored.append(f"--basetemp={tempfile.mkdtemp(prefix='consent-pgb-tests-')}")
+    basetemp = tempfile.mkdtemp(prefix="consent-pgb-tests-")
+    ignored.append(f"--basetemp={basetemp}")
     run = subprocess.run(
         [
             sys.executable,
@@ -139,6 +140,7 @@ def test_the_suite_passes_through_pgbouncer_in_transaction_mode(bouncer: str) ->
         text=True,
         timeout=900,
     )
+    shutil.rmtree(basetemp, ignore_errors=True)
     tail = "\n".join(run.stdout.splitlines()[-25:])
     assert run.returncode == 0, tail + "\n" + _log_of(bouncer)
     passed = re.search(r"(\d+) passed", tail)
