@@ -16,6 +16,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from app import imports_cli, partitions_cli
 from app.core.config import Settings, get_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -330,6 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("--once", action="store_true", help="one pass, then exit")
     sync.add_argument("--audience", metavar="PURPOSE", help="the purpose whose audience to sync")
     sync.set_defaults(func=_sync)
+    imports_cli.add_parser(sub, _database_url)
+    partitions_cli.add_parser(sub, _database_url)
     export = sub.add_parser("export-openapi", help="write openapi/openapi.json")
     export.add_argument("--output", default="openapi/openapi.json")
     export.set_defaults(func=_export_openapi)

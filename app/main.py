@@ -13,7 +13,12 @@ from app.background import running_background_tasks
 from app.core import errors
 from app.core.auth import authenticate
 from app.core.config import Settings, get_settings
-from app.core.db import create_engine, create_sessionmaker, resolve_database_url
+from app.core.db import (
+    create_engine,
+    create_read_engine,
+    create_sessionmaker,
+    resolve_database_url,
+)
 from app.core.driver import Database
 from app.core.errors import PROBLEM_MEDIA_TYPE, install_error_handlers
 from app.core.guard import FailedAuthLimiter, RequestGuardMiddleware
@@ -34,6 +39,7 @@ from app.routers import (
     consent,
     consent_reports,
     decisions,
+    imports,
     links,
     ops,
     optouts,
@@ -71,6 +77,7 @@ API_ROUTERS = (
     audiences,
     sync_events,
     consent_reports,
+    imports,
 )
 
 API_DESCRIPTION = (
@@ -92,13 +99,32 @@ def _sessionmaker(engine: AsyncEngine, session_bind: Any) -> Any:
     return create_sessionmaker(session_bind, join_transaction_mode="create_savepoint")
 
 
+def _read_side(
+    app: FastAPI, settings: Settings, session_bind: Any, read_engine: AsyncEngine | None
+) -> None:
+    """app.state.read_engine / read_sessionmaker: the replica's, or the primary's. A test's
+    bound connection is used for both unless the test passes its own read engine."""
+    if read_engine is None and session_bind is not None:
+        app.state.read_engine = app.state.engine
+        app.state.read_sessionmaker = app.state.sessionmaker
+        return
+    app.state.read_engine = read_engine or create_read_engine(settings, app.state.engine)
+    app.state.read_sessionmaker = (
+        app.state.sessionmaker
+        if app.state.read_engine is app.state.engine
+        else create_sessionmaker(app.state.read_engine)
+    )
+
+
 def create_app(
     settings: Settings | None = None,
     *,
     engine: AsyncEngine | None = None,
     session_bind: Any = None,
+    read_engine: AsyncEngine | None = None,
 ) -> FastAPI:
-    """Build the app. Tests pass an engine and a connection to bind sessions to."""
+    """Build the app. Tests pass an engine and a connection to bind sessions to (and may
+    pass a separate engine standing in for a read replica)."""
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -110,6 +136,7 @@ def create_app(
             # Hot paths' own asyncpg pool (app.core.driver), opened in full now.
             app.state.database = await Database.open(url, settings)
         app.state.sessionmaker = _sessionmaker(app.state.engine, session_bind)
+        _read_side(app, settings, session_bind, read_engine)
         try:
             async with running_background_tasks(app.state.sessionmaker, get_signer(settings)):
                 # What start-up built lives as long as the process: keep it out of every
@@ -118,6 +145,8 @@ def create_app(
                 gc.freeze()
                 yield
         finally:
+            if app.state.read_engine is not app.state.engine and read_engine is None:
+                await app.state.read_engine.dispose()
             if own_engine:
                 await app.state.database.close()
                 await app.state.engine.dispose()
@@ -139,10 +168,15 @@ def create_app(
         app.state.database = (
             Database(bound=session_bind) if session_bind is not None else Database(engine=engine)
         )
+        _read_side(app, settings, session_bind, read_engine)
     errors.RETRY_AFTER_SECONDS = settings.retry_after_seconds
     install_error_handlers(app)
     app.add_middleware(RetryConflictsMiddleware)  # innermost: replays a limited body
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        path_limits={imports.IMPORT_PATH: settings.import_max_bytes},
+    )
     app.add_middleware(JsonBodyMiddleware)
     app.state.auth_limiter = FailedAuthLimiter(
         settings.auth_failures_allowed, settings.auth_failure_window_seconds

@@ -11,7 +11,7 @@ from sqlmodel import SQLModel
 
 import app.models  # noqa: F401 - registers every table on the metadata
 from app.core.config import get_settings
-from app.core.db import resolve_database_url, to_asyncpg_url
+from app.core.db import pgbouncer_args, resolve_database_url, to_asyncpg_url
 
 config = context.config
 target_metadata = SQLModel.metadata
@@ -28,7 +28,9 @@ def _run(connection: Connection) -> None:
 
 async def _run_async() -> None:
     url = config.get_main_option("sqlalchemy.url") or await resolve_database_url(get_settings())
-    engine = create_async_engine(to_asyncpg_url(url), poolclass=pool.NullPool)
+    engine = create_async_engine(
+        to_asyncpg_url(url), poolclass=pool.NullPool, connect_args=pgbouncer_args(get_settings())
+    )
     async with engine.connect() as connection:
         await connection.run_sync(_run)
         await connection.commit()

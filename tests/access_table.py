@@ -37,6 +37,7 @@ ACCESS: dict[tuple[str, str], Rule] = {
     ("POST", "/v1/policies"): frozenset({ADMIN}),
     # Subjects and lawful bases: crm; the website never lists subjects
     ("POST", "/v1/subjects"): frozenset({CRM}),
+    ("POST", "/v1/subjects/import"): frozenset({CRM}),  # API.md "Bulk (crm)"
     ("GET", "/v1/subjects"): CRM_READ,
     ("GET", "/v1/subjects/{subject_id}"): CRM_READ,
     ("PATCH", "/v1/subjects/{subject_id}"): frozenset({CRM}),

@@ -58,6 +58,10 @@ def running_service(
     """Serve on a free port; yields (base URL, process); stops it afterwards."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONSENT_")}
+    # Behind the suite's PgBouncer run (tests/test_pgbouncer.py) the service must not use
+    # named prepared statements either.
+    if os.environ.get("CONSENT_DB_PREPARED_STATEMENTS"):
+        env["CONSENT_DB_PREPARED_STATEMENTS"] = os.environ["CONSENT_DB_PREPARED_STATEMENTS"]
     env.update(
         CONSENT_DATABASE_URL=database_url,
         CONSENT_DATA_DIR=str(data_dir),

@@ -34,6 +34,17 @@ EXAMPLES = int(
     __import__("os").environ.get("CONSENT_FUZZ_EXAMPLES", "4")
 )  # per operation x mode x caller
 CALLERS = [*ROLES, "anonymous"]
+
+
+@schemathesis.serializer("application/x-ndjson")
+def _ndjson(ctx: Any, value: Any) -> bytes:
+    """The bulk import's body is NDJSON text (one subject per line), sent as it is."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogatepass")
+    import json
+
+    return json.dumps(value).encode()
+
 SCHEMA = schemathesis.openapi.from_dict(create_app(Settings(env="development")).openapi())
 OPERATIONS = {op.label: op for op in (r.ok() for r in SCHEMA.get_all_operations())}
 COUNTS: dict[str, int] = {"requests": 0}
@@ -50,6 +61,9 @@ async def fuzz_target(database_url, tmp_path_factory):
         yield base, keys
 
 
+# The bulk import's body is NDJSON, one string to the schema: every byte sequence is "valid"
+# text, and bad lines come back as rejected rows in its 200 report (API.md "Bulk").
+REPORTS_BAD_ROWS = {"POST /v1/subjects/import"}
 # The person's pages answer a bad link with a plain HTML page (issue 12), documented as such.
 HTML_PAGES = ("/u/", "/p/")
 
@@ -73,7 +87,7 @@ def test_fuzz_operation(fuzz_target, label, mode):
         content_type_conformance,
         response_schema_conformance,
     ]
-    if mode is GenerationMode.NEGATIVE:
+    if mode is GenerationMode.NEGATIVE and label not in REPORTS_BAD_ROWS:
         checks.append(negative_data_rejection)
     session = requests.Session()
 

@@ -82,6 +82,16 @@ class Settings(BaseSettings):
     # stay in GET /v1/keys so that receipts and checkpoints signed before still verify.
     signing_previous_keys_pem: str | None = None
 
+    # issue 9b: bulk import, PgBouncer, read replica
+    import_max_bytes: int = 64 * 1024 * 1024  # POST /v1/subjects/import body limit
+    import_batch_size: int = 5000
+    # Off behind PgBouncer < 1.21 in transaction mode (no protocol-level prepared
+    # statements): asyncpg's statement cache and named statements are not used then.
+    db_prepared_statements: bool = True
+    # A read-only replica for reports, exports, audit listings and audiences; unset: the
+    # primary. Replicas lag: nothing that decides or writes reads from it.
+    read_database_url: str | None = None
+
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> "Settings":
         if self.env == "development":

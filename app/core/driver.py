@@ -173,6 +173,8 @@ class Database:
             min_size=size,
             max_size=size,
             reset=_no_reset,
+            # Behind PgBouncer < 1.21 in transaction mode: unnamed statements only.
+            statement_cache_size=0 if not settings.db_prepared_statements else 100,
             timeout=settings.db_connect_timeout_seconds,
             command_timeout=settings.db_command_timeout_seconds,
             server_settings={

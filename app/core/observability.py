@@ -145,16 +145,21 @@ class RequestContextMiddleware:
 
 
 class BodySizeLimitMiddleware:
-    """413 for bodies over the limit, by Content-Length or by counting a streamed body."""
+    """413 for bodies over the limit, by Content-Length or by counting a streamed body.
+    `path_limits` gives some paths (bulk import) their own limit."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, path_limits: dict[str, int] | None = None
+    ) -> None:
         self.app = app
-        self.max_bytes = max_bytes
+        self.default_max_bytes = max_bytes
+        self.path_limits = path_limits or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self.path_limits.get(scope.get("path", ""), self.default_max_bytes)
         length = dict(scope.get("headers") or []).get(b"content-length")
 
         def too_large() -> Any:  # built only when needed: not on every request
@@ -162,10 +167,10 @@ class BodySizeLimitMiddleware:
                 413,
                 "payload-too-large",
                 "Request body too large",
-                f"The limit is {self.max_bytes} bytes.",
+                f"The limit is {max_bytes} bytes.",
             )
 
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+        if length is not None and length.isdigit() and int(length) > max_bytes:
             await too_large()(scope, receive, send)
             return
         received = 0
@@ -176,7 +181,7 @@ class BodySizeLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > max_bytes:
                     raise _BodyTooLarge()
             return message
 

@@ -32,7 +32,9 @@ class AuditEntry(SQLModel, table=True):
     entity_id: str | None = Field(default=None, max_length=100)
     # What changed, never personal data: field names, purpose keys, outcomes.
     digest: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONB, nullable=False))
-    position: int | None = Field(default=None, sa_type=BigInteger, unique=True)
+    # Partitioned by month on `at` (migration 0012): the primary key is (id, at) in the
+    # database and `position` is indexed, not unique (a unique index would need `at`).
+    position: int | None = Field(default=None, sa_type=BigInteger, index=True)
     prev_hash: str | None = Field(default=None, max_length=64)
     hash: str | None = Field(default=None, max_length=64)
 

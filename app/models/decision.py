@@ -43,6 +43,9 @@ REASONS_DESCRIPTION = (
 
 
 class Decision(SQLModel, table=True):
+    """Partitioned by month on `decided_at` (migration 0012); the database's primary key is
+    (id, decided_at), ids being random UUIDs."""
+
     __tablename__ = "decisions"
     __table_args__ = (Index("ix_decisions_subject_at", "subject_id", "decided_at"),)
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
 
 from app.core.auth import Principal, require
-from app.core.db import SessionDep
+from app.core.db import ReadSessionDep, SessionDep
 from app.core.errors import ServiceUnavailable, problem_responses
 from app.core.pagination import Cursor, Limit, Page
 from app.core.signing import get_signer
@@ -38,7 +38,7 @@ class Jwks(BaseModel):
 
 @router.get("/audit/events", response_model=Page[AuditEntryPublic], responses=ERRORS)
 async def list_audit_events(
-    session: SessionDep,
+    session: ReadSessionDep,
     _: AuditReader,
     after: Annotated[
         int, Query(ge=0, le=2**63 - 1, description="Entries with id greater than this")
@@ -52,7 +52,7 @@ async def list_audit_events(
 
 @router.get("/audit/checkpoints", response_model=Page[AuditCheckpointPublic], responses=ERRORS)
 async def list_audit_checkpoints(
-    session: SessionDep, _: AuditReader, limit: Limit = 100, cursor: Cursor = None
+    session: ReadSessionDep, _: AuditReader, limit: Limit = 100, cursor: Cursor = None
 ) -> Page[AuditCheckpointPublic]:
     """Signed chain heads (compact JWS, ES256); keep them to prove the past later."""
     return await audit_log.list_checkpoints(session, limit=limit, cursor=cursor)
@@ -82,7 +82,7 @@ async def list_signing_keys(request: Request, _: AnyRole) -> Jwks:
 
 @router.get("/decisions", response_model=Page[DecisionPublic], responses=ERRORS)
 async def list_decisions(
-    session: SessionDep,
+    session: ReadSessionDep,
     _: DecisionReader,
     subject_id: uuid.UUID | None = None,
     purpose: Annotated[str | None, Query(max_length=63)] = None,

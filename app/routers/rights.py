@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 
 from app.core.auth import Principal, require
-from app.core.db import SessionDep
+from app.core.db import ReadSessionDep, SessionDep
 from app.core.errors import problem_responses
 from app.core.idempotency import idempotent
 from app.core.pagination import Cursor, Limit, Page
@@ -207,7 +207,7 @@ async def export_rights_request(
 @router.get(
     "/reports/rights-requests", response_model=RightsReport, responses=problem_responses(401, 403)
 )
-async def rights_requests_report(session: SessionDep, _: ReportReader) -> RightsReport:
+async def rights_requests_report(session: ReadSessionDep, _: ReportReader) -> RightsReport:
     """Counts by type and status, the overdue list and the median days to complete."""
     return await rights.report(session)
 

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.signing import Signer
 from app.models.base import utcnow
+from app.services.partitions import archived_positions
 
 SEAL_LOCK = 7_310_552
 GENESIS = "0" * 64
@@ -65,6 +66,15 @@ async def seal_pending(session: AsyncSession, signer: Signer) -> int:
             )
         )
     ).first()
+    if head is None:  # every sealed entry may be in detached (archived) months
+        head = (
+            await session.execute(
+                text(
+                    "SELECT position, head_hash AS hash FROM audit_checkpoints"
+                    " ORDER BY position DESC LIMIT 1"
+                )
+            )
+        ).first()
     position, prev = (head.position, head.hash) if head else (0, GENESIS)
     sealed = 0
     while True:
@@ -125,17 +135,33 @@ class Verification:
     problem: str | None
 
 
-def _checkpoint_valid(signer: Signer, cp: Any, chain_hashes: dict[int, str]) -> bool:
+def _checkpoint_valid(
+    signer: Signer, cp: Any, chain_hashes: dict[int, str], archived: list[tuple[int, int]]
+) -> bool:
     payload = signer.verify(cp.signature)
     if payload is None:
         return False
     signed_at = datetime.fromisoformat(payload.get("signed_at", ""))
+    in_chain = chain_hashes.get(cp.position) == cp.head_hash
+    if cp.position not in chain_hashes and _covered(cp.position, cp.position, archived):
+        in_chain = True  # its entry was exported and detached: the signature still counts
     return (
         payload.get("position") == cp.position
         and payload.get("head_hash") == cp.head_hash
         and signed_at == cp.signed_at
-        and chain_hashes.get(cp.position) == cp.head_hash
+        and in_chain
     )
+
+
+def _covered(lo: int, hi: int, archived: list[tuple[int, int]]) -> bool:
+    """Whether positions lo..hi all lie in ranges of detached (exported) audit months."""
+    cursor = lo
+    for first, last in archived:
+        if first <= cursor <= last:
+            cursor = last + 1
+        if cursor > hi:
+            return True
+    return cursor > hi
 
 
 async def verify(session: AsyncSession, signer: Signer) -> Verification:
@@ -150,6 +176,7 @@ async def verify(session: AsyncSession, signer: Signer) -> Verification:
         )
     ).all()
     wanted = {cp.position for cp in checkpoints}
+    archived = await archived_positions(session)
     chain_hashes: dict[int, str] = {}
     expected, prev, checked = 1, GENESIS, 0
     after = 0
@@ -164,6 +191,10 @@ async def verify(session: AsyncSession, signer: Signer) -> Verification:
             )
         ).all()
         for row in rows:
+            if row.position > expected and _covered(expected, row.position - 1, archived):
+                # Months before were archived: continue from this entry's link; the signed
+                # checkpoints after it still pin everything that follows.
+                prev, expected = row.prev_hash, row.position
             if row.position != expected:
                 return Verification(False, checked, expected, 0, "an entry is missing")
             if row.prev_hash != prev or chain_hash(prev, row, row.position) != row.hash:
@@ -175,7 +206,7 @@ async def verify(session: AsyncSession, signer: Signer) -> Verification:
             break
         after = rows[-1].position
     for cp in checkpoints:
-        if not _checkpoint_valid(signer, cp, chain_hashes):
+        if not _checkpoint_valid(signer, cp, chain_hashes, archived):
             return Verification(
                 False,
                 checked,

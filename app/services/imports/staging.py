@@ -1,0 +1,205 @@
+"""Storing one batch: COPY into temporary staging tables, then set-based inserts that write
+what the API's single writes write (subjects; bases with their history; consent notices,
+events, current state and change-feed entries), and one audit entry for the batch.
+
+The staging tables live and die inside the batch's transaction (no session state, so this
+works through PgBouncer in transaction mode)."""
+
+from typing import Any
+
+import orjson
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.auth import Principal
+from app.models.imports import RowError
+from app.services import audit
+from app.services.imports.rows import ValidRow
+
+SUBJECT_COLUMNS = (
+    "line", "id", "email", "email_hash", "name", "phone", "mobile", "job_title", "company",
+    "business_address", "category", "source", "source_detail",
+)  # fmt: skip
+BASIS_COLUMNS = (
+    "subject_id", "purpose", "basis", "contract_ref", "contract_start", "contract_end",
+    "lia_ref", "obligation", "note", "value",
+)  # fmt: skip
+CONSENT_COLUMNS = (
+    "ord", "subject_id", "email_hash", "purpose", "recipient", "action", "method",
+    "policy_version", "notice_sha256", "notice_text", "form_id", "page_url", "user_agent",
+    "occurred_at",
+)  # fmt: skip
+
+CREATE_STAGING = """
+CREATE TEMP TABLE import_stg_subjects (
+  line int, id uuid, email text, email_hash text, name text, phone text, mobile text,
+  job_title text, company text, business_address text, category text, source text,
+  source_detail text) ON COMMIT DROP;
+CREATE TEMP TABLE import_stg_bases (
+  subject_id uuid, purpose text, basis text, contract_ref text, contract_start timestamptz,
+  contract_end timestamptz, lia_ref text, obligation text, note text, value jsonb)
+  ON COMMIT DROP;
+CREATE TEMP TABLE import_stg_consents (
+  ord int, id uuid DEFAULT gen_random_uuid(), subject_id uuid, email_hash text,
+  purpose text, recipient text,
+  action text, method text, policy_version text, notice_sha256 text, notice_text text,
+  form_id text, page_url text, user_agent text, occurred_at timestamptz) ON COMMIT DROP
+"""
+DROP_STAGING = "DROP TABLE import_stg_subjects, import_stg_bases, import_stg_consents"
+
+# The API answers 409 for an e-mail a live subject already has; here that row is refused.
+TAKEN = """
+SELECT s.line FROM import_stg_subjects s
+JOIN subjects t ON t.email = s.email AND t.erased_at IS NULL ORDER BY s.line
+"""
+INSERT_SUBJECTS = """
+INSERT INTO subjects (id, email, email_hash, name, phone, mobile, job_title, company,
+  business_address, category, source, source_detail, restricted, created_at, updated_at)
+SELECT id, email, email_hash, name, phone, mobile, job_title, company, business_address,
+  category, source, source_detail, false, now(), now()
+FROM import_stg_subjects ORDER BY line
+"""
+INSERT_BASES = """
+INSERT INTO lawful_bases (subject_id, purpose, basis, contract_ref, contract_start,
+  contract_end, lia_ref, obligation, note, set_by, set_at)
+SELECT subject_id, purpose, basis, contract_ref, contract_start, contract_end, lia_ref,
+  obligation, note, :actor, now()
+FROM import_stg_bases
+"""
+INSERT_BASIS_HISTORY = """
+INSERT INTO lawful_basis_history (subject_id, purpose, action, value, previous, actor, at)
+SELECT subject_id, purpose, 'set', value, NULL, :actor, now() FROM import_stg_bases
+"""
+INSERT_NOTICES = """
+INSERT INTO consent_notices (sha256, text)
+SELECT DISTINCT ON (notice_sha256) notice_sha256, notice_text FROM import_stg_consents
+WHERE notice_sha256 IS NOT NULL
+ON CONFLICT DO NOTHING
+"""
+INSERT_EVENTS = """
+INSERT INTO consent_events (id, subject_id, purpose, recipient, action, method,
+  policy_version, notice_sha256, form_id, page_url, user_agent, occurred_at, recorded_at,
+  recorded_by_key_id, recorded_by, conflict)
+SELECT id, subject_id, purpose, recipient, action, method, policy_version, notice_sha256,
+  form_id, page_url, user_agent, occurred_at, now(), CAST(:key_id AS uuid), :actor, NULL
+FROM import_stg_consents ORDER BY ord
+"""
+# The newest event per (subject, purpose, recipient) is the state; on a tie the later one
+# in the input wins, as a later API write with the same occurred_at would.
+INSERT_STATE = """
+INSERT INTO consent_state (subject_id, purpose, recipient, status, event_id, occurred_at)
+SELECT DISTINCT ON (subject_id, purpose, coalesce(recipient, ''))
+  subject_id, purpose, coalesce(recipient, ''), action, id, occurred_at
+FROM import_stg_consents
+ORDER BY subject_id, purpose, coalesce(recipient, ''), occurred_at DESC, ord DESC
+"""
+# The change feed gets what the API's writes append one by one (sync needs every one):
+# the subject created, each basis set, each consent event, in that order.
+INSERT_CHANGES = """
+INSERT INTO changes (kind, subject_id, email_hash, purpose, at)
+SELECT kind, subject_id, email_hash, purpose, now() FROM (
+  SELECT 1 AS step, line AS ord, 'subject.created' AS kind, id AS subject_id, email_hash,
+         CAST(NULL AS text) AS purpose
+  FROM import_stg_subjects
+  UNION ALL
+  SELECT 2, s.line, 'basis.set', b.subject_id, s.email_hash, b.purpose
+  FROM import_stg_bases b JOIN import_stg_subjects s ON s.id = b.subject_id
+  UNION ALL
+  SELECT 3, ord, 'consent.' || action, subject_id, email_hash, purpose
+  FROM import_stg_consents
+) feed ORDER BY step, ord
+"""
+CHECKPOINT = """
+INSERT INTO import_batches (sha256, input_sha256, batch, rows, committed_at)
+VALUES (:sha, :input, :batch, :n, now())
+"""
+
+
+def _records(rows: list[ValidRow]) -> tuple[list[Any], list[Any], list[Any]]:
+    subjects: list[Any] = []
+    bases: list[Any] = []
+    consents: list[Any] = []
+    for row in rows:
+        s = row.subject
+        sid = s["id"]
+        subjects.append(
+            (row.line, sid, s["email"], s["email_hash"], s["name"], s["phone"], s["mobile"],
+             s["job_title"], s["company"], s["business_address"], s["category"], s["source"],
+             s["source_detail"])
+        )  # fmt: skip
+        for b in row.bases:
+            bases.append(
+                (sid, b["purpose"], b["basis"], b["contract_ref"], b["contract_start"],
+                 b["contract_end"], b["lia_ref"], b["obligation"], b["note"],
+                 orjson.dumps(b["value"]).decode())
+            )  # fmt: skip
+        for c in row.consents:
+            ev = c["evidence"]
+            consents.append(
+                (len(consents), sid, s["email_hash"], c["purpose"],
+                 c["recipient"], c["action"], c["method"], c["policy_version"],
+                 c["notice_sha256"], c["notice_text"], ev.get("form_id"), ev.get("page_url"),
+                 ev.get("user_agent"), c["occurred_at"])
+            )  # fmt: skip
+    return subjects, bases, consents
+
+
+async def store_batch(
+    session: AsyncSession,
+    principal: Principal | None,
+    rows: list[ValidRow],
+    *,
+    sha256: str,
+    input_sha256: str,
+    batch: int,
+) -> tuple[list[RowError], int, int]:
+    """Store the batch in the session's transaction. Returns (errors, bases, consents); on
+    errors nothing is inserted and the caller must roll the transaction back."""
+    for statement in CREATE_STAGING.split(";"):
+        await session.execute(text(statement))  # also opens the transaction for the COPY
+    subjects, bases, consents = _records(rows)
+    raw = (await (await session.connection()).get_raw_connection()).driver_connection
+    assert raw is not None
+    await raw.copy_records_to_table(
+        "import_stg_subjects", records=subjects, columns=SUBJECT_COLUMNS
+    )
+    if bases:
+        await raw.copy_records_to_table("import_stg_bases", records=bases, columns=BASIS_COLUMNS)
+    if consents:
+        await raw.copy_records_to_table(
+            "import_stg_consents", records=consents, columns=CONSENT_COLUMNS
+        )
+    taken = [r[0] for r in await session.execute(text(TAKEN))]
+    if taken:
+        why = "a live subject already has this e-mail"
+        return [RowError(line=line, field="email", why=why) for line in taken], 0, 0
+    actor = principal.name if principal else "import"
+    key_id = principal.key_id if principal else None
+    await session.execute(text(INSERT_SUBJECTS))
+    if bases:
+        await session.execute(text(INSERT_BASES), {"actor": actor})
+        await session.execute(text(INSERT_BASIS_HISTORY), {"actor": actor})
+    if consents:
+        await session.execute(text(INSERT_NOTICES))
+        await session.execute(text(INSERT_EVENTS), {"actor": actor, "key_id": key_id})
+        await session.execute(text(INSERT_STATE))
+        await session.execute(text(INSERT_CHANGES))
+    await audit.record(
+        session,
+        principal,
+        "subject.import",
+        "import_batch",
+        sha256,
+        input_sha256=input_sha256,
+        batch=batch,
+        subjects=len(subjects),
+        bases=len(bases),
+        consents=len(consents),
+        lines=[rows[0].line, rows[-1].line],
+    )
+    await session.execute(
+        text(CHECKPOINT),
+        {"sha": sha256, "input": input_sha256, "batch": batch, "n": len(rows)},
+    )
+    await session.execute(text(DROP_STAGING))
+    return [], len(bases), len(consents)
