@@ -45,6 +45,7 @@ def _ndjson(ctx: Any, value: Any) -> bytes:
 
     return json.dumps(value).encode()
 
+
 SCHEMA = schemathesis.openapi.from_dict(create_app(Settings(env="development")).openapi())
 OPERATIONS = {op.label: op for op in (r.ok() for r in SCHEMA.get_all_operations())}
 COUNTS: dict[str, int] = {"requests": 0}

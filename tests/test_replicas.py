@@ -19,7 +19,7 @@ from sqlalchemy.engine import make_url
 from app.cli import migrate
 from app.core.db import ensure_database
 from app.services.audit_chain import SEAL_LOCK
-from tests.test_cli import _free_port
+from tests.test_cli import _free_port, _start_serve
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "app.cli"]
@@ -32,27 +32,6 @@ async def shared_database(database_url: str) -> str:
     url = make_url(database_url).set(database=name).render_as_string(hide_password=False)
     await asyncio.to_thread(migrate, url)
     return url
-
-
-def _serve(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [*CLI, "serve", "--port", str(port)],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        assert proc.poll() is None, f"serve exited with {proc.returncode}"
-        time.sleep(0.2)
-    proc.kill()
-    raise AssertionError("serve did not become ready")
 
 
 def _key(env: dict[str, str], role: str) -> dict[str, str]:
@@ -88,7 +67,7 @@ async def test_two_serve_processes_share_one_database_and_one_sealer(shared_data
         env["CONSENT_DB_PREPARED_STATEMENTS"] = os.environ["CONSENT_DB_PREPARED_STATEMENTS"]
     crm, auditor = _key(env, "crm"), _key(env, "auditor")
     ports = [_free_port(), _free_port()]
-    procs = [_serve(env, port) for port in ports]
+    procs = [_start_serve(env, port) for port in ports]
     db = await _connect(shared_database)
     try:
         bases = [f"http://127.0.0.1:{p}" for p in ports]

@@ -13,7 +13,7 @@ from sqlmodel import col
 from app.core.auth import Principal
 from app.models.rights import RightsRequest
 from app.models.subject import Subject
-from app.services import audit, bases, changes, consent
+from app.services import audit, bases, consent, objections
 
 BLOCKING = text("""
 SELECT purpose, basis, contract_ref, contract_end, obligation FROM lawful_bases
@@ -191,22 +191,7 @@ async def _erase_in_part(
     for purpose in ended:
         await bases.end_basis(session, principal, subject_id=subject.id, purpose=purpose)
     await consent.withdraw_all(session, principal, subject=subject, purposes=others)
-    objected = await session.execute(
-        text(
-            "INSERT INTO objections (subject_id, purpose, source, objected_at)"
-            " SELECT :s, key, 'erasure', now() FROM purposes WHERE key = ANY(:others)"
-            " ON CONFLICT DO NOTHING RETURNING purpose"
-        ),
-        {"s": subject.id, "others": others},
-    )
-    for purpose in sorted(objected.scalars()):
-        await changes.append(
-            session,
-            "objection",
-            subject_id=subject.id,
-            email_hash=subject.email_hash,
-            purpose=purpose,
-        )
+    await objections.record(session, subject, others, source="erasure")
     await session.execute(ERASE_EVIDENCE, {"s": subject.id})
     # Basis and purpose only: the contract reference or obligation text stays in the CRM,
     # out of the outcome and the (unerasable) audit chain.

@@ -14,7 +14,16 @@ from app.core.config import get_settings
 from app.core.errors import Unprocessable
 from app.models.rights import Complete, RightsRequest
 from app.models.subject import Subject, SubjectUpdate
-from app.services import catalogue, changes, consent, erasure, optouts, subject_report, subjects
+from app.services import (
+    catalogue,
+    changes,
+    consent,
+    erasure,
+    objections,
+    optouts,
+    subject_report,
+    subjects,
+)
 
 Result = tuple[dict[str, Any], dict[str, Any] | None]
 # Every fulfilment that changes data appends to the change feed, so that sync clients tell
@@ -186,21 +195,7 @@ async def _object_processing(
             ).scalars()
         )
     )
-    for purpose in purposes:
-        await session.execute(
-            text(
-                "INSERT INTO objections (subject_id, purpose, source, objected_at)"
-                " VALUES (:s, :p, 'rights_request', now()) ON CONFLICT DO NOTHING"
-            ),
-            {"s": subject.id, "p": purpose},
-        )
-        await changes.append(
-            session,
-            "objection",
-            subject_id=subject.id,
-            email_hash=subject.email_hash,
-            purpose=purpose,
-        )
+    await objections.record(session, subject, purposes, source="rights_request")
     # Art 21(1) reaches processing on legitimate interests; an objection to a purpose on
     # another basis is recorded but only bites if that basis changes to legitimate interests.
     li = set(
