@@ -124,13 +124,12 @@ def _serve(args: argparse.Namespace) -> None:
 
 
 def hardened_uvicorn_options(settings: Any) -> dict[str, Any]:
-    """issue 14: the HTTP layer's limits. h11 rather than httptools because only h11 bounds
-    the size of a request head (httptools took four 64 MB headers); idle keep-alive
+    """issue 14: the HTTP layer's limits. httptools with a bounded request head (size and
+    time: app.core.http_protocol; plain httptools took four 64 MB headers); idle keep-alive
     connections close after `http_keep_alive_seconds`; no `server: uvicorn` header;
     Host and X-Forwarded-* believed only from `trusted_proxies`."""
     return {  # the protocol is named, not passed, so that `--workers N` can pickle it
-        "http": "app.core.http_protocol:BoundedHeadH11Protocol",
-        "h11_max_incomplete_event_size": settings.http_max_header_bytes,
+        "http": "app.core.http_protocol:BoundedHeadHttpToolsProtocol",
         "timeout_keep_alive": settings.http_keep_alive_seconds,
         "limit_concurrency": settings.http_max_concurrency,
         "server_header": False,

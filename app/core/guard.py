@@ -4,7 +4,8 @@
   anonymous 1 MB body is never parsed), and every failed authentication is counted in
   `/metrics` and per client address; past `auth_failures_allowed` in the window, the client
   gets 429 with Retry-After (per process: no shared store needed);
-- request heads over `http_max_header_bytes` are a 431 (h11 bounds what it buffers);
+- request heads over `http_max_header_bytes` are a 431 (app.core.http_protocol bounds
+  what it buffers);
 - a body of a media type the API does not read is a 415;
 - every answer says `X-Content-Type-Options: nosniff`, and `Cache-Control: no-store`
   unless the handler chose otherwise (answers carry personal data).

@@ -1,41 +1,101 @@
-"""uvicorn's h11 protocol with a deadline for each request head (issue 14).
+"""uvicorn's httptools protocol with two limits on each request head (issue 14).
 
-uvicorn closes a connection idle *between* requests (`timeout_keep_alive`) but waits for
-ever on a client that opens a connection and sends nothing, or trickles a header a byte at
-a time (slowloris). Here a request head that is not complete `http_head_timeout_seconds`
-after its first byte (or after the connection opened) closes the connection.
+- **Size.** httptools itself buffers a header of any size (four 64 MB headers doubled a
+  worker's memory). Here the bytes of a head still incomplete after a read are counted;
+  past `http_max_header_bytes` the answer is a 431 problem document and the connection
+  closes, so at most the limit plus one read is ever buffered.
+- **Time.** uvicorn closes a connection idle *between* requests (`timeout_keep_alive`) but
+  waits for ever on a client that opens a connection and sends nothing, or trickles a head a
+  byte at a time (slowloris). A head not complete `http_head_timeout_seconds` after the
+  connection opened or the previous request ended closes the connection.
+
+httptools rather than h11: h11 bounds the head by itself but cost 40% of the throughput of
+a constant endpoint here (5,475 against 8,908 req/s, wrk -c32, one worker).
 """
 
 import asyncio
 import json
 from typing import Any
 
-import h11
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from app.core.config import get_settings
 
 
-class BoundedHeadH11Protocol(H11Protocol):
-    _head_timer: asyncio.TimerHandle | None = None
+def _problem(status: int, kind: str, title: str) -> bytes:
+    body = json.dumps(
+        {
+            "type": f"urn:consent-api:problem:{kind}",
+            "title": title,
+            "status": status,
+            "detail": "The request is not valid HTTP/1.1."
+            if status == 400
+            else "The request's header fields are too large.",
+        }
+    ).encode()
+    reason = b"Bad Request" if status == 400 else b"Request Header Fields Too Large"
+    return b"".join(
+        [
+            b"HTTP/1.1 %d %s\r\n" % (status, reason),
+            b"content-type: application/problem+json\r\n",
+            b"content-length: %d\r\n" % len(body),
+            b"x-content-type-options: nosniff\r\n",
+            b"cache-control: no-store\r\n",
+            b"connection: close\r\n\r\n",
+            body,
+        ]
+    )
 
-    def connection_made(self, transport: Any) -> None:
+
+class BoundedHeadHttpToolsProtocol(HttpToolsProtocol):
+    _head_timer: asyncio.TimerHandle | None = None
+    _in_head = True  # the next bytes belong to a request head
+    _head_bytes = 0
+
+    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._arm()
 
     def data_received(self, data: bytes) -> None:
+        was_in_head = self._in_head
         super().data_received(data)
-        if self.conn.their_state is h11.IDLE:  # a head has begun but is not complete
-            if self._head_timer is None:
-                self._arm()
-        else:
-            self._disarm()
+        if was_in_head and self._in_head and not self.transport.is_closing():
+            # The whole read belonged to a head that is still incomplete.
+            self._head_bytes += len(data)
+            if self._head_bytes > get_settings().http_max_header_bytes:
+                self._refuse(431, "headers-too-large", "Request header fields too large")
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_head = True
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._head_bytes = 0
+        self._disarm()
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._in_head = True  # a keep-alive connection: the next head is timed again
+        self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
 
+    def send_400_response(self, msg: str) -> None:
+        """A request httptools cannot parse gets a problem document like every other error,
+        not uvicorn's text/plain."""
+        self._refuse(400, "bad-request", "Bad request")
+
+    def _refuse(self, status: int, kind: str, title: str) -> None:
+        self._disarm()
+        self.transport.write(_problem(status, kind, title))
+        self.transport.close()
+
     def _arm(self) -> None:
+        self._disarm()
         timeout = get_settings().http_head_timeout_seconds
         self._head_timer = self.loop.call_later(timeout, self._too_slow)
 
@@ -44,38 +104,7 @@ class BoundedHeadH11Protocol(H11Protocol):
             self._head_timer.cancel()
             self._head_timer = None
 
-    def send_400_response(self, msg: str) -> None:
-        """A request h11 cannot parse (bare CR, bad header, oversized head) gets a problem
-        document like every other error, not uvicorn's text/plain."""
-        status = 431 if "too large" in msg.lower() or "too long" in msg.lower() else 400
-        body = json.dumps(
-            {
-                "type": "urn:consent-api:problem:"
-                + ("headers-too-large" if status == 431 else "bad-request"),
-                "title": "Request header fields too large" if status == 431 else "Bad request",
-                "status": status,
-                "detail": "The request is not valid HTTP/1.1.",
-            }
-        ).encode()
-        headers = [
-            (b"content-type", b"application/problem+json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"x-content-type-options", b"nosniff"),
-            (b"cache-control", b"no-store"),
-            (b"connection", b"close"),
-        ]
-        try:
-            for event in (
-                h11.Response(status_code=status, headers=headers),
-                h11.Data(data=body),
-                h11.EndOfMessage(),
-            ):
-                self.transport.write(self.conn.send(event))
-        except h11.LocalProtocolError:
-            pass  # a response had already begun: just close
-        self.transport.close()
-
     def _too_slow(self) -> None:
         self._head_timer = None
-        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+        if self._in_head and not self.transport.is_closing():
             self.transport.close()
