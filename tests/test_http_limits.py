@@ -71,3 +71,55 @@ async def test_unparsable_requests_get_a_problem_document(served, head):
     status_line, _, rest = answer.partition(b"\r\n")
     assert status_line.split(b" ")[1] == b"400", answer[:200]
     assert b"content-type: application/problem+json" in rest.lower()
+
+
+@pytest.fixture(scope="module")
+async def served_with_audience(database_url, tmp_path_factory):
+    """A service whose day-to-day audience takes longer to stream than the head timeout."""
+    import asyncpg
+
+    from app.core.driver import connect_kwargs
+    from tests.live_service import make_keys
+
+    url = await fresh_database(admin_url_of(database_url), "consent_stream")
+    con = await asyncpg.connect(**connect_kwargs(url))
+    try:
+        await con.execute(
+            """INSERT INTO subjects (id, email, email_hash, category, source, restricted,
+                 created_at, updated_at)
+               SELECT gen_random_uuid(), 'stream-' || n || '@example.com', md5(n::text),
+                 'customer_contact', 'enquiry', false, now(), now()
+               FROM generate_series(1, 30000) AS n"""
+        )
+        await con.execute(
+            """INSERT INTO lawful_bases (subject_id, purpose, basis, lia_ref, set_by, set_at)
+               SELECT id, 'day_to_day_communications', 'legitimate_interests', 'LIA-1',
+                 'test', now() FROM subjects"""
+        )
+    finally:
+        await con.close()
+    keys = await make_keys(url, ["sync"])
+    with running_service(url, tmp_path_factory.mktemp("stream"), **LIMITS) as (base, _proc):
+        yield base, keys["sync"]
+
+
+async def test_a_response_streaming_longer_than_the_head_timeout_is_not_cut(
+    served_with_audience,
+):
+    import time
+
+    import httpx
+
+    base, key = served_with_audience
+    headers = {**key, "Accept": "application/x-ndjson"}
+    started = time.monotonic()
+    async with (
+        httpx.AsyncClient(base_url=base, timeout=120) as client,
+        client.stream("GET", "/v1/audiences/day_to_day_communications", headers=headers) as r,
+    ):
+        assert r.status_code == 200
+        lines = [line async for line in r.aiter_lines() if line]
+    # Not a timing assertion on the service: a check that the case tests what it names
+    # (the stream outlived the 1 s head timeout), so that it can fail if the timer cuts it.
+    assert time.monotonic() - started > float(LIMITS["http_head_timeout_seconds"])
+    assert len(lines) == 30000

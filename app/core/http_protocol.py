@@ -51,16 +51,19 @@ class BoundedHeadHttpToolsProtocol(HttpToolsProtocol):
     _head_timer: asyncio.TimerHandle | None = None
     _in_head = True  # the next bytes belong to a request head
     _head_bytes = 0
+    _heads_completed = 0  # counts heads parsed, so a read can tell whether it ended one
 
     def connection_made(self, transport: Any) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._arm()
 
     def data_received(self, data: bytes) -> None:
-        was_in_head = self._in_head
+        heads_before = self._heads_completed
         super().data_received(data)
-        if was_in_head and self._in_head and not self.transport.is_closing():
-            # The whole read belonged to a head that is still incomplete.
+        if self._heads_completed == heads_before and self._in_head:
+            if self.transport.is_closing():
+                return
+            # No head completed in this read: all of it belongs to one still incomplete.
             self._head_bytes += len(data)
             if self._head_bytes > get_settings().http_max_header_bytes:
                 self._refuse(431, "headers-too-large", "Request header fields too large")
@@ -72,6 +75,7 @@ class BoundedHeadHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = True
 
     def on_headers_complete(self) -> None:
+        self._heads_completed += 1
         self._in_head = False
         self._head_bytes = 0
         self._disarm()
