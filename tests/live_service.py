@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg
 import httpx
 from sqlalchemy.engine import make_url
 
@@ -24,6 +25,15 @@ from tests.pg_server import free_port
 
 def admin_url_of(database_url: str) -> str:
     return make_url(database_url).set(database="postgres").render_as_string(hide_password=False)
+
+
+async def raw_connection(url: str) -> asyncpg.Connection:
+    """A plain asyncpg connection for a test's own checks, without a statement cache: the
+    suite also runs through PgBouncer in transaction mode, where a named prepared statement
+    made on one server connection is gone on the next."""
+    from app.core.driver import connect_kwargs
+
+    return await asyncpg.connect(**connect_kwargs(url), statement_cache_size=0)
 
 
 async def fresh_database(admin_url: str, prefix: str = "consent_live") -> str:

@@ -8,12 +8,17 @@ import random
 import uuid
 from datetime import UTC, datetime, timedelta
 
-import asyncpg
 import httpx
 import pytest
 
 from tests.conftest import new_subject
-from tests.live_service import admin_url_of, fresh_database, make_keys, running_service
+from tests.live_service import (
+    admin_url_of,
+    fresh_database,
+    make_keys,
+    raw_connection,
+    running_service,
+)
 from tests.test_consent import give
 
 REQUESTS = 500
@@ -94,7 +99,7 @@ async def test_concurrent_writes_for_the_same_subjects_end_consistent(service):
             await asyncio.sleep(0.5)
         assert verify["ok"], verify
 
-    conn = await asyncpg.connect(url.replace("postgresql+asyncpg", "postgresql"))
+    conn = await raw_connection(url)
     try:
         stored = await conn.fetchval(
             "SELECT count(*) FROM consent_events WHERE subject_id = ANY($1::uuid[])",

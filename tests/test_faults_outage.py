@@ -12,11 +12,10 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-import asyncpg
 import httpx
 import pytest
 
-from tests.live_service import fresh_database, make_keys, running_service
+from tests.live_service import fresh_database, make_keys, raw_connection, running_service
 from tests.pg_server import ScratchPostgres, embedded_bin_dir
 from tests.test_consent import give
 
@@ -115,7 +114,7 @@ async def _first_ok_after(client: httpx.AsyncClient, crm: dict, since: float) ->
 
 
 async def _check_database(url: str, tally: Tally) -> dict[str, int]:
-    conn = await asyncpg.connect(url.replace("postgresql+asyncpg", "postgresql"))
+    conn = await raw_connection(url)
     try:
         subjects = await conn.fetch(
             "SELECT source_detail AS tag, count(*) AS n FROM subjects"

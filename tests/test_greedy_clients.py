@@ -7,12 +7,17 @@ time the README documents."""
 import asyncio
 import uuid
 
-import asyncpg
 import httpx
 import pytest
 
 from app.core.auth import hash_key
-from tests.live_service import admin_url_of, fresh_database, make_keys, running_service
+from tests.live_service import (
+    admin_url_of,
+    fresh_database,
+    make_keys,
+    raw_connection,
+    running_service,
+)
 
 POOL = {"db_pool_size": "1", "db_pool_timeout_seconds": "1", "auth_cache_seconds": "1"}
 
@@ -34,7 +39,7 @@ async def test_an_exhausted_pool_answers_503_promptly_and_recovers(service):
         s = (await client.post("/v1/subjects", headers=keys["crm"], json={
             "email": f"lock-{uuid.uuid4().hex[:8]}@example.com",
             "category": "customer_contact", "source": "enquiry"})).json()  # fmt: skip
-        locker = await asyncpg.connect(url.replace("postgresql+asyncpg", "postgresql"))
+        locker = await raw_connection(url)
         try:
             await locker.execute("BEGIN")
             await locker.execute(
@@ -85,7 +90,7 @@ async def test_a_revoked_key_stops_on_every_worker_within_the_cache_time(service
     async with httpx.AsyncClient(base_url=base, timeout=30) as client:
         for _ in range(10):  # warm both workers' caches
             assert (await client.get("/v1/purposes", headers=keys["crm"])).status_code == 200
-        conn = await asyncpg.connect(url.replace("postgresql+asyncpg", "postgresql"))
+        conn = await raw_connection(url)
         try:
             key = keys["crm"]["Authorization"].split()[1]
             revoked = await conn.execute(

@@ -4,14 +4,14 @@ full, and an Idempotency-Key still replays."""
 
 import uuid
 
-import asyncpg
 import pytest
 from sqlalchemy import text
 
-from app.core.driver import Database, Row, connect_kwargs, prepare
+from app.core.driver import Database, Row, prepare
 from app.models.decision import BatchDecisionPublic, DecisionPublic
 from app.models.subject import SubjectPublic
 from tests.conftest import new_subject
+from tests.live_service import raw_connection
 
 
 def test_prepare_numbers_names_once_and_leaves_casts_alone():
@@ -113,7 +113,7 @@ async def test_the_pool_opens_in_full_and_autocommit_writes_are_durable(
                 await insert.fetchrow(con, name=marker)
                 raise RuntimeError("undo")
         # A separate connection sees the autocommitted row and not the undone one.
-        other = await asyncpg.connect(**connect_kwargs(database_url))
+        other = await raw_connection(database_url)
         try:
             n = await other.fetchval(
                 "SELECT count(*) FROM audit_entries WHERE actor_name = $1", marker

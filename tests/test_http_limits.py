@@ -5,7 +5,7 @@ import asyncio
 
 import pytest
 
-from tests.live_service import admin_url_of, fresh_database, running_service
+from tests.live_service import admin_url_of, fresh_database, raw_connection, running_service
 
 LIMITS = {"http_keep_alive_seconds": "1", "http_head_timeout_seconds": "1"}
 
@@ -76,13 +76,10 @@ async def test_unparsable_requests_get_a_problem_document(served, head):
 @pytest.fixture(scope="module")
 async def served_with_audience(database_url, tmp_path_factory):
     """A service whose day-to-day audience takes longer to stream than the head timeout."""
-    import asyncpg
-
-    from app.core.driver import connect_kwargs
     from tests.live_service import make_keys
 
     url = await fresh_database(admin_url_of(database_url), "consent_stream")
-    con = await asyncpg.connect(**connect_kwargs(url))
+    con = await raw_connection(url)
     try:
         await con.execute(
             """INSERT INTO subjects (id, email, email_hash, category, source, restricted,
