@@ -3,6 +3,7 @@ feed's interleavings, the sync worker): a second database on the suite's server,
 once, emptied before each test; and the fake MailChimp/SurveyMonkey servers on free ports."""
 
 import asyncio
+import contextlib
 import socket
 import threading
 import time
@@ -105,23 +106,30 @@ def serve() -> Iterator[Any]:
 NOTICE = "Yes, e-mail me release news and training dates."
 
 
-@pytest.fixture
-async def live(committed_engine: AsyncEngine, test_settings: Settings) -> AsyncIterator[Any]:
-    """An httpx client on the app over the committed database (every request commits), with
-    a crm key in `live.crm`."""
+@contextlib.asynccontextmanager
+async def live_client(engine: AsyncEngine, settings: Settings) -> AsyncIterator[Any]:
+    """An httpx client on the app over `engine`'s database (every request commits), with a
+    crm key in `client.crm`."""
     import httpx
 
     from app.core.db import create_sessionmaker
     from app.main import create_app
     from app.services import api_keys
 
-    app = create_app(test_settings, engine=committed_engine)
-    async with create_sessionmaker(committed_engine)() as session:
+    app = create_app(settings, engine=engine)
+    async with create_sessionmaker(engine)() as session:
         key = await api_keys.create_key(session, name=f"crm-{uuid.uuid4().hex[:6]}", role="crm")
         await session.commit()
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         client.crm = {"Authorization": f"Bearer {key}"}  # type: ignore[attr-defined]
+        yield client
+
+
+@pytest.fixture
+async def live(committed_engine: AsyncEngine, test_settings: Settings) -> AsyncIterator[Any]:
+    """`live_client` on the committed database."""
+    async with live_client(committed_engine, test_settings) as client:
         yield client
 
 

@@ -5,6 +5,7 @@ import hashlib
 from collections import Counter
 
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import text
 
 from tests.sync_support import (  # noqa: F401
@@ -145,3 +146,24 @@ async def test_retries_exhausted_stop_the_batch_without_advancing(
     fake.faults.plan.clear()
     await run_once(worker_for)
     await assert_equal_sides(fake, committed_engine)
+
+
+async def test_a_single_run_without_its_database_ends_in_one_line_that_nothing_is_lost(
+    test_settings,
+):
+    from app.integrations.worker import SyncFailed, run
+    from tests.pg_server import free_port
+
+    settings = test_settings.model_copy(
+        update={
+            "mailchimp_api_key": SecretStr("k-us1"),
+            "mailchimp_list_id": LIST,
+            "db_connect_timeout_seconds": 2,
+        }
+    )
+    nowhere = f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/consent"
+    with pytest.raises(SyncFailed) as failed:
+        await run("mailchimp", settings, nowhere, once=True)
+    assert str(failed.value) == (
+        "the database is unavailable; run again later, the sync resumes where it stopped"
+    )

@@ -13,7 +13,7 @@ from app.core.config import Settings
 from app.integrations.http import Answer
 from app.integrations.mailchimp import BATCH_LIMIT, MailchimpApi, subscriber_hash
 from app.integrations.progress import Progress
-from app.integrations.runner import in_transaction
+from app.integrations.runner import in_transaction, run_forever
 from app.models.audience import AudienceMember, GateResult
 from app.models.base import utcnow
 from app.models.change import ChangePublic
@@ -77,9 +77,7 @@ class MailchimpSync:
         await self.read_back()
 
     async def run_forever(self) -> None:
-        while True:
-            await self.run_once()
-            await asyncio.sleep(self.settings.sync_poll_seconds)
+        await run_forever(self.run_once, self.settings)
 
     # --- MailChimp -> gate -------------------------------------------------------------
     async def read_back(self) -> None:

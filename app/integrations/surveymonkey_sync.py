@@ -12,7 +12,7 @@ from app.core.config import Settings
 from app.integrations.http import PoliteClient
 from app.integrations.mailchimp import NotConfigured
 from app.integrations.progress import Progress
-from app.integrations.runner import in_transaction
+from app.integrations.runner import in_transaction, run_forever
 from app.services import audiences, changes
 from app.services.sync import state, surveys, system_principal
 
@@ -61,9 +61,7 @@ class SurveymonkeySync:
         await self.prune_list()
 
     async def run_forever(self) -> None:
-        while True:
-            await self.run_once()
-            await asyncio.sleep(self.settings.sync_poll_seconds)
+        await run_forever(self.run_once, self.settings)
 
     async def _pages(self, path: str, **params: Any) -> Any:
         page = 1

@@ -11,6 +11,7 @@ from app.core.errors import ProblemError
 from app.integrations.http import RemoteRefused, RemoteUnavailable
 from app.integrations.mailchimp import NotConfigured
 from app.integrations.progress import Progress
+from app.integrations.runner import database_unavailable
 
 log = logging.getLogger("consent_api.sync")
 
@@ -87,6 +88,12 @@ async def run(
         ) from exc
     except ProblemError as exc:
         raise SyncFailed(exc.detail or exc.title) from exc
+    except Exception as exc:
+        if not database_unavailable(exc):
+            raise
+        raise SyncFailed(
+            "the database is unavailable; run again later, the sync resumes where it stopped"
+        ) from exc
     finally:
         if worker is not None:
             await worker.aclose()
