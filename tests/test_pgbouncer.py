@@ -30,6 +30,7 @@ NOT_THROUGH_BOUNCER = (
     "tests/test_replicas.py",
     "tests/test_operations_drills.py",
     "tests/test_faults_outage.py",
+    "tests/test_faults_sync_outage.py",
     "tests/test_fuzz_schema.py",
 )
 
