@@ -59,14 +59,16 @@ from app.web import person as person_pages
 # signed token is the credential) and the MailChimp webhook (its `secret` query parameter).
 # Every other router is included with authentication as its default, so a route cannot
 # ship without it.
-PUBLIC_ROUTERS = (probes, person_pages, webhooks)
+PUBLIC_ROUTERS = (person_pages, webhooks)  # no key; the probes are included first
+# Routers are matched in this order, each one's routes in turn (FastAPI 0.16x walks every
+# included router until one matches, then matches it again): the hot paths come first.
 API_ROUTERS = (
-    ops,
-    subjects,
-    bases,
-    consent,
-    optouts,
     decisions,
+    consent,
+    subjects,
+    ops,
+    bases,
+    optouts,
     rights,
     changes,
     catalogue,
@@ -187,10 +189,11 @@ def create_app(
         max_header_bytes=settings.http_max_header_bytes,
     )
     app.add_middleware(RequestContextMiddleware)
-    for module in PUBLIC_ROUTERS:
-        app.include_router(module.router)
+    app.include_router(probes.router)  # no key; two routes, polled often: first
     for module in API_ROUTERS:
         include_api_router(app, module.router)
+    for module in PUBLIC_ROUTERS:
+        app.include_router(module.router)
     web_docs.install(app)  # no API key (docs)
     web_auditor.install(app)  # authenticates itself (bearer or page session)
     _problem_media_types(app)
