@@ -13,6 +13,7 @@ than stripped, the local part is at most 64 octets (RFC 5321 4.5.3.1.1); IDN dom
 accepted (email-validator normalises them).
 """
 
+import re
 import unicodedata
 from typing import Annotated
 
@@ -23,8 +24,17 @@ REFUSED_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
 MAX_LOCAL_PART = 64
 
 
+# In ASCII the refused categories come down to the C0 controls and DEL (category Cc).
+_ASCII_CONTROL = re.compile("[\x00-\x1f\x7f]")
+_ASCII_CONTROL_BUT_NEWLINE = re.compile("[\x00-\x09\x0b-\x1f\x7f]")
+
+
 def unsafe_characters(value: str, *, allow_newline: bool = False) -> list[str]:
     """The code points (as U+XXXX) that free text may not contain."""
+    if value.isascii():  # most text: one regex search instead of a look-up per character
+        control = _ASCII_CONTROL_BUT_NEWLINE if allow_newline else _ASCII_CONTROL
+        if control.search(value) is None:
+            return []
     bad = []
     for ch in value:
         if allow_newline and ch == "\n":

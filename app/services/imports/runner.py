@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from concurrent.futures import Executor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
@@ -80,9 +81,11 @@ async def run_import(
     sha256: str,
     batch_size: int = DEFAULT_BATCH_SIZE,
     on_batch: Callable[[ImportReport], Any] | None = None,
+    validator: Executor | None = None,
 ) -> ImportReport:
-    """Validation of the next batch (in a thread) overlaps the storing of this one; batches
-    are stored one after the other, in order."""
+    """Validation of the next batch overlaps the storing of this one; batches are stored
+    one after the other, in order. Validation runs in `validator` (the CLI gives it a
+    process of its own, so that it has a core to itself), or else in a thread."""
     started = time.perf_counter()
     async with scope() as session:
         catalogue = await load_catalogue(session)
@@ -92,6 +95,7 @@ async def run_import(
         batches_committed=0, batches_rejected=0,
     )  # fmt: skip
     reading = iter(_batches(lines, batch_size))
+    loop = asyncio.get_running_loop()
     storing: asyncio.Task[None] | None = None
     number = 0
     try:
@@ -101,8 +105,8 @@ async def run_import(
                 break
             report.rows += len(batch)
             digest = batch_sha256(batch)
-            checked = None if digest in done else await asyncio.to_thread(
-                _validate, batch, catalogue
+            checked = None if digest in done else await loop.run_in_executor(
+                validator, _validate, batch, catalogue
             )  # fmt: skip
             if storing is not None:
                 await storing
