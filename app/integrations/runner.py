@@ -7,6 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from app.core.config import Settings
 from app.core.errors import is_unavailable
 
 T = TypeVar("T")
@@ -30,7 +31,7 @@ def database_unavailable(exc: BaseException) -> bool:
     return is_unavailable(exc)
 
 
-async def run_forever(run_once: Callable[[], Awaitable[None]], settings: Any) -> None:
+async def run_forever(run_once: Callable[[], Awaitable[None]], settings: Settings) -> None:
     """Pass after pass, `sync_poll_seconds` apart. When the database is unavailable the pass
     is abandoned and tried again after a growing pause: the position lives in `sync_state`
     and advances only after a batch's calls succeeded, so the next pass resumes where the
