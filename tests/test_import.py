@@ -126,7 +126,10 @@ async def test_imported_subjects_are_decided_exactly_like_api_created_ones(clien
         )
     ).all()  # fmt: skip
     assert history == twin_history and len(history) == 4
-    feed_sql = text("SELECT kind, purpose, email_hash FROM changes WHERE subject_id = :s")
+    # In the order written (`id`): the sequencer later rewrites rows, which moves them in the heap.
+    feed_sql = text(
+        "SELECT kind, purpose, email_hash FROM changes WHERE subject_id = :s ORDER BY id"
+    )
     feed = (await db.execute(feed_sql, {"s": sid})).all()
     twin_feed = (await db.execute(feed_sql, {"s": twin})).all()
     # The same entries the single writes append (sync needs each): creation, bases, events.
