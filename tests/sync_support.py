@@ -180,3 +180,9 @@ async def erase(client: Any, subject_id: str) -> None:
     )
     r = await client.post(f"/v1/rights-requests/{req['id']}/complete", json={}, headers=crm)
     assert r.status_code == 200 and r.json()["status"] == "completed", r.text
+
+
+async def withdraw(client: Any, subject_id: str, purpose: str = "email_campaigns") -> Any:
+    """The person withdraws consent (by e-mail), through the API: the response."""
+    body = {"subject_id": subject_id, "purpose": purpose, "action": "withdrawn", "method": "email"}
+    return await client.post("/v1/consent-events", headers=client.crm, json=body)

@@ -28,7 +28,7 @@ from app.services.sync import state
 from tests.fakes.mailchimp import FakeMailchimp
 from tests.live_service import fresh_database
 from tests.pg_server import ScratchPostgres, embedded_bin_dir
-from tests.sync_support import allowed_subject, live_client, serve  # noqa: F401
+from tests.sync_support import allowed_subject, live_client, serve, withdraw  # noqa: F401
 from tests.test_sync_mailchimp import LIST, expected_statuses, md5
 
 pytestmark = pytest.mark.faults
@@ -110,9 +110,8 @@ async def _through_outage(server: ScratchPostgres, trigger: OutageAt, mend: Call
 async def _withdraw(engine, settings, people: list[dict]) -> None:
     async with live_client(engine, settings) as client:
         for p in people:
-            body = {"subject_id": p["id"], "purpose": "email_campaigns", "action": "withdrawn"}
             for _ in range(20):  # the pool's connections predating the restart are dropped
-                r = await client.post("/v1/consent-events", headers=client.crm, json=body)
+                r = await withdraw(client, p["id"])
                 if r.status_code != 503:
                     break
                 await asyncio.sleep(0.2)

@@ -18,6 +18,7 @@ from tests.sync_support import (  # noqa: F401
     erase,
     live,
     serve,
+    withdraw,
 )
 
 LIST = "a1b2c3d4e5"
@@ -117,16 +118,7 @@ async def test_first_sync_then_withdrawal_erasure_rectification_and_a_late_restr
     assert stored == 23  # each member handed out is a stored decision
 
     withdrawn, erased, moved = people[0], people[1], people[2]
-    r = await live.post(
-        "/v1/consent-events",
-        headers=live.crm,
-        json={
-            "subject_id": withdrawn["id"],
-            "purpose": "email_campaigns",
-            "action": "withdrawn",
-            "method": "email",
-        },
-    )
+    r = await withdraw(live, withdrawn["id"])
     assert r.status_code == 201, r.text
     await erase(live, erased["id"])
     new_email = "moved-" + moved["email"]

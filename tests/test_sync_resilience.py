@@ -15,6 +15,7 @@ from tests.sync_support import (  # noqa: F401
     erase,
     live,
     serve,
+    withdraw,
 )
 from tests.test_sync_mailchimp import LIST, expected_statuses, fake, md5, run_once, worker_for  # noqa: F401
 
@@ -67,16 +68,7 @@ async def test_a_crash_then_a_restart_leaves_both_sides_equal_repeating_only_tha
 
     # The feed: withdrawals and erasures, 10 entries a batch; crash on the 3rd answer.
     for p in people[:8]:
-        r = await live.post(
-            "/v1/consent-events",
-            headers=live.crm,
-            json={
-                "subject_id": p["id"],
-                "purpose": "email_campaigns",
-                "action": "withdrawn",
-                "method": "email",
-            },
-        )
+        r = await withdraw(live, p["id"])
         assert r.status_code == 201
     for p in people[8:11]:
         await erase(live, p["id"])
@@ -109,16 +101,7 @@ async def test_a_storm_of_429s_500s_and_dropped_connections_is_survived(
     await run_once(worker_for, overrides)
     await assert_equal_sides(fake, committed_engine)
     for p in people[:5]:
-        await live.post(
-            "/v1/consent-events",
-            headers=live.crm,
-            json={
-                "subject_id": p["id"],
-                "purpose": "email_campaigns",
-                "action": "withdrawn",
-                "method": "email",
-            },
-        )
+        await withdraw(live, p["id"])
     fake.faults.fail_next(20, 429, "0")
     await run_once(worker_for, overrides)
     await assert_equal_sides(fake, committed_engine)
