@@ -10,6 +10,7 @@ from sqlalchemy import text
 from app.core.db import create_sessionmaker
 from app.integrations.mailchimp_sync import MailchimpSync
 from app.integrations.progress import Progress
+from app.services import api_keys
 from tests.fakes.mailchimp import FakeMailchimp
 from tests.sync_support import (  # noqa: F401
     allowed_subject,
@@ -203,3 +204,95 @@ async def test_a_refused_member_is_logged_by_hash_and_skipped(live, fake, worker
     assert any(getattr(r, "member_hash", None) == md5(blocked) for r in refused)
     for p in people:
         assert p["email"] not in caplog.text
+
+
+async def test_a_policy_asking_for_consent_again_unsubscribes_once_it_takes_effect(
+    live, fake, worker_for, committed_engine
+):
+    """Re-consent changes the gate's answer with no write about the subject: the feed says
+    `consent.outdated` once the version has taken effect (not before), and the worker
+    unsubscribes the members whose consent it outdated."""
+    asked, kept = await allowed_subject(live), await allowed_subject(live)
+    await run_once(worker_for)
+    assert fake.statuses(LIST) == {
+        md5(asked["email"]): "subscribed",
+        md5(kept["email"]): "subscribed",
+    }
+    # `kept` consents again under the coming version before it takes effect.
+    version = f"reconsent-{asked['id'][:8]}"
+    sha = hashlib.sha256(version.encode()).hexdigest()
+    async with create_sessionmaker(committed_engine)() as session:
+        admin = {
+            "Authorization": f"Bearer {await api_keys.create_key(session, name='a', role='admin')}"
+        }
+        await session.commit()
+    try:
+        r = await live.post(
+            "/v1/policies",
+            headers=admin,
+            json={
+                "version": version,
+                "text_sha256": sha,
+                "published_at": "2999-01-01T00:00:00Z",
+                "reconsent_purposes": ["email_campaigns"],
+            },
+        )
+        assert r.status_code == 201, r.text
+        r = await live.post(
+            "/v1/consent-events",
+            headers=live.crm,
+            json={
+                "subject_id": kept["id"],
+                "purpose": "email_campaigns",
+                "action": "given",
+                "method": "web_form",
+                "policy_version": version,
+                "notice_text": "Yes, e-mail me.",
+            },
+        )
+        assert r.status_code == 201, r.text
+        await run_once(worker_for)  # not in effect yet: nothing changes, no entry
+        async with committed_engine.connect() as c:
+            outdated = (
+                await c.execute(
+                    text("SELECT count(*) FROM changes WHERE kind = 'consent.outdated'")
+                )
+            ).scalar()
+        assert outdated == 0
+        assert fake.statuses(LIST)[md5(asked["email"])] == "subscribed"
+
+        async with committed_engine.begin() as c:  # the publication date arrives
+            await c.execute(
+                text(
+                    "UPDATE policies SET published_at = now() - interval '1 second'"
+                    " WHERE version = :v"
+                ),
+                {"v": version},
+            )
+        await run_once(worker_for)
+        assert fake.statuses(LIST) == {
+            md5(asked["email"]): "unsubscribed",
+            md5(kept["email"]): "subscribed",
+        }
+        async with committed_engine.connect() as c:
+            entries = (
+                await c.execute(
+                    text(
+                        "SELECT subject_id::text, purpose FROM changes"
+                        " WHERE kind = 'consent.outdated' AND seq IS NOT NULL"
+                    )
+                )
+            ).all()
+        assert entries == [(asked["id"], "email_campaigns")]  # written once, for `asked` only
+        await run_once(worker_for)  # and never again
+        async with committed_engine.connect() as c:
+            again = (
+                await c.execute(
+                    text("SELECT count(*) FROM changes WHERE kind = 'consent.outdated'")
+                )
+            ).scalar()
+        assert again == 1
+    finally:  # policies outlive the per-test truncation: this one must not reach other tests
+        async with committed_engine.begin() as c:
+            await c.execute(text("TRUNCATE consent_events, consent_state CASCADE"))
+            await c.execute(text("DELETE FROM policies WHERE version = :v"), {"v": version})

@@ -161,6 +161,9 @@ class Policy(SQLModel, table=True):
         default_factory=list,
         sa_column=Column(ARRAY(String), nullable=False, server_default="{}"),
     )
+    # When the change feed was told which consents this version made outdated (once it
+    # took effect; app.services.changes).
+    reconsent_fed_at: datetime | None = timestamp_field(default=None, nullable=True)
 
 
 class PolicyCreate(PolicyBase):

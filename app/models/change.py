@@ -34,7 +34,8 @@ class ChangePublic(SQLModel):
         description="What changed: subject.created, subject.updated, subject.restricted,"
         " subject.unrestricted, subject.rectified, subject.erased, subject.erased_in_part,"
         " consent.given,"
-        " consent.withdrawn, optout, objection, basis.set, basis.ended,"
+        " consent.withdrawn, consent.outdated (a policy version asking for consent again"
+        " took effect), optout, objection, basis.set, basis.ended,"
         " mailchimp.cleaned, mailchimp.upemail"
     )
     subject_id: uuid.UUID | None

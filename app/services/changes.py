@@ -8,10 +8,12 @@ already served, so a reader paging by position (`seq`) never skips one.
 
 import uuid
 
-from sqlalchemy import text
+from sqlalchemy import DateTime, bindparam, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.models.base import utcnow
 from app.models.change import ChangePage, ChangePublic
+from app.services.decisions import CONSENT_OUTDATED
 
 SEQUENCE_LOCK = 7_310_553
 APPEND = text(
@@ -28,6 +30,25 @@ pending AS (
 UPDATE changes c SET seq = head.n + pending.k
 FROM pending, head WHERE c.id = pending.id
 """)
+# Re-consent changes the gate's answer without any write: at the moment a policy version
+# naming `reconsent_purposes` takes effect (its published_at, possibly in the future). Once
+# that moment has passed, one `consent.outdated` entry per consent it made outdated (the
+# gate's own fragment, so the two cannot disagree), written once per version, so that sync
+# drops those subjects as it drops a withdrawal. Both run under the sequencer's lock.
+POLICIES_TAKING_EFFECT = text("""
+UPDATE policies SET reconsent_fed_at = :now
+WHERE cardinality(reconsent_purposes) > 0 AND reconsent_fed_at IS NULL
+  AND coalesce(published_at, created_at) <= :now
+RETURNING reconsent_purposes
+""").bindparams(bindparam("now", type_=DateTime(timezone=True)))
+OUTDATED_CONSENTS = text(f"""
+INSERT INTO changes (kind, subject_id, email_hash, purpose, at)
+SELECT DISTINCT 'consent.outdated', s.id, s.email_hash, cs.purpose, CAST(:now AS timestamptz)
+FROM consent_state cs
+JOIN subjects s ON s.id = cs.subject_id AND s.erased_at IS NULL
+WHERE cs.status = 'given' AND cs.purpose = ANY (CAST(:purposes AS text[]))
+  AND {CONSENT_OUTDATED.format(state="cs")}
+""").bindparams(bindparam("now", type_=DateTime(timezone=True)))  # noqa: S608 - constant SQL
 READ = text(
     "SELECT seq, kind, subject_id, email_hash, purpose, at FROM changes"
     " WHERE seq > :after ORDER BY seq LIMIT :limit"
@@ -49,6 +70,14 @@ async def append(
     )
 
 
+async def _feed_policies_taking_effect(session: AsyncSession) -> None:
+    now = utcnow()
+    due = (await session.execute(POLICIES_TAKING_EFFECT, {"now": now})).scalars().all()
+    purposes = sorted({p for listed in due for p in listed})
+    if purposes:
+        await session.execute(OUTDATED_CONSENTS, {"now": now, "purposes": purposes})
+
+
 async def sequence_pending(session: AsyncSession) -> int:
     """Give committed rows their positions; returns how many. 0 if another sequencer runs
     (its positions land after everything visible now, so nothing is skipped meanwhile)."""
@@ -57,6 +86,7 @@ async def sequence_pending(session: AsyncSession) -> int:
     ).scalar_one()
     if not locked:
         return 0
+    await _feed_policies_taking_effect(session)
     total = 0
     while True:
         done = (await session.execute(SEQUENCE, {"batch": BATCH})).rowcount  # type: ignore[attr-defined]
