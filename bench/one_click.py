@@ -10,12 +10,15 @@ import argparse
 import asyncio
 import shutil
 import statistics
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 import httpx
 
-from bench.run import create_key, free_port, start
+from bench.__main__ import _env, free_port, start
+from bench.seed import seed, start_server
 
 BODY = b"List-Unsubscribe=One-Click"
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -37,12 +40,17 @@ async def _timed(client: httpx.AsyncClient, method: str, url: str, **kw: object)
 
 
 async def run(subjects: int) -> None:
-    data_dir = tempfile.mkdtemp(prefix="bench-one-click-")
+    data_dir = Path(tempfile.mkdtemp(prefix="bench-one-click-"))
+    _server, admin_url = start_server(data_dir)
+    seeded = await asyncio.to_thread(seed, admin_url, 0)  # migrated, a crm key, no subjects
     port = free_port()
-    proc = start(data_dir, port, 1)
+    cmd = [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--workers", "1"]
+    env = _env(seeded, data_dir / "app", 10)
+    env["CONSENT_ENV"] = "development"  # http:// links to this server are fine here
+    proc = start(cmd, env, f"http://127.0.0.1:{port}/readyz")
     try:
         base = f"http://127.0.0.1:{port}"
-        auth = {"Authorization": f"Bearer {create_key(data_dir, 'crm')}"}
+        auth = {"Authorization": f"Bearer {seeded.api_key}"}
         async with httpx.AsyncClient(base_url=base, timeout=30) as client:
             paths = []
             for i in range(subjects):
