@@ -93,3 +93,46 @@ async def test_the_feed_carries_creation_patch_bases_gpc_and_partial_erasure(cli
     # The PATCH entry carries the new address's keyed hash, never the address.
     assert page["items"][1]["email_hash"] != page["items"][0]["email_hash"]
     assert s["email"] not in str(page)
+
+
+async def test_the_feed_carries_gpc_and_partial_erasure_objections(client, crm, make_key):
+    sync = await make_key("sync")
+    start = (await _feed(client, sync, 0))["next_after"]
+    s = (await client.post("/v1/subjects", json=new_subject(), headers=crm)).json()
+    # GPC: the browser's "no" withdraws and objects to partner_referral.
+    r = await client.post(
+        "/v1/consent-events",
+        json={"subject_id": s["id"], "purpose": "content_subscriptions", "action": "withdrawn"},
+        headers={**crm, "Sec-GPC": "1"},
+    )
+    assert r.status_code == 201, r.text
+    gpc = (await _feed(client, sync, start))["items"]
+    assert ("objection", s["id"], "partner_referral") in [
+        (c["kind"], c["subject_id"], c["purpose"]) for c in gpc
+    ]
+    after_gpc = gpc[-1]["seq"]
+    # Erasure refused in part while a contract runs: the other purposes are objected to.
+    for purpose, body in (
+        ("contractual_communications", {"basis": "contract", "contract_ref": "C-1"}),
+        ("business_development", {"basis": "legitimate_interests", "lia_ref": "L-1"}),
+    ):
+        r = await client.put(f"/v1/subjects/{s['id']}/bases/{purpose}", json=body, headers=crm)
+        assert r.status_code == 200, r.text
+    req = (
+        await client.post(
+            "/v1/rights-requests", json={"type": "erasure", "subject_id": s["id"]}, headers=crm
+        )
+    ).json()
+    await client.post(
+        f"/v1/rights-requests/{req['id']}/verify-identity", json={"method": "email"}, headers=crm
+    )
+    done = await client.post(f"/v1/rights-requests/{req['id']}/complete", json={}, headers=crm)
+    assert done.json()["outcome"]["partial"] is True, done.text
+    kinds = {
+        (c["kind"], c["purpose"])
+        for c in (await _feed(client, sync, after_gpc))["items"]
+        if c["subject_id"] == s["id"]
+    }
+    assert ("subject.erased_in_part", None) in kinds
+    assert ("objection", "business_development") in kinds
+    assert ("objection", "contractual_communications") not in kinds  # kept for the contract
