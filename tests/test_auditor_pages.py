@@ -153,9 +153,28 @@ async def test_overview_numbers_match_the_api(client, crm, auditor, db):
     await client.post(
         "/v1/rights-requests", json={"type": "erasure", "subject_id": sid}, headers=crm
     )
+    # Paused in time, then its due date passed while the clock stood still: not overdue,
+    # here as in the API.
+    paused = await client.post(
+        "/v1/rights-requests", json={"type": "rectification", "subject_id": sid}, headers=crm
+    )
+    r = await client.post(
+        f"/v1/rights-requests/{paused.json()['id']}/pause",
+        json={"reason": "awaiting_identity"},
+        headers=crm,
+    )
+    assert r.status_code == 200, r.text
+    await db.execute(
+        text("UPDATE rights_requests SET due_at = current_date - 5 WHERE id = :i"),
+        {"i": paused.json()["id"]},
+    )
     data = (
         await client.get("/v1/reports/overview", headers={**auditor, "Accept": "application/json"})
     ).json()
+    shown = {r["id"]: r for r in data["rights_requests"]["items"]}
+    assert shown[paused.json()["id"]]["paused"] is True
+    assert shown[paused.json()["id"]]["overdue"] is False
+    assert shown[late.json()["id"]]["overdue"] is True
     open_api = [
         r
         for status in ("received", "identity_verified")
@@ -184,4 +203,23 @@ async def test_overview_numbers_match_the_api(client, crm, auditor, db):
         await client.get("/v1/reports/overview", headers={**auditor, "Accept": "text/html"})
     ).text
     assert f'class="overdue" data-request-id="{late.json()["id"]}"' in html
+    assert f'class="" data-request-id="{paused.json()["id"]}"' in html
     assert "<svg" in html and "<script" not in html
+
+
+async def test_the_overview_walks_the_chain_one_at_a_time_with_verify(client, auditor):
+    """Each overview walks the whole audit chain: while a walk runs in this worker, another
+    overview gets a 503 with Retry-After like GET /v1/audit/verify, instead of queueing."""
+    from app.services import audit_chain
+
+    async with audit_chain._walking:
+        busy = await client.get(
+            "/v1/reports/overview", headers={**auditor, "Accept": "application/json"}
+        )
+        verify = await client.get("/v1/audit/verify", headers=auditor)
+    assert busy.status_code == 503 and busy.headers["retry-after"], busy.text
+    assert verify.status_code == 503
+    free = await client.get(
+        "/v1/reports/overview", headers={**auditor, "Accept": "application/json"}
+    )
+    assert free.status_code == 200 and free.json()["audit_chain"]["verify"]["ok"] is True

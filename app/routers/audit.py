@@ -1,7 +1,6 @@
 """Accountability for auditors: the audit log, its signed checkpoints, verification, the
 signing keys (JWKS) and stored decisions."""
 
-import asyncio
 import uuid
 from typing import Annotated, Any
 
@@ -10,7 +9,7 @@ from pydantic import BaseModel
 
 from app.core.auth import Principal, require
 from app.core.db import ReadSessionDep, SessionDep
-from app.core.errors import ServiceUnavailable, problem_responses
+from app.core.errors import problem_responses
 from app.core.pagination import Cursor, Limit, Page
 from app.core.signing import get_signer
 from app.models.audit import AuditCheckpointPublic, AuditEntryPublic
@@ -64,14 +63,9 @@ async def verify_audit_chain(request: Request, session: SessionDep, _: AuditRead
 
     A full walk is heavy: one at a time per worker; a second caller meanwhile gets a 503
     with Retry-After rather than queueing (issue 14: 30 at once stalled every request)."""
-    if _verifying.locked():
-        raise ServiceUnavailable("An audit verification is already running; retry shortly.")
-    async with _verifying:
-        result = await audit_chain.verify(session, get_signer(request.app.state.settings))
+    signer = get_signer(request.app.state.settings)
+    result = await audit_chain.verify_one_at_a_time(session, signer)
     return VerifyResult(**result.__dict__)
-
-
-_verifying = asyncio.Lock()
 
 
 @router.get("/keys", response_model=Jwks, responses=problem_responses(401, 403))

@@ -7,6 +7,7 @@ stores a signed checkpoint of the head. Verification recomputes the chain and ch
 checkpoint's signature against the service's key, which is not in the database.
 """
 
+import asyncio
 import hashlib
 import json
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.errors import ServiceUnavailable
 from app.core.signing import Signer
 from app.models.base import utcnow
 from app.services.partitions import archived_positions
@@ -215,3 +217,16 @@ async def verify(session: AsyncSession, signer: Signer) -> Verification:
                 "a checkpoint does not match the chain or its signature",
             )
     return Verification(True, checked, None, len(checkpoints), None)
+
+
+# A full walk is heavy (issue 14: 30 at once stalled every request): one at a time per
+# worker, whoever asks (GET /v1/audit/verify, the auditor's overview).
+_walking = asyncio.Lock()
+
+
+async def verify_one_at_a_time(session: AsyncSession, signer: Signer) -> Verification:
+    """`verify`, or a 503 with Retry-After while another walk runs in this worker."""
+    if _walking.locked():
+        raise ServiceUnavailable("An audit verification is already running; retry shortly.")
+    async with _walking:
+        return await verify(session, signer)

@@ -16,7 +16,7 @@ from app.services.deadlines import today_uk
 
 MONTHS = 12
 OPEN_REQUESTS = text(
-    "SELECT id, type, status, received_at, due_at FROM rights_requests"
+    "SELECT id, type, status, received_at, due_at, paused_since FROM rights_requests"
     " WHERE status = ANY(:open) ORDER BY due_at, received_at, id"
 )
 # Months on the UK calendar, like every other date the service shows.
@@ -66,7 +66,9 @@ async def _requests(session: AsyncSession, today: date) -> list[dict[str, Any]]:
             "received_at": r.received_at.date().isoformat(),
             "due_at": r.due_at.isoformat(),
             "days_left": (r.due_at - today).days,
-            "overdue": r.due_at < today,
+            # A stopped clock is not overdue (as GET /v1/rights-requests?overdue=true says).
+            "paused": r.paused_since is not None,
+            "overdue": r.due_at < today and r.paused_since is None,
         }
         for r in rows
     ]
@@ -95,7 +97,7 @@ async def overview(session: AsyncSession, signer: Signer) -> dict[str, Any]:
     since = utcnow() - timedelta(days=30)
     decisions = (await session.execute(DECISIONS, {"since": since})).one()
     reasons = {r.reason: int(r.n) for r in await session.execute(DENY_REASONS, {"since": since})}
-    verification = await audit_chain.verify(session, signer)
+    verification = await audit_chain.verify_one_at_a_time(session, signer)
     chain = (await session.execute(CHAIN)).one()
     requests = await _requests(session, today)
     return {
