@@ -10,7 +10,7 @@ from fastapi.routing import APIRoute
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.background import running_background_tasks
-from app.core import errors
+from app.core import direct, errors
 from app.core.auth import authenticate
 from app.core.config import Settings, get_settings
 from app.core.db import (
@@ -80,6 +80,15 @@ API_ROUTERS = (
     sync_events,
     consent_reports,
     imports,
+)
+
+# The hottest endpoints, served by app.core.direct without FastAPI's route walk and
+# dependency solving (the same endpoint functions; anything unusual falls through).
+DIRECT_ENDPOINTS = (
+    decisions.create_decision,
+    decisions.create_decision_batch,
+    consent.create_consent_event,
+    subjects.get_subject,
 )
 
 API_DESCRIPTION = (
@@ -162,6 +171,9 @@ def create_app(
         docs_url=None,  # served offline by app.web.docs
         redoc_url=None,
         redirect_slashes=False,  # issue 14: a redirect would reflect the Host header
+        # No OpenTelemetry here (metrics are Prometheus, /metrics): without this FastAPI asks
+        # OpenTelemetry for its three providers on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     if engine is not None:  # usable without running the lifespan (tests)
@@ -194,6 +206,8 @@ def create_app(
         include_api_router(app, module.router)
     for module in PUBLIC_ROUTERS:
         app.include_router(module.router)
+    if settings.direct_routes:
+        direct.install(app, DIRECT_ENDPOINTS)
     web_docs.install(app)  # no API key (docs)
     web_auditor.install(app)  # authenticates itself (bearer or page session)
     _problem_media_types(app)

@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     auth_cache_seconds: float = 5.0
     db_pool_size: int = 10
     log_level: str = "INFO"
+    # issue 9: the hottest routes skip FastAPI's route walk and dependency solving
+    # (app.core.direct); false serves them through FastAPI like every other route.
+    direct_routes: bool = True
 
     controller_name: str = "JI Group"
     controller_email: str = "datacontroller@jisoftware.co.uk"

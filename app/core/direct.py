@@ -1,0 +1,225 @@
+"""Direct dispatch of the hottest routes (issue 9).
+
+FastAPI 0.16x finds a route by walking every included router and then solves the route's
+dependency graph, per request: about a third of a worker's CPU on `GET /v1/subjects/{id}`
+(cProfile, in-process, one request at a time). For the few endpoints named in `app.main`,
+this dispatcher sits in front of the router (inside the app's middleware and exception
+handling) and calls the same endpoint function with its arguments resolved the way FastAPI
+resolves them, derived once from the endpoint's own signature:
+
+- the route's dependencies (authentication, the router default) and every `Depends(fn)`
+  parameter are awaited as `fn(request)`, in FastAPI's order (route's first, then the
+  parameters in signature order), so a key check or scope check is the very same callable;
+- a `uuid.UUID` path parameter is taken only in its canonical form;
+- the body model is validated from the JSON body exactly as FastAPI does (`json.loads`,
+  then the model in Python mode);
+- a `Header(alias=...)` parameter is read from the request's headers.
+
+Anything it does not recognise exactly falls through to FastAPI unchanged, the body replayed:
+another shape of path, a query string, a content type other than `application/json`, a body
+that is not JSON or that the model refuses, a repeated header. So every error answer is still
+FastAPI's own, and the direct path only ever serves requests that FastAPI would have served
+the same way. An endpoint whose signature needs anything else is refused at start-up.
+"""
+
+import inspect
+import json
+import re
+import typing
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.params import Depends, Header
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, ValidationError
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+UUID_TEXT = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+Resolver = Callable[[Request, dict[str, str]], Awaitable[Any]]
+NOT_HERE = object()  # a resolver's answer: let FastAPI serve this request
+
+
+@dataclass(frozen=True)
+class DirectRoute:
+    method: str
+    path: re.Pattern[str]
+    route: APIRoute
+    arguments: tuple[tuple[str, Resolver, bool], ...]  # name, how, whether a dependency
+    dependencies: tuple[Callable[[Request], Awaitable[Any]], ...]
+
+
+def _request_only(fn: Callable[..., Any], where: str) -> Callable[[Request], Awaitable[Any]]:
+    params = list(inspect.signature(fn).parameters.values())
+    if (
+        not inspect.iscoroutinefunction(fn)
+        or len(params) != 1
+        or params[0].annotation is not Request
+    ):
+        raise TypeError(f"{where}: only `async def dep(request: Request)` is served directly")
+    return typing.cast(Callable[[Request], Awaitable[Any]], fn)
+
+
+async def _json_body(request: Request) -> Any:
+    content_type = request.headers.get("content-type", "")
+    if content_type.split(";")[0].strip().lower() != "application/json":
+        return NOT_HERE
+    body = await request.body()
+    if not body:
+        return NOT_HERE
+    try:
+        return json.loads(body)
+    except ValueError:
+        return NOT_HERE
+
+
+def _resolver(name: str, annotation: Any, default: Any, route: APIRoute) -> Resolver:
+    where = f"{route.path} ({name})"
+    if annotation is Request:
+
+        async def request_itself(request: Request, _: dict[str, str]) -> Any:
+            return request
+
+        return request_itself
+    meta: tuple[Any, ...] = getattr(annotation, "__metadata__", ())
+    base = typing.get_args(annotation)[0] if meta else annotation
+    if len(meta) == 1 and isinstance(meta[0], Depends) and meta[0].dependency is not None:
+        dependency = _request_only(meta[0].dependency, where)
+
+        async def depends(request: Request, _: dict[str, str]) -> Any:
+            return await dependency(request)
+
+        return depends
+    if len(meta) == 1 and isinstance(meta[0], Header) and meta[0].alias:
+        header = meta[0].alias.lower()
+        absent = None if default is inspect.Parameter.empty else default
+
+        async def from_header(request: Request, _: dict[str, str]) -> Any:
+            values = request.headers.getlist(header)
+            if len(values) > 1:
+                return NOT_HERE
+            return values[0] if values else absent
+
+        return from_header
+    if meta:
+        raise TypeError(f"{where}: this parameter is not served directly")
+    if base is uuid.UUID and f"{{{name}}}" in route.path_format:
+
+        async def path_uuid(_: Request, path: dict[str, str]) -> Any:
+            return uuid.UUID(path[name])
+
+        return path_uuid
+    if inspect.isclass(base) and issubclass(base, BaseModel):
+        model = base
+
+        async def body(request: Request, _: dict[str, str]) -> Any:
+            decoded = await _json_body(request)
+            if decoded is NOT_HERE:
+                return NOT_HERE
+            try:
+                return model.model_validate(decoded)
+            except ValidationError:
+                return NOT_HERE
+
+        return body
+    raise TypeError(f"{where}: this parameter is not served directly")
+
+
+def direct_route(route: APIRoute) -> DirectRoute:
+    """How to serve `route` directly; TypeError when its signature needs FastAPI."""
+    methods = sorted(route.methods or ())
+    if len(methods) != 1:
+        raise TypeError(f"{route.path}: one method per directly served route")
+    method = methods[0]
+    pattern = re.escape(route.path_format)
+    for name in route.param_convertors:
+        pattern = pattern.replace(re.escape(f"{{{name}}}"), f"(?P<{name}>{UUID_TEXT})")
+    signature = inspect.signature(route.endpoint)
+    returns = typing.get_type_hints(route.endpoint).get("return")
+    if not (inspect.isclass(returns) and issubclass(returns, Response)):
+        raise TypeError(f"{route.path}: only an endpoint returning a Response is served directly")
+    hints = typing.get_type_hints(route.endpoint, include_extras=True)
+    arguments = []
+    for p in signature.parameters.values():
+        annotation = hints.get(p.name, p.annotation)
+        resolve = _resolver(p.name, annotation, p.default, route)
+        meta: tuple[Any, ...] = getattr(annotation, "__metadata__", ())
+        arguments.append((p.name, resolve, bool(meta) and isinstance(meta[0], Depends)))
+    dependencies = tuple(
+        _request_only(d.dependency, route.path) for d in route.dependencies if d.dependency
+    )
+    return DirectRoute(method, re.compile(pattern), route, tuple(arguments), dependencies)
+
+
+class DirectDispatch:
+    """Serves the direct routes; passes everything else to the router unchanged."""
+
+    def __init__(self, app: ASGIApp, routes: Iterable[DirectRoute]) -> None:
+        self.app = app
+        self.by_method: dict[str, list[DirectRoute]] = {}
+        for r in routes:
+            self.by_method.setdefault(r.method, []).append(r)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not scope.get("query_string") and not scope["root_path"]:
+            for candidate in self.by_method.get(scope["method"], ()):
+                match = candidate.path.fullmatch(scope["path"])
+                if match is not None:
+                    await self._serve(candidate, match.groupdict(), scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+    async def _serve(
+        self, direct: DirectRoute, path: dict[str, str], scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        request = Request(scope, receive)
+        kwargs: dict[str, Any] = {}
+        for name, resolve, is_dependency in direct.arguments:
+            if not is_dependency:
+                value = await resolve(request, path)
+                if value is NOT_HERE:
+                    await self.app(scope, _replaying(request, receive), send)
+                    return
+                kwargs[name] = value
+        # Parsed and valid: now the checks, in FastAPI's order (they may raise 401/403).
+        scope["route"], scope["endpoint"], scope["path_params"] = (
+            direct.route,
+            direct.route.endpoint,
+            path,
+        )
+        for dependency in direct.dependencies:
+            await dependency(request)
+        for name, resolve, is_dependency in direct.arguments:
+            if is_dependency:
+                kwargs[name] = await resolve(request, path)
+        response = await direct.route.endpoint(**kwargs)
+        await response(scope, receive, send)
+
+
+def _replaying(request: Request, receive: Receive) -> Receive:
+    """The body the direct path read, handed to FastAPI once more (then the live stream)."""
+    body: bytes | None = getattr(request, "_body", None)
+    if body is None:
+        return receive
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def replay() -> Message:
+        return pending.pop() if pending else await receive()
+
+    return replay
+
+
+def install(app: FastAPI, endpoints: Iterable[Callable[..., Any]]) -> None:
+    """Serve these endpoints directly (each must be a route of `app`)."""
+    try:
+        from fastapi.routing import iter_route_contexts
+
+        contexts: list[Any] = list(iter_route_contexts(app.routes))
+        routes = {c.endpoint: c.route for c in contexts}
+    except ImportError:  # FastAPI before lazy router inclusion: app.routes is flat
+        routes = {r.endpoint: r for r in app.routes if isinstance(r, APIRoute)}
+    table = [direct_route(routes[endpoint]) for endpoint in endpoints]
+    app.router.middleware_stack = DirectDispatch(app.router.middleware_stack, table)
