@@ -19,7 +19,7 @@ def give(subject_id=None, email=None, purpose="content_subscriptions", **extra):
         "policy_version": "1",
         "notice_text": NOTICE,
         "evidence": {
-            "form_id": "f-1",
+            "form_id": "form-one",  # no hex and hyphen: a UUID cannot contain it
             "page_url": "https://example.com/p",
             "user_agent": "Mozilla/5.0",
         },
@@ -53,7 +53,7 @@ async def test_history_is_appended_and_state_follows_the_newest_event(client, cr
     r = await client.post("/v1/consent-events", json=give(s["id"]), headers=crm)
     assert r.status_code == 201, r.text
     given = r.json()
-    assert given["notice_sha256"] and given["evidence"]["form_id"] == "f-1"
+    assert given["notice_sha256"] and given["evidence"]["form_id"] == "form-one"
     assert (await _decide(client, crm, s["id"], "content_subscriptions"))["allowed"] is True
     # Withdrawal: subject, purpose and method only.
     w = await client.post(

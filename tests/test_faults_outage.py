@@ -122,7 +122,7 @@ async def _check_database(url: str, tally: Tally) -> dict[str, int]:
         )
         events = await conn.fetch(
             "SELECT form_id AS tag, count(*) AS n FROM consent_events WHERE form_id IS NOT NULL"
-            " AND form_id <> 'f-1' GROUP BY 1"
+            " AND form_id <> 'form-one' GROUP BY 1"
         )
     finally:
         await conn.close()

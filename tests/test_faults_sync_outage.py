@@ -177,10 +177,23 @@ async def test_the_sync_worker_rides_out_a_stop_and_a_freeze_repeating_one_batch
             assert 0 < repeated_first <= CHUNK, repeated_first  # only the interrupted chunk
 
             # 2. Frozen while the feed's withdrawals are being pushed (the 5th unsubscribe).
+            # The freeze waits until the test's own withdrawals are all in: a worker quick to
+            # reach its 5th unsubscribe would otherwise freeze the server under them.
+            all_withdrawn = threading.Event()
+
+            def freeze_after_the_withdrawals() -> None:
+                all_withdrawn.wait(60)
+                server.freeze()
+
             outage.current = OutageAt(
-                fake.app, "PATCH", f"/lists/{LIST}/members/", nth=5, act=server.freeze
+                fake.app,
+                "PATCH",
+                f"/lists/{LIST}/members/",
+                nth=5,
+                act=freeze_after_the_withdrawals,
             )
             await _withdraw(engine, settings, people[:WITHDRAWN])
+            all_withdrawn.set()
             await _through_outage(server, outage.current, server.thaw, task)
             gone = {md5(p["email"]) for p in people[:WITHDRAWN]}
 
