@@ -215,3 +215,28 @@ async def test_bad_input_and_roles(client, crm, admin, make_key, db):
         "/v1/policies", json={"version": "8", "text_sha256": SHA}, headers=admin
     )
     assert old.status_code == 201 and old.json()["reconsent_purposes"] == []
+
+
+async def _audience(client, headers, purpose):
+    r = await client.get(f"/v1/audiences/{purpose}", params={"limit": 1000}, headers=headers)
+    assert r.status_code == 200, r.text
+    ids = {m["subject_id"] for m in r.json()["items"]}
+    assert r.json()["next_cursor"] is None  # the whole audience in one page
+    return ids
+
+
+async def test_the_audience_drops_outdated_consents_until_given_again(client, crm, admin):
+    asked, other = (await _consenting(client, crm), await _consenting(client, crm))
+    assert {asked["id"], other["id"]} <= await _audience(client, crm, "content_subscriptions")
+    await _policy(client, admin, "2", ["content_subscriptions"])
+    assert {asked["id"], other["id"]}.isdisjoint(
+        await _audience(client, crm, "content_subscriptions")
+    )
+    r = await client.post(
+        "/v1/consent-events",
+        json=give(asked["id"], purpose="content_subscriptions", policy_version="2"),
+        headers=crm,
+    )
+    assert r.status_code == 201, r.text
+    now_in = await _audience(client, crm, "content_subscriptions")
+    assert asked["id"] in now_in and other["id"] not in now_in
