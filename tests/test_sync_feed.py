@@ -8,6 +8,7 @@ from app.core.db import create_sessionmaker
 from app.services import changes
 from tests.conftest import new_subject
 from tests.sync_support import committed_engine, committed_url  # noqa: F401
+from tests.test_rights import _complete, _verified
 
 APPEND = text(
     "INSERT INTO changes (kind, subject_id, email_hash, at) VALUES (:k, NULL, NULL, now())"
@@ -118,16 +119,9 @@ async def test_the_feed_carries_gpc_and_partial_erasure_objections(client, crm, 
     ):
         r = await client.put(f"/v1/subjects/{s['id']}/bases/{purpose}", json=body, headers=crm)
         assert r.status_code == 200, r.text
-    req = (
-        await client.post(
-            "/v1/rights-requests", json={"type": "erasure", "subject_id": s["id"]}, headers=crm
-        )
-    ).json()
-    await client.post(
-        f"/v1/rights-requests/{req['id']}/verify-identity", json={"method": "email"}, headers=crm
-    )
-    done = await client.post(f"/v1/rights-requests/{req['id']}/complete", json={}, headers=crm)
-    assert done.json()["outcome"]["partial"] is True, done.text
+    req = await _verified(client, crm, "erasure", subject_id=s["id"])
+    done = await _complete(client, crm, req)
+    assert done["outcome"]["partial"] is True, done
     kinds = {
         (c["kind"], c["purpose"])
         for c in (await _feed(client, sync, after_gpc))["items"]

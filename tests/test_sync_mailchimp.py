@@ -206,6 +206,17 @@ async def test_a_refused_member_is_logged_by_hash_and_skipped(live, fake, worker
         assert p["email"] not in caplog.text
 
 
+async def _outdated_entries(engine):
+    async with engine.connect() as c:
+        rows = await c.execute(
+            text(
+                "SELECT subject_id::text, purpose, seq IS NOT NULL FROM changes"
+                " WHERE kind = 'consent.outdated' ORDER BY id"
+            )
+        )
+        return [tuple(r) for r in rows]
+
+
 async def test_a_policy_asking_for_consent_again_unsubscribes_once_it_takes_effect(
     live, fake, worker_for, committed_engine
 ):
@@ -252,13 +263,7 @@ async def test_a_policy_asking_for_consent_again_unsubscribes_once_it_takes_effe
         )
         assert r.status_code == 201, r.text
         await run_once(worker_for)  # not in effect yet: nothing changes, no entry
-        async with committed_engine.connect() as c:
-            outdated = (
-                await c.execute(
-                    text("SELECT count(*) FROM changes WHERE kind = 'consent.outdated'")
-                )
-            ).scalar()
-        assert outdated == 0
+        assert await _outdated_entries(committed_engine) == []
         assert fake.statuses(LIST)[md5(asked["email"])] == "subscribed"
 
         async with committed_engine.begin() as c:  # the publication date arrives
@@ -274,24 +279,10 @@ async def test_a_policy_asking_for_consent_again_unsubscribes_once_it_takes_effe
             md5(asked["email"]): "unsubscribed",
             md5(kept["email"]): "subscribed",
         }
-        async with committed_engine.connect() as c:
-            entries = (
-                await c.execute(
-                    text(
-                        "SELECT subject_id::text, purpose FROM changes"
-                        " WHERE kind = 'consent.outdated' AND seq IS NOT NULL"
-                    )
-                )
-            ).all()
-        assert entries == [(asked["id"], "email_campaigns")]  # written once, for `asked` only
-        await run_once(worker_for)  # and never again
-        async with committed_engine.connect() as c:
-            again = (
-                await c.execute(
-                    text("SELECT count(*) FROM changes WHERE kind = 'consent.outdated'")
-                )
-            ).scalar()
-        assert again == 1
+        expected = [(asked["id"], "email_campaigns", True)]  # for `asked` only, sequenced
+        assert await _outdated_entries(committed_engine) == expected
+        await run_once(worker_for)  # and never written again
+        assert await _outdated_entries(committed_engine) == expected
     finally:  # policies outlive the per-test truncation: this one must not reach other tests
         async with committed_engine.begin() as c:
             await c.execute(text("TRUNCATE consent_events, consent_state CASCADE"))
