@@ -76,14 +76,15 @@ async def _json_body(request: Request) -> Any:
         return NOT_HERE
 
 
-def _resolver(name: str, annotation: Any, default: Any, route: APIRoute) -> Resolver:
+def _resolver(name: str, annotation: Any, default: Any, route: APIRoute) -> tuple[Resolver, bool]:
+    """How to get this argument, and whether it is a dependency (run after parsing)."""
     where = f"{route.path} ({name})"
     if annotation is Request:
 
         async def request_itself(request: Request, _: dict[str, str]) -> Any:
             return request
 
-        return request_itself
+        return request_itself, False
     meta: tuple[Any, ...] = getattr(annotation, "__metadata__", ())
     base = typing.get_args(annotation)[0] if meta else annotation
     if len(meta) == 1 and isinstance(meta[0], Depends) and meta[0].dependency is not None:
@@ -92,7 +93,7 @@ def _resolver(name: str, annotation: Any, default: Any, route: APIRoute) -> Reso
         async def depends(request: Request, _: dict[str, str]) -> Any:
             return await dependency(request)
 
-        return depends
+        return depends, True
     if len(meta) == 1 and isinstance(meta[0], Header) and meta[0].alias:
         header = meta[0].alias.lower()
         absent = None if default is inspect.Parameter.empty else default
@@ -103,7 +104,7 @@ def _resolver(name: str, annotation: Any, default: Any, route: APIRoute) -> Reso
                 return NOT_HERE
             return values[0] if values else absent
 
-        return from_header
+        return from_header, False
     if meta:
         raise TypeError(f"{where}: this parameter is not served directly")
     if base is uuid.UUID and f"{{{name}}}" in route.path_format:
@@ -111,7 +112,7 @@ def _resolver(name: str, annotation: Any, default: Any, route: APIRoute) -> Reso
         async def path_uuid(_: Request, path: dict[str, str]) -> Any:
             return uuid.UUID(path[name])
 
-        return path_uuid
+        return path_uuid, False
     if inspect.isclass(base) and issubclass(base, BaseModel):
         model = base
 
@@ -124,7 +125,7 @@ def _resolver(name: str, annotation: Any, default: Any, route: APIRoute) -> Reso
             except ValidationError:
                 return NOT_HERE
 
-        return body
+        return body, False
     raise TypeError(f"{where}: this parameter is not served directly")
 
 
@@ -142,16 +143,14 @@ def direct_route(route: APIRoute) -> DirectRoute:
     if not (inspect.isclass(returns) and issubclass(returns, Response)):
         raise TypeError(f"{route.path}: only an endpoint returning a Response is served directly")
     hints = typing.get_type_hints(route.endpoint, include_extras=True)
-    arguments = []
-    for p in signature.parameters.values():
-        annotation = hints.get(p.name, p.annotation)
-        resolve = _resolver(p.name, annotation, p.default, route)
-        meta: tuple[Any, ...] = getattr(annotation, "__metadata__", ())
-        arguments.append((p.name, resolve, bool(meta) and isinstance(meta[0], Depends)))
+    arguments = tuple(
+        (p.name, *_resolver(p.name, hints.get(p.name, p.annotation), p.default, route))
+        for p in signature.parameters.values()
+    )
     dependencies = tuple(
         _request_only(d.dependency, route.path) for d in route.dependencies if d.dependency
     )
-    return DirectRoute(method, re.compile(pattern), route, tuple(arguments), dependencies)
+    return DirectRoute(method, re.compile(pattern), route, arguments, dependencies)
 
 
 class DirectDispatch:
