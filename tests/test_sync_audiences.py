@@ -129,3 +129,32 @@ async def test_roles_and_bad_input(client, make_key):
     r = await client.get("/v1/audiences/email_campaigns?cursor=bm9wZQ", headers=sync)
     assert r.status_code == 422
     assert (await client.get("/v1/audiences/email_campaigns")).status_code == 401
+
+
+async def _planner_settings(con) -> tuple[str, str]:
+    row = await con.fetchrow(
+        "SELECT current_setting('plan_cache_mode'), current_setting('random_page_cost')"
+    )
+    return row[0], row[1]
+
+
+async def test_a_chunk_is_planned_for_its_size_and_the_connection_keeps_its_settings(engine):
+    """The audience's statement is planned for its own parameters (the generic plan hash-
+    joined all of `subjects` per chunk); the settings end with the chunk's transaction, so a
+    pooled connection goes back to the hot paths' generic plans."""
+    async with engine.connect() as connection:
+        raw = await connection.get_raw_connection()
+        con = raw.driver_connection
+        assert not con.is_in_transaction()
+        before = await _planner_settings(con)
+        assert before == ("force_generic_plan", "4")
+        async with audiences.planned_for_its_size(con):
+            assert con.is_in_transaction()
+            assert await _planner_settings(con) == ("force_custom_plan", "1.1")
+        assert not con.is_in_transaction()
+        assert await _planner_settings(con) == before
+        # Inside the caller's transaction: for that transaction only.
+        async with con.transaction():
+            async with audiences.planned_for_its_size(con):
+                assert await _planner_settings(con) == ("force_custom_plan", "1.1")
+        assert await _planner_settings(con) == before
