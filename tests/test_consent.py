@@ -355,7 +355,7 @@ async def test_change_feed_records_consent_and_opt_outs_in_order(client, crm, ma
     assert empty == {"items": [], "next_after": page["next_after"]}
 
 
-async def test_a_consent_event_costs_two_round_trips(db):
+async def test_a_consent_event_for_a_known_subject_is_one_round_trip(db):
     from app.core.auth import ROLE_SCOPES, Principal
     from app.models.consent import ConsentEventCreate
     from app.services.consent import record_consent
@@ -368,4 +368,54 @@ async def test_a_consent_event_costs_two_round_trips(db):
     await record_consent(db, crm, data=data)  # opens the savepoint
     async with statements_sent(db) as statements:
         await record_consent(db, crm, data=data)
-    assert len(statements) == 2, statements
+    assert len(statements) == 1, statements
+    stored = await db.execute(
+        text("SELECT count(*) FROM consent_events WHERE subject_id = :s"), {"s": sid}
+    )
+    assert stored.scalar_one() == 2
+
+
+async def _ledger_counts(db, notice: str) -> tuple[int, ...]:
+    row = await db.execute(
+        text(
+            "SELECT (SELECT count(*) FROM consent_events), (SELECT count(*) FROM consent_state),"
+            " (SELECT count(*) FROM changes), (SELECT count(*) FROM audit_entries),"
+            " (SELECT count(*) FROM consent_notices WHERE text = :n)"
+        ),
+        {"n": notice},
+    )
+    return tuple(row.one())
+
+
+async def test_a_refused_consent_says_why_and_stores_nothing(client, crm, db):
+    """The one-statement write refuses as the lookup did, in the same order, and stores
+    nothing: not the event, the state, the feed or audit entry, nor the notice's text."""
+    from tests import gate_state as gs
+
+    live = (await _subject(client, crm))["id"]
+    erased = str(await gs.subject(db, erased=True))
+    notice = f"A notice nobody has stored yet {uuid.uuid4()}"
+    cases = [
+        (give(live, purpose="telepathy", policy_version="9.9", notice_text=notice), 422,
+         "purpose"),
+        (give(live, policy_version="9.9", notice_text=notice), 422, "policy_version"),
+        (give(live, purpose="international_transfer", recipient="nobody",
+              notice_text=notice), 422, "recipient"),
+        (give(erased, policy_version="9.9", notice_text=notice), 422, "policy_version"),
+        (give(str(uuid.uuid4()), notice_text=notice), 404, None),
+        (give(erased, notice_text=notice), 409, None),
+    ]  # fmt: skip
+    before = await _ledger_counts(db, notice)
+    for body, status, field in cases:
+        r = await client.post("/v1/consent-events", json=body, headers=crm)
+        assert r.status_code == status, (body, r.text)
+        assert r.headers["content-type"] == "application/problem+json"
+        if field is not None:
+            assert r.json()["field"] == field, r.json()
+    assert await _ledger_counts(db, notice) == before
+    given = await client.post(
+        "/v1/consent-events", json=give(live, notice_text=notice), headers=crm
+    )
+    assert given.status_code == 201
+    after = await _ledger_counts(db, notice)
+    assert after[0] == before[0] + 1 and after[4] == 1

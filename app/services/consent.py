@@ -1,8 +1,9 @@
 """Recording consent (§9, Art 7) and Global Privacy Control.
 
-A consent write is two round trips: one lookup (subject, purpose, policy, recipient and
-what the receipt needs) and one statement that stores the notice, appends the event,
-moves the current state, appends the change-feed entry and the audit entry.
+A consent for a known subject id is one round trip (LOOKUP_AND_WRITE): the lookup
+(subject, purpose, policy, recipient and what the receipt needs) and, where it found
+everything, the write: the notice, the event, the current state, the change-feed entry and
+the audit entry. A web form's prospect and GPC take a lookup and then the writes.
 """
 
 import hashlib
@@ -35,7 +36,9 @@ from app.services.receipts import build_receipt
 
 CLOCK_SKEW = timedelta(minutes=5)
 
-LOOKUP = prepare("""
+# What a consent needs to know: the subject, the purpose, the policy version and the
+# recipient (each NULL when unknown), and what the receipt shows.
+CONTEXT = """
 SELECT s.id AS subject_id, s.email_hash, s.erased_at,
        p.key AS purpose_key, p.description, p.direct_marketing,
        pol.version AS policy_version, pol.url AS policy_url,
@@ -47,18 +50,23 @@ LEFT JOIN subjects s ON s.id = CAST(:sid AS uuid)
      OR (s.email = CAST(:email AS text) AND s.erased_at IS NULL)
 LEFT JOIN purposes p ON p.key = CAST(:purpose AS text)
 LEFT JOIN policies pol ON pol.version = CAST(:policy AS text)
-""")
+"""
+LOOKUP = prepare(CONTEXT)
 
-WRITE = prepare("""
-WITH notice AS (
-  INSERT INTO consent_notices (sha256, text)
-  SELECT CAST(:notice_sha AS text), CAST(:notice_text AS text)
-  WHERE CAST(:notice_sha AS text) IS NOT NULL
-  ON CONFLICT DO NOTHING
-),
+# Storing one event: the notice, the event, the current state, the change-feed entry and the
+# audit entry. `{proceed}` is a condition the subject row must meet besides being live.
+WRITE_CTES = """
 live AS (
   -- Waits for a concurrent erasure and then sees it: no evidence lands on an erased subject.
-  SELECT id FROM subjects WHERE id = CAST(:subject_id AS uuid) AND erased_at IS NULL FOR SHARE
+  SELECT id, email_hash FROM subjects
+  WHERE id = CAST(:subject_id AS uuid) AND erased_at IS NULL AND {proceed}
+  FOR SHARE
+),
+notice AS (
+  INSERT INTO consent_notices (sha256, text)
+  SELECT CAST(:notice_sha AS text), CAST(:notice_text AS text)
+  WHERE CAST(:notice_sha AS text) IS NOT NULL AND EXISTS (SELECT 1 FROM live)
+  ON CONFLICT DO NOTHING
 ),
 ev AS (
   INSERT INTO consent_events (id, subject_id, purpose, recipient, action, method,
@@ -82,8 +90,8 @@ state AS (
 ),
 feed AS (
   INSERT INTO changes (kind, subject_id, email_hash, purpose, at)
-  SELECT 'consent.' || action, subject_id, CAST(:email_hash AS text), purpose, recorded_at
-  FROM ev
+  SELECT 'consent.' || ev.action, ev.subject_id, live.email_hash, ev.purpose, ev.recorded_at
+  FROM ev CROSS JOIN live
 ),
 audited AS (
   INSERT INTO audit_entries (actor_key_id, actor_name, actor_role, action, entity, entity_id,
@@ -94,8 +102,27 @@ audited AS (
                        'notice_sha256', notice_sha256, 'conflict', conflict)
   FROM ev
 )
-SELECT * FROM ev
-""")
+"""
+WRITE = prepare("WITH" + WRITE_CTES.format(proceed="true") + "SELECT * FROM ev")  # noqa: S608 - constant SQL
+
+# The usual consent (a known subject id, no GPC) in one round trip: the lookup, and the
+# write only where the lookup found everything the request names. The lookup's columns
+# come back beside the event's (the event's are NULL when nothing was written).
+EVERYTHING_NAMED_IS_KNOWN = """(
+  SELECT c.purpose_key IS NOT NULL
+    AND (CAST(:policy AS text) IS NULL OR c.policy_version IS NOT NULL)
+    AND (CAST(:recipient AS text) IS NULL OR c.recipient_key IS NOT NULL)
+  FROM ctx c)"""
+CONTEXT_BESIDE_EVENT = """
+SELECT c.subject_id AS known_subject_id, c.email_hash AS known_email_hash,
+  c.purpose_key, c.description, c.direct_marketing, c.policy_version AS known_policy_version,
+  c.policy_url, c.recipient_key, c.third_parties, ev.*
+FROM ctx c LEFT JOIN ev ON true"""
+LOOKUP_AND_WRITE = prepare(
+    f"WITH ctx AS ({CONTEXT}),"
+    + WRITE_CTES.format(proceed=EVERYTHING_NAMED_IS_KNOWN)
+    + CONTEXT_BESIDE_EVENT
+)
 
 # A new objection goes into the change feed with it (sync must stop pushing the subject).
 OBJECT = prepare("""
@@ -191,6 +218,23 @@ def to_public(row: Any) -> ConsentEventPublic:
     )
 
 
+def _refuse_unknown(
+    data: ConsentEventCreate,
+    purpose_key: str | None,
+    policy_version: str | None,
+    recipient_key: str | None,
+) -> None:
+    """422 for what the request names that the catalogue does not know, in this order."""
+    if purpose_key is None:
+        raise Unprocessable(f"Unknown purpose `{data.purpose}`.", field="purpose")
+    if data.policy_version is not None and policy_version is None:
+        raise Unprocessable(
+            f"Unknown policy version `{data.policy_version}`.", field="policy_version"
+        )
+    if data.recipient is not None and recipient_key is None:
+        raise Unprocessable(f"Unknown recipient `{data.recipient}`.", field="recipient")
+
+
 async def _context(con: Conn, principal: Principal, data: ConsentEventCreate) -> Context:
     row = await LOOKUP.fetchrow(
         con,
@@ -201,14 +245,7 @@ async def _context(con: Conn, principal: Principal, data: ConsentEventCreate) ->
         recipient=data.recipient,
     )
     assert row is not None  # one row always: FROM (SELECT 1)
-    if row.purpose_key is None:
-        raise Unprocessable(f"Unknown purpose `{data.purpose}`.", field="purpose")
-    if data.policy_version is not None and row.policy_version is None:
-        raise Unprocessable(
-            f"Unknown policy version `{data.policy_version}`.", field="policy_version"
-        )
-    if data.recipient is not None and row.recipient_key is None:
-        raise Unprocessable(f"Unknown recipient `{data.recipient}`.", field="recipient")
+    _refuse_unknown(data, row.purpose_key, row.policy_version, row.recipient_key)
     subject_id, email_hash = row.subject_id, row.email_hash
     if subject_id is None:
         subject_id, email_hash = await _new_web_subject(con, principal, data)
@@ -249,10 +286,9 @@ async def _new_web_subject(
     return existing.id, hashed
 
 
-async def _write(
-    con: Conn,
+def _write_params(
     principal: Principal,
-    ctx: Context,
+    subject_id: uuid.UUID,
     *,
     purpose: str,
     recipient: str | None,
@@ -263,35 +299,76 @@ async def _write(
     evidence: Evidence | None,
     occurred_at: datetime,
     conflict: str | None = None,
-) -> Any:
+) -> dict[str, Any]:
     evidence = evidence or Evidence()
     notice_sha = hashlib.sha256(notice_text.encode()).hexdigest() if notice_text else None
-    row = await WRITE.fetchrow(
-        con,
-        **{
-            "id": uuid.uuid4(),
-            "subject_id": ctx.subject_id,
-            "purpose": purpose,
-            "recipient": recipient,
-            "action": action,
-            "method": method,
-            "policy": policy,
-            "notice_sha": notice_sha,
-            "notice_text": notice_text,
-            "form_id": evidence.form_id,
-            "page_url": evidence.page_url,
-            "user_agent": evidence.user_agent,
-            "occurred_at": occurred_at,
-            "key_id": principal.key_id,
-            "key_name": principal.name,
-            "key_role": principal.role,
-            "conflict": conflict,
-            "email_hash": ctx.email_hash,
-        },
-    )
+    return {
+        "id": uuid.uuid4(),
+        "subject_id": subject_id,
+        "purpose": purpose,
+        "recipient": recipient,
+        "action": action,
+        "method": method,
+        "policy": policy,
+        "notice_sha": notice_sha,
+        "notice_text": notice_text,
+        "form_id": evidence.form_id,
+        "page_url": evidence.page_url,
+        "user_agent": evidence.user_agent,
+        "occurred_at": occurred_at,
+        "key_id": principal.key_id,
+        "key_name": principal.name,
+        "key_role": principal.role,
+        "conflict": conflict,
+    }
+
+
+async def _write(con: Conn, principal: Principal, ctx: Context, **event: Any) -> Any:
+    row = await WRITE.fetchrow(con, **_write_params(principal, ctx.subject_id, **event))
     if row is None:
         raise Conflict("The subject has been erased.")
     return row
+
+
+def _requested_event(data: ConsentEventCreate, occurred_at: datetime) -> dict[str, Any]:
+    """The event a request asks for (before GPC adds its own)."""
+    return {
+        "purpose": data.purpose,
+        "recipient": data.recipient,
+        "action": data.action,
+        # A withdrawal may come without a method (Art 7(3)); never refuse a "no".
+        "method": data.method or UNSPECIFIED_METHOD,
+        "policy": data.policy_version,
+        "notice_text": data.notice_text,
+        "evidence": data.evidence,
+        "occurred_at": occurred_at,
+    }
+
+
+async def _record_for_known_subject(
+    con: Conn, principal: Principal, data: ConsentEventCreate, occurred_at: datetime
+) -> tuple[Context, Any]:
+    """The usual consent in one statement (LOOKUP_AND_WRITE). Where nothing was written,
+    the same answer as the two-step path: what is unknown, else the subject is missing or
+    erased."""
+    assert data.subject_id is not None
+    params = _write_params(principal, data.subject_id, **_requested_event(data, occurred_at))
+    row = await LOOKUP_AND_WRITE.fetchrow(con, sid=data.subject_id, email=None, **params)
+    assert row is not None  # one row always: the lookup's
+    if row.id is None:
+        _refuse_unknown(data, row.purpose_key, row.known_policy_version, row.recipient_key)
+        if row.known_subject_id is None:
+            raise NotFound("No such subject.")
+        raise Conflict("The subject has been erased.")
+    ctx = Context(
+        row.known_subject_id,
+        row.known_email_hash,
+        row.description,
+        row.direct_marketing,
+        row.policy_url,
+        list(row.third_parties),
+    )
+    return ctx, row
 
 
 async def _gpc_withdrawal(
@@ -342,8 +419,8 @@ async def _gpc_withdrawal(
 
 
 def needs_transaction(data: ConsentEventCreate, gpc: bool) -> bool:
-    """A consent for a known subject id, without GPC, is one lookup and one atomic
-    statement; GPC and web-form prospects write several statements that go together."""
+    """A consent for a known subject id, without GPC, is one statement (atomic by itself);
+    GPC and web-form prospects write several statements that go together."""
     return data.subject_id is None or gpc or data.method == "gpc"
 
 
@@ -374,9 +451,11 @@ async def consent_payload(
     if occurred_at > now + CLOCK_SKEW:
         raise Unprocessable("`occurred_at` is in the future.", field="occurred_at")
     driver = await connection_of(con)
-    ctx = await _context(driver, principal, data)
     extra: list[dict[str, Any]] = []
-    if data.method == "gpc" and data.purpose == GPC_PURPOSE:  # the request is the signal
+    if not needs_transaction(data, gpc):  # a subject id (exactly one of id and e-mail)
+        ctx, row = await _record_for_known_subject(driver, principal, data, occurred_at)
+    elif data.method == "gpc" and data.purpose == GPC_PURPOSE:  # the request is the signal
+        ctx = await _context(driver, principal, data)
         row = await _gpc_withdrawal(
             driver,
             principal,
@@ -387,20 +466,8 @@ async def consent_payload(
             occurred_at=occurred_at,
         )
     else:
-        row = await _write(
-            driver,
-            principal,
-            ctx,
-            purpose=data.purpose,
-            recipient=data.recipient,
-            action=data.action,
-            # A withdrawal may come without a method (Art 7(3)); never refuse a "no".
-            method=data.method or UNSPECIFIED_METHOD,
-            policy=data.policy_version,
-            notice_text=data.notice_text,
-            evidence=data.evidence,
-            occurred_at=occurred_at,
-        )
+        ctx = await _context(driver, principal, data)
+        row = await _write(driver, principal, ctx, **_requested_event(data, occurred_at))
         if gpc:
             signal = await _gpc_withdrawal(
                 driver,
