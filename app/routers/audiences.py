@@ -18,7 +18,7 @@ from app.services import audiences
 router = APIRouter(prefix="/v1/audiences", tags=["sync"])
 Reader = Annotated[Principal, Depends(require("audiences:read"))]
 NDJSON = "application/x-ndjson"
-STREAM_CHUNK = 1000
+STREAM_CHUNK = 5000
 
 
 async def _stream(
