@@ -280,3 +280,30 @@ async def test_endpoint_limits_media_type_size_and_role(engine, conn, test_setti
         assert r.status_code == 200 and r.json()["imported"] == 1
         # The ordinary limit still holds everywhere else.
         assert settings.max_body_bytes > 2000
+
+
+async def test_a_batch_without_consents_still_feeds_sync(client, crm, db):
+    """Sync learns of every imported subject and basis, whether or not its batch carries
+    consents (the feed used to be written only with consent events)."""
+    plain = new_subject()
+    with_bases = new_subject(bases=[{"purpose": "email_campaigns", "basis": "consent"}])
+    r = await client.post(
+        "/v1/subjects/import", content=body(plain, with_bases), headers={**crm, **NDJSON}
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["imported"] == 2
+    feed = (
+        await db.execute(
+            text(
+                "SELECT s.email, c.kind, c.purpose, c.email_hash = s.email_hash FROM changes c"
+                " JOIN subjects s ON s.id = c.subject_id WHERE s.email IN (:a, :b)"
+                " ORDER BY c.id"
+            ),
+            {"a": plain["email"], "b": with_bases["email"]},
+        )
+    ).all()
+    assert [tuple(r) for r in feed] == [
+        (plain["email"], "subject.created", None, True),
+        (with_bases["email"], "subject.created", None, True),
+        (with_bases["email"], "basis.set", "email_campaigns", True),
+    ]

@@ -183,7 +183,8 @@ async def store_batch(
         await session.execute(text(INSERT_NOTICES))
         await session.execute(text(INSERT_EVENTS), {"actor": actor, "key_id": key_id})
         await session.execute(text(INSERT_STATE))
-        await session.execute(text(INSERT_CHANGES))
+    # Every batch: the subjects created and the bases set reach sync, consents or not.
+    await session.execute(text(INSERT_CHANGES))
     await audit.record(
         session,
         principal,
