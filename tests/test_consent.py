@@ -404,6 +404,10 @@ async def test_a_refused_consent_says_why_and_stores_nothing(client, crm, db):
         (give(erased, policy_version="9.9", notice_text=notice), 422, "policy_version"),
         (give(str(uuid.uuid4()), notice_text=notice), 404, None),
         (give(erased, notice_text=notice), 409, None),
+        # A value PostgreSQL cannot store (NUL) is refused before any look-up, whoever the
+        # subject: the one statement carries it (the two-step path answered 404 here).
+        (give(str(uuid.uuid4()), notice_text=notice, evidence={"user_agent": "a\u0000b"}),
+         422, None),
     ]  # fmt: skip
     before = await _ledger_counts(db, notice)
     for body, status, field in cases:
