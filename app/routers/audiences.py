@@ -18,6 +18,9 @@ from app.services import audiences
 router = APIRouter(prefix="/v1/audiences", tags=["sync"])
 Reader = Annotated[Principal, Depends(require("audiences:read"))]
 NDJSON = "application/x-ndjson"
+# Subjects scanned per chunk of the NDJSON stream, each chunk one transaction. 5,000 rather
+# than 1,000: a fifth of the commits and of the per-chunk planning (the loop alone went from
+# 12-13,500 to 16,000 rows/s on the bench data); the members of one chunk are a few MB.
 STREAM_CHUNK = 5000
 
 
