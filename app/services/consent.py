@@ -176,6 +176,19 @@ class Context:
     policy_url: str | None
     third_parties: list[str]
 
+    @classmethod
+    def of(cls, subject_id: uuid.UUID, email_hash: str | None, lookup: Any) -> "Context":
+        """The subject as found (or created), and the receipt's fields from the lookup row
+        (CONTEXT's columns)."""
+        return cls(
+            subject_id,
+            email_hash,
+            lookup.description,
+            lookup.direct_marketing,
+            lookup.policy_url,
+            list(lookup.third_parties),
+        )
+
 
 def event_document(row: Any) -> dict[str, Any]:
     """An event as ConsentEventPublic serialises it (same fields, same order)."""
@@ -251,14 +264,7 @@ async def _context(con: Conn, principal: Principal, data: ConsentEventCreate) ->
         subject_id, email_hash = await _new_web_subject(con, principal, data)
     elif row.erased_at is not None:
         raise Conflict("The subject has been erased.")
-    return Context(
-        subject_id,
-        email_hash,
-        row.description,
-        row.direct_marketing,
-        row.policy_url,
-        list(row.third_parties),
-    )
+    return Context.of(subject_id, email_hash, row)
 
 
 async def _new_web_subject(
@@ -360,15 +366,7 @@ async def _record_for_known_subject(
         if row.known_subject_id is None:
             raise NotFound("No such subject.")
         raise Conflict("The subject has been erased.")
-    ctx = Context(
-        row.known_subject_id,
-        row.known_email_hash,
-        row.description,
-        row.direct_marketing,
-        row.policy_url,
-        list(row.third_parties),
-    )
-    return ctx, row
+    return Context.of(row.known_subject_id, row.known_email_hash, row), row
 
 
 async def _gpc_withdrawal(
