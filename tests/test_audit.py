@@ -233,3 +233,48 @@ async def test_two_sealers_never_seal_twice(engine, test_settings):
     async with app.state.sessionmaker() as s:
         assert (await verify(s, signer)).ok
         await s.commit()
+
+
+async def test_a_backlog_with_gaps_in_the_ids_is_sealed_whole_and_in_id_order(db, test_settings):
+    """The sealer walks windows of ids: a gap wider than a window (ids taken by writers that
+    rolled back) is stepped over, and a backlog of several windows is sealed in one round."""
+    from app.services.audit_chain import BATCH
+
+    async def append(n: int) -> list[int]:
+        rows = await db.execute(
+            text(
+                "INSERT INTO audit_entries (actor_name, actor_role, action, entity, digest)"
+                " SELECT 'test', 'admin', 'test.backlog', 'test', jsonb_build_object('n', g)"
+                " FROM generate_series(1, :n) g RETURNING id"
+            ),
+            {"n": n},
+        )
+        return [r.id for r in rows]
+
+    signer = get_signer(test_settings)
+    await seal_pending(db, signer)
+    first = await append(BATCH + 7)  # more than one window
+    await db.execute(
+        text(
+            "SELECT setval(pg_get_serial_sequence('audit_entries', 'id'),"
+            " (SELECT max(id) FROM audit_entries) + :gap)"
+        ),
+        {"gap": 3 * BATCH},
+    )
+    second = await append(5)
+    assert second[0] - first[-1] > 3 * BATCH
+    assert await seal_pending(db, signer) == len(first) + len(second)
+    rows = (
+        await db.execute(
+            text(
+                "SELECT id, position FROM audit_entries WHERE action = 'test.backlog'"
+                " ORDER BY position"
+            )
+        )
+    ).all()
+    assert [r.id for r in rows] == sorted(first + second)
+    positions = [r.position for r in rows]
+    assert positions == list(range(positions[0], positions[0] + len(rows)))
+    unsealed = "SELECT count(*) FROM audit_entries WHERE position IS NULL"
+    assert (await db.execute(text(unsealed))).scalar() == 0
+    assert (await verify(db, signer)).ok
