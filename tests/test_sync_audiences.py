@@ -112,6 +112,44 @@ async def test_pages_ndjson_and_stored_decisions_over_http(client, db, make_key)
     assert lines == got
 
 
+async def test_the_ndjson_stream_is_one_member_per_line_whatever_the_values(client, db, make_key):
+    """PostgreSQL writes the stream's lines: a newline, quotes, a backslash, a control
+    character or non-ASCII in a value stay inside one JSON line, with the same values as
+    the JSON pages."""
+    awkward = {
+        'line\nbreak "quoted" back\\slash': "tab\there \x01",
+        "Zoë Ångström 😀": "\u2028 separator, \r return",
+        "plain": None,
+    }
+    ids = []
+    for name, company in awkward.items():
+        sid = await gs.subject(db)
+        await gs.basis(db, sid, "email_campaigns", "legitimate_interests")
+        await db.execute(
+            text("UPDATE subjects SET name = :n, company = :c WHERE id = :id"),
+            {"n": name, "c": company, "id": sid},
+        )
+        ids.append(sid)
+    await db.commit()
+    sync = await make_key("sync")
+    url = "/v1/audiences/email_campaigns"
+    streamed = await client.get(url, headers={**sync, "Accept": "application/x-ndjson"})
+    assert streamed.status_code == 200
+    assert streamed.content.endswith(b"\n")
+    lines = [orjson.loads(line) for line in streamed.content.split(b"\n")[:-1]]
+    ours = {uuid.UUID(m["subject_id"]): m for m in lines if uuid.UUID(m["subject_id"]) in ids}
+    assert {sid: (m["name"], m["company"]) for sid, m in ours.items()} == dict(
+        zip(ids, awkward.items(), strict=True)
+    )
+    assert all(list(m) == ["subject_id", "email", "name", "company"] for m in lines)
+    paged, query = [], "?limit=1000"
+    while query:
+        page = (await client.get(url + query, headers=sync)).json()
+        paged += page["items"]
+        query = page["next_cursor"] and f"?limit=1000&cursor={page['next_cursor']}"
+    assert lines == paged
+
+
 async def test_roles_and_bad_input(client, make_key):
     for role, status in (("sync", 200), ("crm", 200), ("auditor", 200), ("website", 403)):
         r = await client.get("/v1/audiences/email_campaigns", headers=await make_key(role))

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
 from app.core.auth import Principal, require
-from app.core.driver import DatabaseDep, dumps
+from app.core.driver import DatabaseDep
 from app.core.errors import problem_responses
 from app.core.pagination import Cursor, Limit
 from app.models.audience import AudiencePage
@@ -33,7 +33,7 @@ async def _stream(
     after = None
     while True:
         async with db.transaction() as con:
-            members, after = await audiences.chunk(
+            lines, after = await audiences.chunk_lines(
                 con,
                 principal,
                 purpose=purpose,
@@ -41,9 +41,9 @@ async def _stream(
                 after=after,
                 scan=STREAM_CHUNK,
             )
-        if members:
-            # The members were built from trusted columns: encoded as they are, unvalidated.
-            yield b"".join(dumps(dict(m)) + b"\n" for m in members)
+        if lines:
+            lines.append("")  # a newline after the last member too
+            yield "\n".join(lines).encode()
         if after is None:
             return
 
