@@ -118,11 +118,21 @@ UNSEALED = prepare(
     lo="bigint",
     n="integer",
 )
+# A batch's ids and hashes travel as two comma-separated texts: asyncpg checks every element
+# of an array parameter in Python (a tenth of the worker's time while an audience streamed).
+# Positions follow from the first; each prev_hash is the hash before it.
 SEAL = prepare(
-    "UPDATE audit_entries e SET position = v.pos, prev_hash = v.prev, hash = v.h"
-    " FROM unnest(CAST(:ids AS bigint[]), CAST(:pos AS bigint[]),"
-    " CAST(:prevs AS text[]), CAST(:hashes AS text[])) AS v(id, pos, prev, h)"
-    " WHERE e.id = v.id"
+    """UPDATE audit_entries e SET position = v.pos, prev_hash = v.prev, hash = v.h FROM (
+         SELECT x.id, :first + x.ord - 1 AS pos, x.h,
+                coalesce(lag(x.h) OVER (ORDER BY x.ord), :prev) AS prev
+         FROM unnest(CAST(string_to_array(:ids, ',') AS bigint[]), string_to_array(:hashes, ','))
+           WITH ORDINALITY AS x(id, h, ord)
+       ) v
+       WHERE e.id = v.id""",
+    first="bigint",
+    prev="text",
+    ids="text",
+    hashes="text",
 )
 
 
@@ -167,16 +177,19 @@ async def seal_pending(session: AsyncSession, signer: Signer) -> int:
             lo, _ = await _unsealed_bounds(con, lo + BATCH)
             continue
         lo += BATCH
-        ids, positions, prevs, hashes = [], [], [], []
+        first, before = position + 1, prev
+        hashes = []
         for row in rows:
             position += 1
-            digest = _hash(prev, _canonical_bytes(*_entry_of_record(row, position)))
-            ids.append(row.id)
-            positions.append(position)
-            prevs.append(prev)
-            hashes.append(digest)
-            prev = digest
-        await SEAL.execute(con, ids=ids, pos=positions, prevs=prevs, hashes=hashes)
+            prev = _hash(prev, _canonical_bytes(*_entry_of_record(row, position)))
+            hashes.append(prev)
+        await SEAL.execute(
+            con,
+            first=first,
+            prev=before,
+            ids=",".join(str(row["id"]) for row in rows),
+            hashes=",".join(hashes),
+        )
         await _checkpoint(session, signer, position, prev)
         sealed += len(rows)
     return sealed
