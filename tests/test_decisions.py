@@ -1,8 +1,12 @@
 """The decision gate: each rule of DOMAIN.md allows and denies, reasons combine, decisions
 are stored and audited, and a decision is one round trip."""
 
+import asyncio
+import importlib.util
+import time
 import uuid
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select, text
@@ -195,6 +199,36 @@ async def test_decision_by_email_never_stores_the_email(db):
         )
     ).scalar_one()
     assert "ghost" not in dump.lower()
+
+
+async def test_decision_ids_are_time_ordered_version_7(db):
+    """Decision ids are UUID version 7 (migration 0014): they start with the millisecond
+    they were made in, so a later decision's id sorts after an earlier one's."""
+    sid = await gs.subject(db)
+    first = await decide(db, CRM, subject=sid, purpose="surveys", now=NOW)
+    await asyncio.sleep(0.005)
+    batch = await decide_batch(db, CRM, subjects=[sid, sid], purpose="surveys", now=NOW)
+    ids = [first.id] + [item.id for item in batch]
+    assert all(i.version == 7 and i.variant == uuid.RFC_4122 for i in ids)
+    assert len(set(ids)) == 3 and first.id < min(item.id for item in batch)
+    assert abs((first.id.int >> 80) - time.time() * 1000) < 60_000  # ms since 1970
+
+
+async def test_the_version_7_layout_built_before_postgresql_18(db):
+    """Before PostgreSQL 18 (the compatibility run on 15), `time_ordered_uuid()` builds the
+    layout from a random UUID: run here on whatever server the suite has."""
+    path = Path(__file__).parent.parent / "migrations/versions/0014_time_ordered_decision_ids.py"
+    spec = importlib.util.spec_from_file_location("migration_0014", path)
+    assert spec is not None and spec.loader is not None
+    migration = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(migration)
+    before = int(time.time() * 1000)
+    made = [(await db.execute(text(migration.BUILT))).scalar_one() for _ in range(50)]
+    after = int(time.time() * 1000)
+    assert len(set(made)) == 50
+    for made_id in made:
+        assert made_id.version == 7 and made_id.variant == uuid.RFC_4122
+        assert before - 1000 <= made_id.int >> 80 <= after + 1000
 
 
 async def test_a_decision_is_one_round_trip(db):

@@ -34,7 +34,7 @@ FROM unnest(CAST(:ids AS uuid[])) WITH ORDINALITY AS r(ref_id, ord)
 EVALUATE = """
 WITH cand AS ({candidates}),
 evaluated AS MATERIALIZED (
-  SELECT gen_random_uuid() AS id, e.* FROM ({reasons}) e
+  SELECT time_ordered_uuid() AS id, e.* FROM ({reasons}) e
 ),
 chosen AS MATERIALIZED (
   SELECT * FROM evaluated WHERE cardinality(reasons) = 0 ORDER BY ord LIMIT :take

@@ -108,7 +108,9 @@ FROM unnest(CAST(:ids AS uuid[]), CAST(:emails AS text[]))
 """
 
 # Storing evaluated decisions and their audit entries: CTEs over a set `{recorded}` of
-# evaluated rows (a batch stores them all; an audience page the ones it hands out).
+# evaluated rows (a batch stores them all; an audience page the ones it hands out). Their
+# ids are time-ordered (`time_ordered_uuid()`, migration 0014): new keys append to the
+# primary key's index instead of landing on random pages of it.
 STORE_CTES = """
 stored AS (
   INSERT INTO decisions (id, decided_at, requester_key_id, requester_name, requester_role,
@@ -132,7 +134,7 @@ audited AS (
 DECIDE_AND_STORE = f"""
 WITH cand AS ({REFERENCED_CANDIDATES}),
 evaluated AS MATERIALIZED (
-  SELECT gen_random_uuid() AS id, e.* FROM ({REASONS_SQL}) e
+  SELECT time_ordered_uuid() AS id, e.* FROM ({REASONS_SQL}) e
 ),
 {STORE_CTES.format(recorded="evaluated")}
 SELECT id, ord, subject_id, basis, reasons FROM evaluated ORDER BY ord
