@@ -353,7 +353,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="consent-bench-"))
     print(f"bench: PostgreSQL in {tmp}; seeding {args.subjects:,} subjects", flush=True)
     _server, admin_url = start_server(tmp)
-    seeded = seed(admin_url, args.subjects)
+    seeded = seed(admin_url, args.subjects, Path(args.app_root).resolve())
     args.postmaster = postmaster_pid(tmp / "pg")
     print(f"bench: seeded in {time.monotonic() - started:.0f} s", flush=True)
     if args.profile:

@@ -9,6 +9,9 @@ can come from it instead. Every subject gets a category, a source and bases; som
 import asyncio
 import hashlib
 import hmac
+import os
+import subprocess
+import sys
 import uuid
 import warnings
 from dataclasses import dataclass
@@ -159,7 +162,17 @@ async def _api_key(url: str) -> str:
         await engine.dispose()
 
 
-def seed(admin_url: str, subjects: int) -> Seeded:
+def _migrate_with(app_root: Path, url: str) -> None:
+    """Migrate with the served checkout's own migrations: an older commit (`--app-root`, for
+    a before/after) refuses a database migrated past its last revision."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONSENT_")}
+    env.update(CONSENT_DATABASE_URL=url, CONSENT_SECRET_KEY=SECRET, PYTHONPATH=str(app_root))
+    command = [sys.executable, "-m", "app.cli", "migrate"]
+    subprocess.run(command, cwd=app_root, env=env, check=True, stdout=subprocess.DEVNULL)
+
+
+def seed(admin_url: str, subjects: int, app_root: Path | None = None) -> Seeded:
+    """`app_root`: the checkout to migrate with (default: this one)."""
     from app.cli import migrate
     from app.core.db import ensure_database
 
@@ -169,7 +182,10 @@ def seed(admin_url: str, subjects: int) -> Seeded:
         .set(drivername="postgresql+asyncpg", database=DATABASE)
         .render_as_string(hide_password=False)
     )
-    migrate(url)
+    if app_root is None or app_root == Path(__file__).resolve().parent.parent:
+        migrate(url)
+    else:
+        _migrate_with(app_root, url)
     connect = connect_kwargs(url)
     ids = asyncio.run(_seed_rows(connect, subjects))
     return Seeded(url, connect, ids, asyncio.run(_api_key(url)))

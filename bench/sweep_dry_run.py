@@ -96,7 +96,7 @@ async def measure(url: str, settings: Settings, runs: int) -> None:
             text("EXPLAIN (ANALYZE, FORMAT JSON) " + str(ALL_DUE)),
             {"now": report["as_of"], "grace_days": report["grace_days"]},
         )
-        db_ms = plan.scalar()[0]["Execution Time"]
+        db_ms = plan.scalar_one()[0]["Execution Time"]
     await engine.dispose()
     print(f"the due query alone, in PostgreSQL (EXPLAIN ANALYZE): {db_ms / 1000:.3f} s")
     print(
