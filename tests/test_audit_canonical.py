@@ -8,10 +8,17 @@ import random
 from datetime import UTC, datetime
 from types import SimpleNamespace
 
+import orjson
 from sqlalchemy import text
 
 from app.core.signing import get_signer
-from app.services.audit_chain import ENTRY_COLUMNS, canonical_json, seal_pending, verify
+from app.services.audit_chain import (
+    ENTRY_COLUMNS,
+    _has_float,
+    canonical_json,
+    seal_pending,
+    verify,
+)
 
 
 def _reference(row, position: int) -> bytes:
@@ -78,32 +85,62 @@ def test_canonical_json_is_the_json_modules_bytes_for_any_digest():
             entity_id=rng.choice([None, _text(rng)]),
             digest=_value(rng),
         )
-        got = canonical_json(row, n + 1)
-        assert got == _reference(row, n + 1), row
-        fast_path_taken += "1e-7" not in got.decode()
-    assert fast_path_taken > 1000
+        assert canonical_json(row, n + 1) == _reference(row, n + 1), row
+        fast_path_taken += _on_the_fast_path(row.digest)
+    assert 1000 < fast_path_taken < 5000  # both paths are exercised
+
+
+def _on_the_fast_path(digest) -> bool:
+    """Whether canonical_json writes this digest with orjson (no float, nothing orjson
+    refuses)."""
+    try:
+        orjson.dumps(digest)
+    except TypeError:
+        return False
+    return not _has_float(digest)
+
+
+def _jsonb_safe(value):
+    """A generated value as jsonb can hold it: no NUL in a string."""
+    if isinstance(value, str):
+        return value.replace("\x00", "0")
+    if isinstance(value, list):
+        return [_jsonb_safe(v) for v in value]
+    if isinstance(value, dict):
+        return {_jsonb_safe(k): _jsonb_safe(v) for k, v in value.items()}
+    return value
 
 
 async def test_sealed_hashes_follow_the_documented_formula_whatever_the_digest(
     client, crm, db, test_settings
 ):
-    """Entries whose digests take the fast path and entries that do not (a float orjson
-    writes differently, an integer past 64 bits, control characters and non-ASCII) are
-    sealed, and every stored hash is sha256(prev_hash + the json module's bytes)."""
+    """Entries whose digests take the fast path and entries that do not are sealed, the
+    sealer reading each digest from its jsonb text, and every stored hash is
+    sha256(prev_hash + the json module's bytes). Among them: a float orjson writes
+    differently, integers past 64 bits and of 400 digits (which orjson will not read),
+    nesting deeper than orjson writes, control characters and non-ASCII, and 300
+    generated digests."""
+    deep: dict = {"leaf": 1}
+    for _ in range(300):
+        deep = {"d": deep}
     digests = [
         {"note": "plain", "n": 3, "ok": True, "reasons": []},
         {"ratio": 1e-07},
         {"big": 2**70},
+        {"huge": 10**400, "ok": True},
+        {"deep": deep},
         {"text": "tab\there, line\nbreak, \x01, é, \u2028, 😀", "nested": {"b": [1, {"a": None}]}},
     ]
-    for digest in digests:
-        await db.execute(
-            text(
-                "INSERT INTO audit_entries (actor_name, actor_role, action, entity, entity_id,"
-                " digest) VALUES ('test', 'admin', 'test.canonical', 'test', 'c', CAST(:d AS jsonb))"
-            ),
-            {"d": json.dumps(digest)},
-        )
+    rng = random.Random(3)
+    digests += [{"generated": _jsonb_safe(_value(rng))} for _ in range(300)]
+    await db.execute(
+        text(
+            "INSERT INTO audit_entries (actor_name, actor_role, action, entity, entity_id, digest)"
+            " SELECT 'test', 'admin', 'test.canonical', 'test', 'c', CAST(d AS jsonb)"
+            " FROM unnest(CAST(:ds AS text[])) WITH ORDINALITY AS x(d, n) ORDER BY n"
+        ),
+        {"ds": [json.dumps(d) for d in digests]},
+    )
     signer = get_signer(test_settings)
     assert await seal_pending(db, signer) >= len(digests)
     rows = (
@@ -115,6 +152,7 @@ async def test_sealed_hashes_follow_the_documented_formula_whatever_the_digest(
         )
     ).all()
     assert [r.digest for r in rows][-len(digests) :] == digests
+    assert 50 < sum(_on_the_fast_path(d) for d in digests) < len(digests)
     for row in rows:
         expected = hashlib.sha256(row.prev_hash.encode() + _reference(row, row.position))
         assert row.hash == expected.hexdigest()

@@ -49,15 +49,20 @@ def chain_entry(row: Any, position: int) -> dict[str, Any]:
 def _entry_of_record(record: Any, position: int) -> tuple[dict[str, Any], bool]:
     """`chain_entry` of a record of UNSEALED (the sealer's rows), built by the driver in C
     rather than field by field: the same keys and values; and whether its digest holds a
-    float. The digest comes as text: orjson reads it, or the json module where a float
-    appears (orjson reads an integer past 64 bits as one), as SQLAlchemy's decoder would."""
+    float. The digest comes as text: orjson reads it, or the json module, as SQLAlchemy's
+    decoder would, where a float appears (orjson reads an integer past 64 bits as one) or
+    where orjson refuses it (an integer of 309 digits or more is "infinity" to orjson; nesting
+    past its limit): such an entry is written by the json module too (floats=True)."""
     entry = dict(record)
     entry["position"] = position
     entry["at"] = entry["at"].isoformat()
     if entry["actor_key_id"] is not None:
         entry["actor_key_id"] = str(entry["actor_key_id"])
-    digest = orjson.loads(entry["digest"])
-    floats = _has_float(digest)
+    try:
+        digest = orjson.loads(entry["digest"])
+        floats = _has_float(digest)
+    except orjson.JSONDecodeError:
+        digest, floats = None, True
     entry["digest"] = json.loads(entry["digest"]) if floats else digest
     return entry, floats
 
