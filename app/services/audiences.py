@@ -46,8 +46,7 @@ LEFT JOIN subjects s ON s.id = e.subject_id
 ORDER BY e.ord
 """
 # What is handed out of a subject chosen (NULL for the others): the member's fields...
-MEMBER_COLUMNS = """e.reasons,
-       CASE WHEN ch.id IS NOT NULL THEN s.email END AS email,
+MEMBER_COLUMNS = """CASE WHEN ch.id IS NOT NULL THEN s.email END AS email,
        CASE WHEN ch.id IS NOT NULL THEN s.name END AS name,
        CASE WHEN ch.id IS NOT NULL THEN s.company END AS company"""
 # ... or, for the NDJSON stream, the member's line as PostgreSQL writes it: the worker then
@@ -72,7 +71,10 @@ def _evaluate(candidates: str, recorded: str, columns: str) -> Prepared:
 
 SCAN = _evaluate(SCAN_CANDIDATES, "chosen", MEMBER_COLUMNS)
 SCAN_LINES = _evaluate(SCAN_CANDIDATES, "chosen", LINE_COLUMNS)
-BY_IDS = _evaluate(ID_CANDIDATES, "evaluated", f"{MEMBER_COLUMNS}, md5(s.email) AS email_md5")
+# A push by ids also answers why a subject is denied, and its MailChimp key.
+BY_IDS = _evaluate(
+    ID_CANDIDATES, "evaluated", f"e.reasons, {MEMBER_COLUMNS}, md5(s.email) AS email_md5"
+)
 MIN_SCAN = 500
 
 # A chunk is planned for its own parameters. The generic plan the hot paths share

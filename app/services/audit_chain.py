@@ -117,8 +117,7 @@ UNSEALED_BOUNDS = prepare(
     from_id="bigint",
 )
 UNSEALED = prepare(
-    "SELECT id, at, actor_key_id, actor_name, actor_role, action, entity, entity_id,"
-    " digest::text AS digest FROM audit_entries"
+    f"SELECT {ENTRY_COLUMNS.replace('digest', 'digest::text AS digest')} FROM audit_entries"
     " WHERE position IS NULL AND id >= :lo AND id < :lo + :n ORDER BY id",
     lo="bigint",
     n="integer",
