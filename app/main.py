@@ -145,7 +145,7 @@ def create_app(
             url = await resolve_database_url(settings)
             app.state.engine = create_engine(url, settings)
             # Hot paths' own asyncpg pool (app.core.driver), opened in full now.
-            app.state.database = await Database.open(url, settings)
+            app.state.database = await Database.open_when_reachable(url, settings)
         app.state.sessionmaker = _sessionmaker(app.state.engine, session_bind)
         _read_side(app, settings, session_bind, read_engine)
         try:

@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     # issue 14: outages, greedy clients, hostile input.
     # Client-side limits so that a stopped or frozen PostgreSQL gives a prompt 503, never a hang.
     db_connect_timeout_seconds: float = 3.0
+    # How long a worker's start-up waits for a database it cannot reach (restarting, failing
+    # over) before it gives up; `serve` itself checks the database before it starts workers.
+    db_startup_wait_seconds: float = 300.0
     db_command_timeout_seconds: float = 10.0  # a frozen server: the driver gives up
     db_statement_timeout_ms: int = 8000  # server side: a runaway statement is cancelled
     db_pool_timeout_seconds: float = 5.0  # queue wait for a pooled connection, then 503

@@ -41,6 +41,20 @@ def _record_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
 logging.setLogRecordFactory(_record_factory)
 
 
+_TRACEBACK = "Traceback (most recent call last):"
+
+
+def _raised_class(traceback_text: str) -> str:
+    """The class a formatted traceback ends with: the first unindented line after its last
+    frame (`asyncpg.exceptions.FooError: detail`, whose detail may run over lines) ->
+    `FooError`."""
+    lines = traceback_text.rstrip().splitlines()
+    frames = [i for i, line in enumerate(lines) if line.startswith(" ")]
+    raised = lines[frames[-1] + 1] if frames and frames[-1] + 1 < len(lines) else ""
+    name = raised.split(":", 1)[0].strip().rsplit(".", 1)[-1]
+    return name if name.isidentifier() else "Exception"
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line; extra fields are passed through, exceptions by class only."""
 
@@ -53,6 +67,11 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
             "request_id": getattr(record, "request_id", "-"),
         }
+        if out["msg"].startswith(_TRACEBACK):
+            # A traceback passed as the message (uvicorn logs a failed start-up so): its
+            # frames and its last line (SQL, values) stay out; the class is what was raised.
+            out["error_class"] = _raised_class(out["msg"])
+            out["msg"] = "unhandled exception (traceback withheld)"
         for key, value in record.__dict__.items():
             if key not in _RESERVED and not key.startswith("_"):
                 out[key] = value
