@@ -77,6 +77,8 @@ async def test_a_worker_restarted_while_the_database_refuses_waits_for_it(databa
     log = next(tmp_path.glob("service-*.log")).read_text()
     waits = [json.loads(line) for line in log.splitlines() if "waiting for the database" in line]
     assert waits and {w["error_class"] for w in waits} == {"ObjectNotInPrerequisiteStateError"}
+    deaths = [json.loads(line) for line in log.splitlines() if f"[{victim}] died" in line]
+    assert [d["level"] for d in deaths] == ["warning"], log[-2000:]  # seen at level WARNING
     assert "Traceback" not in log and "startup failed" not in log, log[-2000:]
 
 

@@ -80,6 +80,20 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
+class _WorkerLifecycle(logging.Filter):
+    """Raises uvicorn's "Child process [pid] died" to a warning; other records of its
+    logger pass at the configured level, as before."""
+
+    def __init__(self, level: int) -> None:
+        super().__init__()
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING and str(record.msg).startswith("Child process"):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return record.levelno >= self.level
+
+
 def configure_logging(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter())
@@ -89,6 +103,11 @@ def configure_logging(level: str = "INFO") -> None:
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    # uvicorn reports a worker that died, and its replacement, at INFO: an operator should
+    # see both whatever the level.
+    supervisor = logging.getLogger("uvicorn.error")
+    supervisor.setLevel(min(root.level, logging.INFO))
+    supervisor.filters[:] = [_WorkerLifecycle(root.level)]
     # httpx logs full URLs (query strings may hold e-mails) at INFO.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     # uvicorn's access log prints raw paths with query strings (e-mails): never enable it.
