@@ -13,6 +13,7 @@ from app.background import running_background_tasks
 from app.core import direct, errors
 from app.core.auth import authenticate
 from app.core.config import Settings, get_settings
+from app.core.database_wait import open_when_reachable
 from app.core.db import (
     create_engine,
     create_read_engine,
@@ -145,7 +146,7 @@ def create_app(
             url = await resolve_database_url(settings)
             app.state.engine = create_engine(url, settings)
             # Hot paths' own asyncpg pool (app.core.driver), opened in full now.
-            app.state.database = await Database.open_when_reachable(url, settings)
+            app.state.database = await open_when_reachable(url, settings)
         app.state.sessionmaker = _sessionmaker(app.state.engine, session_bind)
         _read_side(app, settings, session_bind, read_engine)
         try:

@@ -40,7 +40,6 @@ Where the connections come from:
 - An app built with an engine but not started (some tests) borrows engine connections.
 """
 
-import logging
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -53,13 +52,6 @@ from fastapi import Depends, Request, Response
 from pydantic import BaseModel
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception_type,
-    stop_after_delay,
-    wait_exponential,
-)
 
 from app.core.config import Settings
 
@@ -67,18 +59,6 @@ from app.core.config import Settings
 Conn: TypeAlias = asyncpg.Connection
 JSON = "application/json"
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
-log = logging.getLogger("consent_api.db")
-# What a database that is restarting, failing over, full or briefly closed answers (SQLSTATE
-# classes 08, 53 and 57, "not accepting connections"), or a network that does not answer.
-# A wrong password or database name is not among them: that fails at once.
-UNREACHABLE = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InsufficientResourcesError,
-    asyncpg.OperatorInterventionError,
-    asyncpg.ObjectNotInPrerequisiteStateError,
-)
 
 
 class Row(asyncpg.Record):
@@ -182,31 +162,6 @@ class Database:
         self.pool, self.bound, self.engine = pool, bound, engine
         # How long a request queues for a pooled connection before it gets a 503.
         self.acquire_timeout = acquire_timeout
-
-    @classmethod
-    async def open_when_reachable(cls, url: str, settings: Settings) -> "Database":
-        """`open`, waiting up to `db_startup_wait_seconds` for a database that cannot be
-        reached yet. A worker's start-up calls it: uvicorn stops the whole service (every
-        worker, and the port) when one worker fails its start-up, so a worker replaced
-        during a database restart must wait for it, not fail."""
-
-        def waiting(state: RetryCallState) -> None:
-            error = state.outcome.exception() if state.outcome else None
-            log.warning(
-                "waiting for the database",
-                extra={"attempt": state.attempt_number, "error_class": type(error).__name__},
-            )
-
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception_type(UNREACHABLE),
-            stop=stop_after_delay(settings.db_startup_wait_seconds),
-            wait=wait_exponential(multiplier=0.25, max=5),
-            before_sleep=waiting,
-            reraise=True,
-        ):
-            with attempt:
-                return await cls.open(url, settings)
-        raise AssertionError("unreachable: tenacity re-raises the last error")
 
     @classmethod
     async def open(cls, url: str, settings: Settings) -> "Database":

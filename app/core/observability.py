@@ -42,17 +42,20 @@ logging.setLogRecordFactory(_record_factory)
 
 
 _TRACEBACK = "Traceback (most recent call last):"
+_RAISED = re.compile(r"[A-Za-z_][\w.]*(?=:|$)")
 
 
 def _raised_class(traceback_text: str) -> str:
     """The class a formatted traceback ends with: the first unindented line after its last
-    frame (`asyncpg.exceptions.FooError: detail`, whose detail may run over lines) ->
-    `FooError`."""
-    lines = traceback_text.rstrip().splitlines()
-    frames = [i for i, line in enumerate(lines) if line.startswith(" ")]
-    raised = lines[frames[-1] + 1] if frames and frames[-1] + 1 < len(lines) else ""
-    name = raised.split(":", 1)[0].strip().rsplit(".", 1)[-1]
-    return name if name.isidentifier() else "Exception"
+    `Traceback` header (`asyncpg.exceptions.FooError: detail`, whose detail may run over
+    lines) -> `FooError`; anything else (exception groups' `|` lines) -> `Exception`."""
+    lines = traceback_text.splitlines()
+    last = max(i for i, line in enumerate(lines) if _TRACEBACK in line)
+    for line in lines[last + 1 :]:
+        if line and not line[0].isspace():
+            raised = _RAISED.match(line)
+            return raised[0].rsplit(".", 1)[-1] if raised else "Exception"
+    return "Exception"
 
 
 class JsonFormatter(logging.Formatter):
@@ -67,7 +70,7 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
             "request_id": getattr(record, "request_id", "-"),
         }
-        if out["msg"].startswith(_TRACEBACK):
+        if _TRACEBACK in out["msg"]:
             # A traceback passed as the message (uvicorn logs a failed start-up so): its
             # frames and its last line (SQL, values) stay out; the class is what was raised.
             out["error_class"] = _raised_class(out["msg"])
@@ -80,17 +83,24 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
+_WORKER_DIED = re.compile(r"Child process \[\d+\] died")
+
+
 class _WorkerLifecycle(logging.Filter):
-    """Raises uvicorn's "Child process [pid] died" to a warning; other records of its
-    logger pass at the configured level, as before."""
+    """On the root handler: uvicorn's "Child process [pid] died" (INFO) is raised to a
+    warning, or to the configured level if that is higher, so that an operator sees it;
+    uvicorn's other records below the configured level are dropped, as before."""
 
     def __init__(self, level: int) -> None:
         super().__init__()
         self.level = level
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno < logging.WARNING and str(record.msg).startswith("Child process"):
-            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        if not record.name.startswith("uvicorn"):
+            return True
+        if record.levelno < logging.WARNING and _WORKER_DIED.match(str(record.msg)):
+            level = max(logging.WARNING, self.level)
+            record.levelno, record.levelname = level, logging.getLevelName(level)
         return record.levelno >= self.level
 
 
@@ -103,11 +113,10 @@ def configure_logging(level: str = "INFO") -> None:
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
-    # uvicorn reports a worker that died, and its replacement, at INFO: an operator should
-    # see both whatever the level.
-    supervisor = logging.getLogger("uvicorn.error")
-    supervisor.setLevel(min(root.level, logging.INFO))
-    supervisor.filters[:] = [_WorkerLifecycle(root.level)]
+    # uvicorn reports a worker's death at INFO: let its records reach the handler, whose
+    # filter keeps that one (as a warning) and drops the rest below the level.
+    logging.getLogger("uvicorn.error").setLevel(min(root.level, logging.INFO))
+    handler.addFilter(_WorkerLifecycle(root.level))
     # httpx logs full URLs (query strings may hold e-mails) at INFO.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     # uvicorn's access log prints raw paths with query strings (e-mails): never enable it.
