@@ -12,6 +12,7 @@ import signal
 import ssl
 import subprocess
 import traceback
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,10 @@ async def _log_line(log: Path, text: str, proc: subprocess.Popen[bytes]) -> dict
     raise AssertionError(f"no {text!r} in the log: {_text(log)[-2000:]}")
 
 
+def _alive(pids: set[int]) -> set[int]:
+    return {pid for pid in pids if Path(f"/proc/{pid}").exists()}
+
+
 def _text(log: Path) -> str:
     return log.read_text()
 
@@ -77,56 +82,54 @@ async def _kill_a_worker_during_an_outage(
     return victim, waiting
 
 
-async def test_a_worker_restarted_while_the_database_refuses_waits_for_it(database_url, tmp_path):
+@pytest.fixture
+async def own_database(database_url: str) -> AsyncIterator[tuple[str, str, str]]:
+    """A migrated database of the test's own: (admin URL, name, URL). Connections to it are
+    allowed again afterwards, whatever the test left."""
     admin_url = admin_url_of(database_url)
     url = await fresh_database(admin_url, "consent_restart")
     database = make_url(url).database
     assert database
+    yield admin_url, database, url
+    await _allow_connections(admin_url, database, True)
+
+
+async def test_a_worker_restarted_while_the_database_refuses_waits_for_it(own_database, tmp_path):
+    admin_url, database, url = own_database
     with running_service(url, tmp_path, workers="2", db_pool_size="2") as (base, proc):
         log = next(tmp_path.glob("service-*.log"))
         before = _workers_of(proc.pid)
-        try:
-            victim, waiting = await _kill_a_worker_during_an_outage(admin_url, database, proc, log)
-            assert waiting["error_class"] == "ObjectNotInPrerequisiteStateError"
-            await asyncio.sleep(2)  # more attempts, while the service keeps its port
-            assert proc.poll() is None, "the service stopped when its new worker met the outage"
-        finally:
-            await _allow_connections(admin_url, database, True)
+        victim, waiting = await _kill_a_worker_during_an_outage(admin_url, database, proc, log)
+        assert waiting["error_class"] == "ObjectNotInPrerequisiteStateError"
+        await asyncio.sleep(2)  # more attempts, while the service keeps its port
+        assert proc.poll() is None, "the service stopped when its new worker met the outage"
+        await _allow_connections(admin_url, database, True)
         # The replacement finishes its start-up once the database lets it in.
         reachable = await _log_line(log, "database reachable", proc)
         assert reachable["level"] == "warning" and reachable["attempt"] > 1
         async with httpx.AsyncClient(base_url=base, timeout=10) as client:
             assert (await client.get("/readyz")).status_code == 200
         workers = _workers_of(proc.pid)
-        assert len(workers) == 2 and victim not in workers and workers - before, log.read_text()
+        assert len(workers) == 2 and victim not in workers and workers - before, _text(log)
         assert proc.poll() is None
-    text = log.read_text()
+    text = _text(log)
     deaths = [json.loads(line) for line in text.splitlines() if f"[{victim}] died" in line]
     assert [d["level"] for d in deaths] == ["warning"], text[-2000:]  # seen at level WARNING
     assert "Traceback" not in text and "startup failed" not in text, text[-2000:]
 
 
-async def test_stopping_the_service_while_a_worker_waits_is_prompt(database_url, tmp_path):
+async def test_stopping_the_service_while_a_worker_waits_is_prompt(own_database, tmp_path):
     """A waiting worker hears SIGTERM (uvicorn's handler only notes it during start-up): the
     service stops without waiting out `db_startup_wait_seconds` (300 s by default)."""
-    admin_url = admin_url_of(database_url)
-    url = await fresh_database(admin_url, "consent_restart")
-    database = make_url(url).database
-    assert database
+    admin_url, database, url = own_database
     with running_service(url, tmp_path, workers="2", db_pool_size="2") as (_base, proc):
         log = next(tmp_path.glob("service-*.log"))
-        try:
-            await _kill_a_worker_during_an_outage(admin_url, database, proc, log)
-            proc.send_signal(signal.SIGTERM)
-            # Not a timing check: 60 s is a fifth of the wait the worker would otherwise do.
-            await asyncio.to_thread(proc.wait, 60)
-            assert _workers_of_gone(proc.pid)
-        finally:
-            await _allow_connections(admin_url, database, True)
-
-
-def _workers_of_gone(pid: int) -> bool:
-    return not Path(f"/proc/{pid}").exists() or not _workers_of(pid)
+        await _kill_a_worker_during_an_outage(admin_url, database, proc, log)
+        workers = _workers_of(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        # Not a timing check: 60 s is a fifth of the wait the worker would otherwise do.
+        await asyncio.to_thread(proc.wait, 60)
+        assert not _alive(workers), "workers left behind"
 
 
 @pytest.mark.parametrize(
