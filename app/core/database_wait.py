@@ -27,30 +27,28 @@ from tenacity import (
 
 from app.core.config import Settings
 from app.core.driver import Database
+from app.core.errors import is_unavailable
 
 log = logging.getLogger("consent_api.db")
 
-# What a database answers while it is briefly unreachable: it is starting, shutting down or
-# recovering (57P03, 57P01, 57P02), out of connection slots or memory (class 53), refusing
-# connections to this database for now (55000), or a connection failure (class 08).
-TRANSIENT = (
-    asyncpg.CannotConnectNowError,
-    asyncpg.AdminShutdownError,
-    asyncpg.CrashShutdownError,
-    asyncpg.InsufficientResourcesError,
-    asyncpg.PostgresConnectionError,
+# Refusals that look like outages but are mistakes, which waiting would only hide:
+# PgBouncer's own (08P01: unknown database, failed login), a certificate that does not
+# verify (an OSError), a database that was dropped (57P04).
+MISTAKES = (
+    asyncpg.ProtocolViolationError,
+    ssl.SSLCertVerificationError,
+    asyncpg.DatabaseDroppedError,
 )
 
 
 def is_unreachable(error: BaseException) -> bool:
-    """Whether waiting can help. A wrong password (28P01) or database name (3D000), a
-    certificate that does not verify, and PgBouncer's own refusals (08P01: unknown
-    database, failed login) fail at once: waiting would only hide the mistake."""
-    if isinstance(error, asyncpg.ProtocolViolationError | ssl.SSLCertVerificationError):
+    """Whether waiting can help: what a request would answer with a 503 (the database is
+    restarting, failing over, out of connection slots, or the network fails: errors'
+    `is_unavailable`), or the database refuses connections for now (55000), and not one of
+    the mistakes above. A wrong password (28P01) or database name (3D000) fails at once."""
+    if isinstance(error, MISTAKES):
         return False
-    if isinstance(error, asyncpg.ObjectNotInPrerequisiteStateError):
-        return error.sqlstate == "55000"  # "database ... is not currently accepting connections"
-    return isinstance(error, (*TRANSIENT, OSError))  # OSError: refused, reset, timed out, DNS
+    return is_unavailable(error) or getattr(error, "sqlstate", None) == "55000"
 
 
 @contextmanager
