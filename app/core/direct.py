@@ -12,7 +12,8 @@ resolves them, derived once from the endpoint's own signature:
   parameters in signature order), so a key check or scope check is the very same callable;
 - a `uuid.UUID` path parameter is taken only in its canonical form;
 - the body model is validated from the JSON body exactly as FastAPI does (`json.loads`,
-  then the model in Python mode);
+  then a `TypeAdapter` of the model in Python mode with `from_attributes=True`, which for
+  an SQLModel class also skips `SQLModel.model_validate`'s own wrapper);
 - a `Header(alias=...)` parameter is read from the request's headers.
 
 Anything it does not recognise exactly falls through to FastAPI unchanged, the body replayed:
@@ -34,7 +35,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.params import Depends, Header
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -114,14 +115,14 @@ def _resolver(name: str, annotation: Any, default: Any, route: APIRoute) -> tupl
 
         return path_uuid, False
     if inspect.isclass(base) and issubclass(base, BaseModel):
-        model = base
+        adapter: TypeAdapter[Any] = TypeAdapter(base)
 
         async def body(request: Request, _: dict[str, str]) -> Any:
             decoded = await _json_body(request)
             if decoded is NOT_HERE:
                 return NOT_HERE
             try:
-                return model.model_validate(decoded)
+                return adapter.validate_python(decoded, from_attributes=True)
             except ValidationError:
                 return NOT_HERE
 
