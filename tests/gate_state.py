@@ -22,8 +22,9 @@ async def subject(
     erased: bool = False,
     created_at: datetime | None = None,
     interest_ceased_at: datetime | None = None,
+    sid: uuid.UUID | None = None,
 ) -> uuid.UUID:
-    sid = uuid.uuid4()
+    sid = sid or uuid.uuid4()
     email = email or f"s-{sid.hex[:12]}@example.com"
     await db.execute(
         text(

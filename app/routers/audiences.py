@@ -1,14 +1,17 @@
 """Audiences for sync clients (sync, crm, auditor): who the gate allows, page by page or
 streamed as NDJSON."""
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections import deque
+from collections.abc import AsyncGenerator
 from typing import Annotated
+from uuid import UUID
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
 from app.core.auth import Principal, require
-from app.core.driver import DatabaseDep
+from app.core.driver import Database, DatabaseDep
 from app.core.errors import problem_responses
 from app.core.pagination import Cursor, Limit
 from app.models.audience import AudiencePage
@@ -22,30 +25,57 @@ NDJSON = "application/x-ndjson"
 # than 1,000: a fifth of the commits and of the per-chunk planning (the loop alone went from
 # 12-13,500 to 16,000 rows/s on the bench data); the members of one chunk are a few MB.
 STREAM_CHUNK = 5000
+# Chunks evaluated at once, each on its own pooled connection (PostgreSQL runs each in its
+# own backend, so they use more than one core), handed out in order. Memory stays at this
+# many chunks.
+STREAM_CHUNKS_AHEAD = 2
 
 
 async def _stream(
     request: Request, principal: Principal, purpose: str, recipient: str | None
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """Chunk by chunk, each in its own transaction: a chunk's decisions are committed before
-    its subjects leave, and memory stays flat however large the audience."""
-    db = request.app.state.database
-    after = None
-    while True:
-        async with db.transaction() as con:
-            lines, after = await audiences.chunk_lines(
-                con,
-                principal,
-                purpose=purpose,
-                recipient=recipient,
-                after=after,
-                scan=STREAM_CHUNK,
-            )
-        if lines:
-            lines.append("")  # a newline after the last member too
-            yield "\n".join(lines).encode()
-        if after is None:
-            return
+    its subjects leave, and memory stays flat however large the audience. The next chunks'
+    ranges come from a cheap walk over subjects' keys, so that they are evaluated side by
+    side; ranges that meet leave no subject out and none twice."""
+    db: Database = request.app.state.database
+    # A test's one connection can run one statement at a time.
+    at_once = STREAM_CHUNKS_AHEAD if db.bound is None else 1
+    ahead: deque[asyncio.Task[list[str]]] = deque()
+    after: UUID | None = None
+    last = False
+    try:
+        while ahead or not last:
+            while not last and len(ahead) < at_once:
+                async with db.autocommit() as con:
+                    upto = await audiences.chunk_end(con, after=after, scan=STREAM_CHUNK)
+                chunk = _range_lines(db, principal, purpose, recipient, after=after, upto=upto)
+                ahead.append(asyncio.create_task(chunk))
+                after, last = upto, upto is None
+            lines = await ahead.popleft()
+            if lines:
+                yield "".join(line + "\n" for line in lines).encode()  # a newline after each
+    finally:
+        # The client left, or a chunk failed: the chunks not handed out are stopped (their
+        # transactions roll back) and their connections returned before the stream ends.
+        for task in ahead:
+            task.cancel()
+        await asyncio.gather(*ahead, return_exceptions=True)
+
+
+async def _range_lines(
+    db: Database,
+    principal: Principal,
+    purpose: str,
+    recipient: str | None,
+    *,
+    after: UUID | None,
+    upto: UUID | None,
+) -> list[str]:
+    async with db.transaction() as con:
+        return await audiences.range_lines(
+            con, principal, purpose=purpose, recipient=recipient, after=after, upto=upto
+        )
 
 
 @router.get(

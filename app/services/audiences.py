@@ -12,19 +12,28 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.auth import Principal
 from app.core.config import get_settings
-from app.core.driver import Conn, Prepared, Row, connection_of, prepare
+from app.core.driver import Conn, Prepared, connection_of, prepare
 from app.core.errors import Unprocessable
 from app.core.pagination import decode_cursor, encode_cursor
 from app.models.audience import AudienceMember, AudiencePage, GateResult
 from app.models.base import utcnow
 from app.services.decisions import GATE_CASTS, REASONS_SQL, STORE_CTES, _explain_empty
 
-# The next live subjects after a keyset position, in id order.
-SCAN_CANDIDATES = """
+# The next live subjects after a keyset position, in id order: at most `scan` of them, or,
+# given `upto`, every one up to and including it (`scan` NULL: no limit).
+LIVE_AFTER = """s0.erased_at IS NULL
+  AND (CAST(:after AS uuid) IS NULL OR s0.id > CAST(:after AS uuid))"""
+SCAN_CANDIDATES = f"""
 SELECT row_number() OVER (ORDER BY s0.id) AS ord, s0.id AS subject_id FROM subjects s0
-WHERE s0.erased_at IS NULL AND (CAST(:after AS uuid) IS NULL OR s0.id > CAST(:after AS uuid))
+WHERE {LIVE_AFTER} AND (CAST(:upto AS uuid) IS NULL OR s0.id <= CAST(:upto AS uuid))
 ORDER BY s0.id LIMIT :scan
-"""
+"""  # noqa: S608 - constant SQL
+# Where a chunk of `scan` live subjects after `after` ends (no row: fewer remain). An index
+# walk over subjects' keys, so that the next chunk can start before this one is evaluated.
+CHUNK_END = prepare(
+    f"SELECT s0.id FROM subjects s0 WHERE {LIVE_AFTER} ORDER BY s0.id OFFSET :skip LIMIT 1",  # noqa: S608 - constant SQL
+    skip="integer",
+)
 # Subjects named by id (the sync worker, at the moment of a push).
 ID_CANDIDATES = """
 SELECT r.ord, r.ref_id AS subject_id
@@ -125,31 +134,6 @@ async def check_target(con: Conn | AsyncSession, purpose: str, recipient: str | 
     await _explain_empty(await connection_of(con), purpose, recipient)
 
 
-async def _scan(
-    statement: Prepared,
-    session: Conn | AsyncSession,
-    principal: Principal,
-    *,
-    purpose: str,
-    recipient: str | None,
-    after: uuid.UUID | None,
-    scan: int,
-    take: int | None,
-) -> tuple[list[Row], uuid.UUID | None]:
-    """The rows chosen among the next `scan` live subjects after `after` (at most `take`),
-    and where the next chunk starts (None: the audience is exhausted)."""
-    take = scan if take is None else take
-    params = _params(principal, purpose, recipient, after=after, scan=scan, take=take)
-    con = await connection_of(session)
-    async with planned_for_its_size(con):
-        rows = await statement.fetch(con, **params)
-    chosen = [r for r in rows if r["chosen"]]
-    if len(chosen) == take and take < scan:
-        # Stopped inside the chunk: the next one starts after the last subject handed out.
-        return chosen, chosen[-1]["subject_id"] if chosen else None
-    return chosen, (rows[-1]["subject_id"] if len(rows) == scan else None)
-
-
 async def chunk(
     session: Conn | AsyncSession,
     principal: Principal,
@@ -162,40 +146,42 @@ async def chunk(
 ) -> tuple[list[AudienceMember], uuid.UUID | None]:
     """The allowed subjects among the next `scan` live subjects after `after` (at most
     `take` of them), and where the next chunk starts (None: the audience is exhausted)."""
-    rows, after = await _scan(
-        SCAN,
-        session,
-        principal,
-        purpose=purpose,
-        recipient=recipient,
-        after=after,
-        scan=scan,
-        take=take,
-    )
-    return [_member(r) for r in rows], after
+    take = scan if take is None else take
+    params = _params(principal, purpose, recipient, after=after, upto=None, scan=scan, take=take)
+    con = await connection_of(session)
+    async with planned_for_its_size(con):
+        rows = await SCAN.fetch(con, **params)
+    chosen = [r for r in rows if r["chosen"]]
+    if len(chosen) == take and take < scan:
+        # Stopped inside the chunk: the next one starts after the last subject handed out.
+        after = chosen[-1]["subject_id"] if chosen else None
+    else:
+        after = rows[-1]["subject_id"] if len(rows) == scan else None
+    return [_member(r) for r in chosen], after
 
 
-async def chunk_lines(
-    session: Conn | AsyncSession,
+async def chunk_end(con: Conn, *, after: uuid.UUID | None, scan: int) -> uuid.UUID | None:
+    """The last of the next `scan` live subjects after `after`; None when fewer remain."""
+    row = await CHUNK_END.fetchrow(con, after=after, skip=scan - 1)
+    return None if row is None else row["id"]
+
+
+async def range_lines(
+    con: Conn,
     principal: Principal,
     *,
     purpose: str,
     recipient: str | None,
     after: uuid.UUID | None,
-    scan: int,
-) -> tuple[list[str], uuid.UUID | None]:
-    """`chunk`, its members as JSON lines (without the newline), for the NDJSON stream."""
-    rows, after = await _scan(
-        SCAN_LINES,
-        session,
-        principal,
-        purpose=purpose,
-        recipient=recipient,
-        after=after,
-        scan=scan,
-        take=None,
-    )
-    return [r["line"] for r in rows], after
+    upto: uuid.UUID | None,
+) -> list[str]:
+    """The NDJSON lines of the allowed live subjects in (`after`, `upto`] (`upto` None: to
+    the end), each stored as a decision. Ranges that meet cover every subject exactly once,
+    however subjects are added or erased between computing a range and evaluating it."""
+    params = _params(principal, purpose, recipient, after=after, upto=upto, scan=None, take=None)
+    async with planned_for_its_size(con):
+        rows = await SCAN_LINES.fetch(con, **params)
+    return [r["line"] for r in rows if r["chosen"]]
 
 
 async def page(
