@@ -48,6 +48,21 @@ async def _committed_population(engine: AsyncEngine, n: int) -> set[uuid.UUID]:
     return allowed
 
 
+async def _allowed_subjects(
+    engine: AsyncEngine, n: int, sid: uuid.UUID | None = None
+) -> list[uuid.UUID]:
+    """`n` subjects, committed, whom the gate allows for email_campaigns to anyone."""
+    async with create_sessionmaker(engine)() as db:
+        ids = []
+        for _ in range(n):
+            # A given id's neighbour shares the first 12 hex digits the default e-mail uses.
+            email = f"{sid.hex}@example.com" if sid else None
+            ids.append(await gs.subject(db, sid=sid, email=email))
+            await gs.basis(db, ids[-1], "email_campaigns", "legitimate_interests")
+        await db.commit()
+    return ids
+
+
 async def _pooled_app(url: str, engine: AsyncEngine, settings: Any) -> Any:
     """The app as `serve` runs it: hot paths on an asyncpg pool of their own."""
     app = create_app(settings, engine=engine)
@@ -123,11 +138,7 @@ async def test_side_by_side_chunks_hand_out_what_the_pages_and_the_gate_do(
 
 async def test_ranges_that_meet_cover_subjects_added_or_erased_meanwhile(own):
     _url, engine = own
-    async with create_sessionmaker(engine)() as db:
-        ids = [await gs.subject(db) for _ in range(20)]
-        for sid in ids:
-            await gs.basis(db, sid, "email_campaigns", "legitimate_interests")
-        await db.commit()
+    ids = await _allowed_subjects(engine, 20)
     database = Database(engine=engine)
     async with database.autocommit() as con:
         upto = await audiences.chunk_end(con, after=None, scan=10)
@@ -137,9 +148,8 @@ async def test_ranges_that_meet_cover_subjects_added_or_erased_meanwhile(own):
     # (its id just below the range's end) and another in it is erased.
     joined = uuid.UUID(int=upto.int - 1)
     erased = sorted(ids)[3]
+    await _allowed_subjects(engine, 1, sid=joined)
     async with create_sessionmaker(engine)() as db:
-        await gs.subject(db, sid=joined, email="joined@example.com")
-        await gs.basis(db, joined, "email_campaigns", "legitimate_interests")
         await db.execute(
             text("UPDATE subjects SET erased_at = now() WHERE id = :id"), {"id": erased}
         )
@@ -158,11 +168,7 @@ async def test_a_client_that_leaves_stops_the_chunks_ahead_and_returns_connectio
     own, test_settings, monkeypatch
 ):
     url, engine = own
-    async with create_sessionmaker(engine)() as db:
-        ids = [await gs.subject(db) for _ in range(40)]
-        for sid in ids:
-            await gs.basis(db, sid, "email_campaigns", "legitimate_interests")
-        await db.commit()
+    ids = await _allowed_subjects(engine, 40)
     monkeypatch.setattr(audience_router, "STREAM_CHUNK", 5)
     app = await _pooled_app(url, engine, test_settings)
     request = Request({"type": "http", "app": app, "headers": []})
