@@ -162,7 +162,11 @@ async def chunk(
 
 async def chunk_end(con: Conn, *, after: uuid.UUID | None, scan: int) -> uuid.UUID | None:
     """The last of the next `scan` live subjects after `after`; None when fewer remain."""
-    row = await CHUNK_END.fetchrow(con, after=after, skip=scan - 1)
+    # Planned for its values, as the chunks are: the shared generic plan cannot start the
+    # index walk at `after` (`:after IS NULL OR id > :after`), and would walk from the first
+    # subject for every chunk.
+    async with planned_for_its_size(con):
+        row = await CHUNK_END.fetchrow(con, after=after, skip=scan - 1)
     return None if row is None else row["id"]
 
 
