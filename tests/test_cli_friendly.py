@@ -9,8 +9,11 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.test_cli import CLI, ROOT, _free_port, run_cli
+
+pytestmark = pytest.mark.pg_independent  # see pyproject.toml's markers
 
 
 def _fresh_env(data_dir: Path, **extra: str) -> dict[str, str]:

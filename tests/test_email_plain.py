@@ -12,6 +12,8 @@ from pydantic import AfterValidator, BeforeValidator, EmailStr, TypeAdapter, Val
 
 from app.models.text import Email, _bare_address, is_plain_address, normalise_email
 
+pytestmark = pytest.mark.pg_independent  # see pyproject.toml's markers
+
 # The type as it was before the fast path: email-validator for every address.
 REFERENCE = TypeAdapter(
     Annotated[EmailStr, BeforeValidator(_bare_address), AfterValidator(normalise_email)]

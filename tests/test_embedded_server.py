@@ -10,6 +10,9 @@ import textwrap
 from pathlib import Path
 
 import psutil
+import pytest
+
+pytestmark = pytest.mark.pg_independent  # see pyproject.toml's markers
 
 SCRIPT = textwrap.dedent(
     """

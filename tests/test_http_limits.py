@@ -8,6 +8,8 @@ import pytest
 
 from tests.live_service import admin_url_of, fresh_database, raw_connection, running_service
 
+pytestmark = pytest.mark.pg_independent  # see pyproject.toml's markers
+
 LIMITS = {"http_keep_alive_seconds": "1", "http_head_timeout_seconds": "1"}
 
 

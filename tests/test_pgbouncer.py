@@ -154,6 +154,7 @@ def test_the_suite_passes_through_pgbouncer_in_transaction_mode(bouncer: str) ->
             "-x",
             "-p",
             "no:cacheprovider",
+            *("-m", "not pg_independent"),  # nothing of the server behind the service
             *ignored,
             *os.environ.get("CONSENT_PGBOUNCER_TESTS", "tests").split(),
         ],

@@ -25,6 +25,8 @@ from app.core.database_wait import is_unreachable
 from app.core.observability import JsonFormatter
 from tests.live_service import admin_url_of, fresh_database, raw_connection, running_service
 
+pytestmark = pytest.mark.pg_independent  # see pyproject.toml's markers
+
 
 def _workers_of(pid: int) -> set[int]:
     """The uvicorn workers (spawned children) of a `serve` process."""
