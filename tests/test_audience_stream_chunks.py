@@ -6,7 +6,7 @@ own, committed for real: the side-by-side path needs more than the suite's one c
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
 from typing import Any
 
 import httpx
@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
+from starlette.responses import StreamingResponse
 
 from app.core.auth import ROLE_SCOPES, Principal
 from app.core.db import create_engine, create_sessionmaker
@@ -63,6 +64,25 @@ async def _allowed_subjects(
     return ids
 
 
+def _chunks_at_once(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the chunks evaluated at once; the list holds the most seen."""
+    in_flight, most = 0, [0]
+    range_lines = audiences.range_lines
+
+    async def counted(*args: Any, **kwargs: Any) -> list[str]:
+        nonlocal in_flight
+        in_flight += 1
+        most[0] = max(most[0], in_flight)
+        try:
+            await asyncio.sleep(0.01)  # let the next chunk start, if it is going to
+            return await range_lines(*args, **kwargs)
+        finally:
+            in_flight -= 1
+
+    monkeypatch.setattr(audiences, "range_lines", counted)
+    return most
+
+
 async def _pooled_app(url: str, engine: AsyncEngine, settings: Any) -> Any:
     """The app as `serve` runs it: hot paths on an asyncpg pool of their own."""
     app = create_app(settings, engine=engine)
@@ -97,20 +117,7 @@ async def test_side_by_side_chunks_hand_out_what_the_pages_and_the_gate_do(
     expected = await _committed_population(engine, 120)
     assert 15 < len(expected) < 120
     monkeypatch.setattr(audience_router, "STREAM_CHUNK", 7)  # about sixteen chunks
-    in_flight, most = 0, 0
-    range_lines = audiences.range_lines
-
-    async def counted(*args: Any, **kwargs: Any) -> list[str]:
-        nonlocal in_flight, most
-        in_flight += 1
-        most = max(most, in_flight)
-        try:
-            await asyncio.sleep(0.01)  # let the next chunk start, if it is going to
-            return await range_lines(*args, **kwargs)
-        finally:
-            in_flight -= 1
-
-    monkeypatch.setattr(audiences, "range_lines", counted)
+    most = _chunks_at_once(monkeypatch)
     app = await _pooled_app(url, engine, test_settings)
     sync = (await make_keys(url, ["sync"]))["sync"]
     transport = httpx.ASGITransport(app=app)
@@ -118,7 +125,7 @@ async def test_side_by_side_chunks_hand_out_what_the_pages_and_the_gate_do(
         streamed = await client.get(URL, headers={**sync, "Accept": "application/x-ndjson"})
         assert streamed.status_code == 200
         lines = [orjson.loads(line) for line in streamed.content.splitlines()]
-        assert most == audience_router.STREAM_CHUNKS_AHEAD == 2  # side by side, no more
+        assert most == [audience_router.STREAM_CHUNKS_AHEAD] == [2]  # side by side, no more
         stored = await _sync_decisions(engine)
         paged, cursor = [], None
         while True:
@@ -141,12 +148,15 @@ async def test_ranges_that_meet_cover_subjects_added_or_erased_meanwhile(own):
     ids = await _allowed_subjects(engine, 20)
     database = Database(engine=engine)
     async with database.autocommit() as con:
-        upto = await audiences.chunk_end(con, after=None, scan=10)
-        assert upto == sorted(ids)[9]
-        assert await audiences.chunk_end(con, after=upto, scan=11) is None  # 10 remain
+        first, n = await audiences.chunk_end(con, after=None, scan=10)
+        assert (first, n) == (sorted(ids)[9], 10)
+        second, n = await audiences.chunk_end(con, after=first, scan=11)
+        assert (second, n) == (sorted(ids)[19], 10)  # fewer than asked: the last range
+        assert await audiences.chunk_end(con, after=second, scan=11) == (None, 0)
+    assert first is not None and second is not None
     # Between computing the ranges and evaluating them: a subject joins the first range
     # (its id just below the range's end) and another in it is erased.
-    joined = uuid.UUID(int=upto.int - 1)
+    joined = uuid.UUID(int=first.int - 1)
     erased = sorted(ids)[3]
     await _allowed_subjects(engine, 1, sid=joined)
     async with create_sessionmaker(engine)() as db:
@@ -155,7 +165,7 @@ async def test_ranges_that_meet_cover_subjects_added_or_erased_meanwhile(own):
         )
         await db.commit()
     handed_out = []
-    for after, end in ((None, upto), (upto, None)):
+    for after, end in ((None, first), (first, second)):
         async with database.transaction() as con:
             lines = await audiences.range_lines(
                 con, SYNC, purpose="email_campaigns", recipient=None, after=after, upto=end
@@ -167,17 +177,70 @@ async def test_ranges_that_meet_cover_subjects_added_or_erased_meanwhile(own):
 async def test_a_client_that_leaves_stops_the_chunks_ahead_and_returns_connections(
     own, test_settings, monkeypatch
 ):
+    """As uvicorn serves it (ASGI spec 2.3: Starlette cancels the stream when the client's
+    disconnect arrives), with the second chunk still in flight, inside its transaction."""
     url, engine = own
     ids = await _allowed_subjects(engine, 40)
     monkeypatch.setattr(audience_router, "STREAM_CHUNK", 5)
+    range_lines = audiences.range_lines
+
+    async def second_chunk_hangs(con: Any, *args: Any, after: Any, **kwargs: Any) -> list[str]:
+        if after is not None:
+            await con.execute("SELECT 1")  # its transaction has begun on the server
+            await asyncio.sleep(60)
+        return await range_lines(con, *args, after=after, **kwargs)
+
+    monkeypatch.setattr(audiences, "range_lines", second_chunk_hangs)
     app = await _pooled_app(url, engine, test_settings)
     request = Request({"type": "http", "app": app, "headers": []})
     stream = audience_router._stream(request, SYNC, "email_campaigns", None)
-    first = [orjson.loads(line) for line in (await stream.__anext__()).splitlines()]
-    await stream.aclose()  # what Starlette does when the client goes away
-    assert [uuid.UUID(m["subject_id"]) for m in first] == sorted(ids)[:5]
+    response = StreamingResponse(stream, media_type="application/x-ndjson")
+    bodies: list[bytes] = []
+    first_body = asyncio.Event()
+    asked = False
+
+    async def receive() -> MutableMapping[str, Any]:
+        nonlocal asked
+        if not asked:
+            asked = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await first_body.wait()
+        return {"type": "http.disconnect"}  # the client leaves after the first chunk
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        if message["type"] == "http.response.body" and message.get("body"):
+            bodies.append(message["body"])
+            first_body.set()
+
+    scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "app": app}
+    await asyncio.wait_for(response(scope, receive, send), 30)  # not 60: the chunk stopped
+    first = [orjson.loads(line) for line in bodies[0].splitlines()]
+    assert len(bodies) == 1 and [uuid.UUID(m["subject_id"]) for m in first] == sorted(ids)[:5]
+    await _all_connections_back(app)  # at once: the stream ended only after returning them
+    stored = sorted(r.subject_id for r in await _sync_decisions(engine))
+    assert stored == sorted(ids)[:5]  # the chunk in flight was rolled back
+
+
+async def test_a_stream_takes_one_chunk_at_a_time_while_the_pool_is_busy(
+    own, test_settings, monkeypatch
+):
+    """A second chunk only while more than half the pool is idle: the hot paths first."""
+    url, engine = own
+    ids = await _allowed_subjects(engine, 30)
+    monkeypatch.setattr(audience_router, "STREAM_CHUNK", 5)
+    most = _chunks_at_once(monkeypatch)
+    app = await _pooled_app(url, engine, test_settings)
+    pool = app.state.database.pool
+    busy = [await pool.acquire() for _ in range(pool.get_size() // 2)]  # requests elsewhere
+    try:
+        request = Request({"type": "http", "app": app, "headers": []})
+        stream = audience_router._stream(request, SYNC, "email_campaigns", None)
+        body = b"".join([chunk async for chunk in stream])
+    finally:
+        for con in busy:
+            await pool.release(con)
+    assert [uuid.UUID(orjson.loads(line)["subject_id"]) for line in body.splitlines()] == sorted(
+        ids
+    )
+    assert most == [1]
     await _all_connections_back(app)
-    stored = {r.subject_id for r in await _sync_decisions(engine)}
-    # The first chunk's members were stored before they left; the stream stopped long
-    # before the end (at most the chunk evaluated beside it was stored as well).
-    assert set(sorted(ids)[:5]) <= stored and len(stored) <= 10

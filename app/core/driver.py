@@ -184,6 +184,10 @@ class Database:
         )
         return cls(pool=pool, acquire_timeout=settings.db_pool_timeout_seconds)
 
+    def idle_connections(self) -> int | None:
+        """Pooled connections free right now; None without a pool of its own (tests)."""
+        return None if self.pool is None else self.pool.get_idle_size()
+
     async def close(self) -> None:
         if self.pool is not None:
             await self.pool.close()

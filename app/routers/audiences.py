@@ -7,6 +7,7 @@ from collections.abc import AsyncGenerator
 from typing import Annotated
 from uuid import UUID
 
+import anyio
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
@@ -27,8 +28,16 @@ NDJSON = "application/x-ndjson"
 STREAM_CHUNK = 5000
 # Chunks evaluated at once, each on its own pooled connection (PostgreSQL runs each in its
 # own backend, so they use more than one core), handed out in order. Memory stays at this
-# many chunks.
+# many chunks. A chunk beyond the first is started only while more than half the worker's
+# pool is idle: streams never crowd out the hot paths.
 STREAM_CHUNKS_AHEAD = 2
+
+
+def _room_for_another(db: Database, ahead: int, at_once: int, pool_size: int) -> bool:
+    if ahead == 0:
+        return True
+    idle = db.idle_connections()
+    return ahead < at_once and (idle is None or idle > pool_size // 2)
 
 
 async def _stream(
@@ -41,26 +50,42 @@ async def _stream(
     db: Database = request.app.state.database
     # A test's one connection can run one statement at a time.
     at_once = STREAM_CHUNKS_AHEAD if db.bound is None else 1
+    pool_size = request.app.state.settings.db_pool_size
     ahead: deque[asyncio.Task[list[str]]] = deque()
     after: UUID | None = None
     last = False
     try:
         while ahead or not last:
-            while not last and len(ahead) < at_once:
-                async with db.autocommit() as con:
-                    upto = await audiences.chunk_end(con, after=after, scan=STREAM_CHUNK)
-                chunk = _range_lines(db, principal, purpose, recipient, after=after, upto=upto)
-                ahead.append(asyncio.create_task(chunk))
-                after, last = upto, upto is None
-            lines = await ahead.popleft()
+            while not last and _room_for_another(db, len(ahead), at_once, pool_size):
+                # Shielded, like the clean-up below: one short statement, whose connection
+                # must go back to the pool whole even when the client leaves meanwhile.
+                with anyio.CancelScope(shield=True):
+                    async with db.autocommit() as con:
+                        upto, count = await audiences.chunk_end(con, after=after, scan=STREAM_CHUNK)
+                if upto is not None:
+                    chunk = _range_lines(db, principal, purpose, recipient, after=after, upto=upto)
+                    ahead.append(asyncio.create_task(chunk))
+                    after = upto
+                last = count < STREAM_CHUNK  # fewer remained: that range was the last
+            if not ahead:  # none remained at all
+                return
+            # Shielded: a cancellation of this stream (repeated, see below) must not reach
+            # the chunk and cut its rollback short; `finally` stops it, once. It stays in
+            # `ahead` until done, so that `finally` covers it.
+            lines = await asyncio.shield(ahead[0])
+            ahead.popleft()
             if lines:
                 yield "".join(line + "\n" for line in lines).encode()  # a newline after each
     finally:
         # The client left, or a chunk failed: the chunks not handed out are stopped (their
         # transactions roll back) and their connections returned before the stream ends.
+        # Shielded: Starlette cancels the streaming task again and again when the client
+        # leaves (ASGI spec < 2.4), which would otherwise cut this wait short.
         for task in ahead:
             task.cancel()
-        await asyncio.gather(*ahead, return_exceptions=True)
+        if ahead:
+            with anyio.CancelScope(shield=True):
+                await asyncio.gather(*ahead, return_exceptions=True)
 
 
 async def _range_lines(
@@ -70,7 +95,7 @@ async def _range_lines(
     recipient: str | None,
     *,
     after: UUID | None,
-    upto: UUID | None,
+    upto: UUID,
 ) -> list[str]:
     async with db.transaction() as con:
         return await audiences.range_lines(

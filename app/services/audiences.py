@@ -20,7 +20,7 @@ from app.models.base import utcnow
 from app.services.decisions import GATE_CASTS, REASONS_SQL, STORE_CTES, _explain_empty
 
 # The next live subjects after a keyset position, in id order: at most `scan` of them, or,
-# given `upto`, every one up to and including it (`scan` NULL: no limit).
+# given `upto`, every one up to and including it (`scan` NULL: no limit; the stream's ranges).
 LIVE_AFTER = """s0.erased_at IS NULL
   AND (CAST(:after AS uuid) IS NULL OR s0.id > CAST(:after AS uuid))"""
 SCAN_CANDIDATES = f"""
@@ -28,12 +28,16 @@ SELECT row_number() OVER (ORDER BY s0.id) AS ord, s0.id AS subject_id FROM subje
 WHERE {LIVE_AFTER} AND (CAST(:upto AS uuid) IS NULL OR s0.id <= CAST(:upto AS uuid))
 ORDER BY s0.id LIMIT :scan
 """  # noqa: S608 - constant SQL
-# Where a chunk of `scan` live subjects after `after` ends (no row: fewer remain). An index
-# walk over subjects' keys, so that the next chunk can start before this one is evaluated.
-CHUNK_END = prepare(
-    f"SELECT s0.id FROM subjects s0 WHERE {LIVE_AFTER} ORDER BY s0.id OFFSET :skip LIMIT 1",  # noqa: S608 - constant SQL
-    skip="integer",
-)
+# The next range of at most `scan` live subjects after `after`: its last subject and how many
+# it holds (0: none remain). An index walk over subjects' keys, so that the next chunk can
+# start before this one is evaluated; every range is bounded, so a chunk stays at about
+# `scan` members even while subjects are being added.
+NEXT_RANGE = f"""
+SELECT c.id AS upto, count(*) OVER () AS n
+FROM (SELECT s0.id FROM subjects s0 WHERE {LIVE_AFTER} ORDER BY s0.id LIMIT :scan) c
+ORDER BY c.id DESC LIMIT 1
+"""  # noqa: S608 - constant SQL
+CHUNK_END = prepare(NEXT_RANGE, scan="integer")
 # Subjects named by id (the sync worker, at the moment of a push).
 ID_CANDIDATES = """
 SELECT r.ord, r.ref_id AS subject_id
@@ -160,14 +164,17 @@ async def chunk(
     return [_member(r) for r in chosen], after
 
 
-async def chunk_end(con: Conn, *, after: uuid.UUID | None, scan: int) -> uuid.UUID | None:
-    """The last of the next `scan` live subjects after `after`; None when fewer remain."""
+async def chunk_end(
+    con: Conn, *, after: uuid.UUID | None, scan: int
+) -> tuple[uuid.UUID | None, int]:
+    """The last of the next `scan` live subjects after `after` (None when none remain), and
+    how many there are: fewer than `scan`, and this range is the audience's last."""
     # Planned for its values, as the chunks are: the shared generic plan cannot start the
     # index walk at `after` (`:after IS NULL OR id > :after`), and would walk from the first
     # subject for every chunk.
     async with planned_for_its_size(con):
-        row = await CHUNK_END.fetchrow(con, after=after, skip=scan - 1)
-    return None if row is None else row["id"]
+        row = await CHUNK_END.fetchrow(con, after=after, scan=scan)
+    return (None, 0) if row is None else (row["upto"], row["n"])
 
 
 async def range_lines(
@@ -177,11 +184,11 @@ async def range_lines(
     purpose: str,
     recipient: str | None,
     after: uuid.UUID | None,
-    upto: uuid.UUID | None,
+    upto: uuid.UUID,
 ) -> list[str]:
-    """The NDJSON lines of the allowed live subjects in (`after`, `upto`] (`upto` None: to
-    the end), each stored as a decision. Ranges that meet cover every subject exactly once,
-    however subjects are added or erased between computing a range and evaluating it."""
+    """The NDJSON lines of the allowed live subjects in (`after`, `upto`], each stored as a
+    decision. Ranges that meet cover every subject exactly once, however subjects are added
+    or erased between computing a range and evaluating it."""
     params = _params(principal, purpose, recipient, after=after, upto=upto, scan=None, take=None)
     async with planned_for_its_size(con):
         rows = await SCAN_LINES.fetch(con, **params)
