@@ -184,9 +184,13 @@ class Database:
         )
         return cls(pool=pool, acquire_timeout=settings.db_pool_timeout_seconds)
 
-    def idle_connections(self) -> int | None:
-        """Pooled connections free right now; None without a pool of its own (tests)."""
-        return None if self.pool is None else self.pool.get_idle_size()
+    def can_run_beside(self) -> bool:
+        """Whether one more piece of background work (a stream's next chunk) may take a
+        connection now: while more than half the pool is idle, so that the hot paths keep
+        theirs; always on an engine's connections; never on a test's one connection."""
+        if self.pool is not None:
+            return self.pool.get_idle_size() > self.pool.get_max_size() // 2
+        return self.bound is None
 
     async def close(self) -> None:
         if self.pool is not None:

@@ -33,13 +33,6 @@ STREAM_CHUNK = 5000
 STREAM_CHUNKS_AHEAD = 2
 
 
-def _room_for_another(db: Database, ahead: int, at_once: int, pool_size: int) -> bool:
-    if ahead == 0:
-        return True
-    idle = db.idle_connections()
-    return ahead < at_once and (idle is None or idle > pool_size // 2)
-
-
 async def _stream(
     request: Request, principal: Principal, purpose: str, recipient: str | None
 ) -> AsyncGenerator[bytes, None]:
@@ -48,15 +41,15 @@ async def _stream(
     ranges come from a cheap walk over subjects' keys, so that they are evaluated side by
     side; ranges that meet leave no subject out and none twice."""
     db: Database = request.app.state.database
-    # A test's one connection can run one statement at a time.
-    at_once = STREAM_CHUNKS_AHEAD if db.bound is None else 1
-    pool_size = request.app.state.settings.db_pool_size
     ahead: deque[asyncio.Task[list[str]]] = deque()
     after: UUID | None = None
     last = False
     try:
         while ahead or not last:
-            while not last and _room_for_another(db, len(ahead), at_once, pool_size):
+            # The first chunk always; the next while there is room (Database.can_run_beside).
+            while not last and (
+                not ahead or (len(ahead) < STREAM_CHUNKS_AHEAD and db.can_run_beside())
+            ):
                 # Shielded, like the clean-up below: one short statement, whose connection
                 # must go back to the pool whole even when the client leaves meanwhile.
                 with anyio.CancelScope(shield=True):
