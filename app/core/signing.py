@@ -9,6 +9,7 @@ a checkpoint.
 
 import json
 import os
+import threading
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -75,9 +76,21 @@ def _load_or_create(data_dir: Path, pem: str | None) -> ECKey:
         return ECKey.import_key(path.read_bytes())
     path.parent.mkdir(parents=True, exist_ok=True)
     key = ECKey.generate_key("P-256", private=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(key.as_pem(private=True))
+    # Workers start at once (`serve --workers N`): the key is written whole to a file of this
+    # process's own, then linked into place, which succeeds for one process only; the others
+    # read the key that won. Nobody ever reads a half-written key file.
+    draft = path.with_name(f"{KEY_FILE}.{os.getpid()}.{threading.get_ident()}")
+    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(key.as_pem(private=True))
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(draft, path)
+    except FileExistsError:
+        return ECKey.import_key(path.read_bytes())
+    finally:
+        draft.unlink(missing_ok=True)
     return key
 
 
