@@ -1,9 +1,12 @@
 """uvicorn's httptools protocol with two limits on each request head (issue 14).
 
 - **Size.** httptools itself buffers a header of any size (four 64 MB headers doubled a
-  worker's memory). Here the bytes of a head still incomplete after a read are counted;
-  past `http_max_header_bytes` the answer is a 431 problem document and the connection
-  closes, so at most the limit plus one read is ever buffered.
+  worker's memory). Here a read that lies wholly inside one request head (it began in that
+  head, or between requests, and ended before the head did) is counted as that head's
+  bytes; past `http_max_header_bytes` the answer is a 431 problem document and the
+  connection closes. A request body is never counted, whatever reads it comes in. A read
+  that ends one request and begins the next head is not counted either (where the new head
+  begins in it is not known), so at most the limit plus two reads is ever buffered.
 - **Time.** uvicorn closes a connection idle *between* requests (`timeout_keep_alive`) but
   waits for ever on a client that opens a connection and sends nothing, or trickles a head a
   byte at a time (slowloris). A head not complete `http_head_timeout_seconds` after the
@@ -49,7 +52,8 @@ def _problem(status: int, kind: str, title: str) -> bytes:
 
 class BoundedHeadHttpToolsProtocol(HttpToolsProtocol):
     _head_timer: asyncio.TimerHandle | None = None
-    _in_head = True  # the next bytes belong to a request head
+    _in_head = True  # the next bytes belong to a request head (or come between requests)
+    _head_begun = False  # httptools has seen the first byte of the head in progress
     _head_bytes = 0
     _heads_completed = 0  # counts heads parsed, so a read can tell whether it ended one
 
@@ -58,25 +62,32 @@ class BoundedHeadHttpToolsProtocol(HttpToolsProtocol):
         self._arm()
 
     def data_received(self, data: bytes) -> None:
+        # Whether a read's bytes are head bytes is decided by where the read *began* as
+        # well as where it ended: a read that began in a body and ended that message is
+        # (at least partly) body, even though the parser is back in a head afterwards.
+        began_in_head = self._in_head
         heads_before = self._heads_completed
         super().data_received(data)
-        if self._heads_completed == heads_before and self._in_head:
-            if self.transport.is_closing():
-                return
-            # No head completed in this read: all of it belongs to one still incomplete.
+        if not self._in_head or self.transport.is_closing():
+            return
+        wholly_head = began_in_head and self._heads_completed == heads_before
+        if wholly_head:  # all of this read belongs to the one head still incomplete
             self._head_bytes += len(data)
             if self._head_bytes > get_settings().http_max_header_bytes:
                 self._refuse(431, "headers-too-large", "Request header fields too large")
-            elif self._head_timer is None:  # a head has begun: it must end in time
-                self._arm()
+                return
+        if (wholly_head or self._head_begun) and self._head_timer is None:
+            self._arm()  # a head has begun: it must end in time
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_head = True
+        self._head_begun = True
 
     def on_headers_complete(self) -> None:
         self._heads_completed += 1
         self._in_head = False
+        self._head_begun = False
         self._head_bytes = 0
         self._disarm()
         super().on_headers_complete()
