@@ -10,7 +10,7 @@ from sqlalchemy import Column, String
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlmodel import Field, SQLModel
 
-from app.models.base import timestamp_field, utcnow
+from app.models.base import Timestamp, timestamp_field, utcnow
 
 LawfulBasis = Literal["contract", "legitimate_interests", "legal_obligation", "consent"]
 LAWFUL_BASES: tuple[str, ...] = get_args(LawfulBasis)
@@ -167,7 +167,9 @@ class Policy(SQLModel, table=True):
 
 
 class PolicyCreate(PolicyBase):
-    pass
+    # RFC 3339 text with an offset, as other event times: a number (0 -> 1970) is refused.
+    # PolicyPublic keeps a plain datetime: rows stored before this rule must still list.
+    published_at: Timestamp | None = None
 
 
 class PolicyPublic(PolicyBase):

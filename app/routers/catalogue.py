@@ -35,6 +35,15 @@ READ_ERRORS = problem_responses(401, 403, 422)
 WRITE_ERRORS = problem_responses(401, 403, 409, 413, 422)
 
 
+def put_responses(model: type[Any]) -> dict[int | str, dict[str, Any]]:
+    """A PUT that creates answers 201, one that replaces 200 (both with the stored row)."""
+    return {
+        200: {"description": "Replaced"},
+        201: {"description": "Created", "model": model},
+        **WRITE_ERRORS,
+    }
+
+
 @router.get("/purposes", response_model=Page[PurposePublic], responses=READ_ERRORS)
 async def list_purposes(
     session: SessionDep, _: Reader, limit: Limit = 100, cursor: Cursor = None
@@ -43,7 +52,11 @@ async def list_purposes(
     return await catalogue.list_keyed(session, Purpose, limit=limit, cursor=cursor)
 
 
-@router.put("/purposes/{key}", response_model=PurposePublic, responses=WRITE_ERRORS)
+@router.put(
+    "/purposes/{key}",
+    response_model=PurposePublic,
+    responses=put_responses(PurposePublic),
+)
 async def put_purpose(
     key: Key, body: PurposeUpdate, session: SessionDep, principal: Admin, response: Response
 ) -> Purpose:
@@ -61,7 +74,11 @@ async def list_recipients(
     return await catalogue.list_keyed(session, Recipient, limit=limit, cursor=cursor)
 
 
-@router.put("/recipients/{key}", response_model=RecipientPublic, responses=WRITE_ERRORS)
+@router.put(
+    "/recipients/{key}",
+    response_model=RecipientPublic,
+    responses=put_responses(RecipientPublic),
+)
 async def put_recipient(
     key: Key, body: RecipientUpdate, session: SessionDep, principal: Admin, response: Response
 ) -> Recipient:
