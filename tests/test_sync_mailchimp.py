@@ -7,6 +7,7 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import text
 
+from app.core.crypto import email_hash
 from app.core.db import create_sessionmaker
 from app.integrations.mailchimp_sync import MailchimpSync
 from app.integrations.progress import Progress
@@ -201,7 +202,9 @@ async def test_a_refused_member_is_logged_by_hash_and_skipped(live, fake, worker
     assert sum(1 for s in held.values() if s == "subscribed") == 3
     assert held[md5(blocked)] == "cleaned"
     refused = [r for r in caplog.records if r.getMessage().startswith("mailchimp refused")]
-    assert any(getattr(r, "member_hash", None) == md5(blocked) for r in refused)
+    # Named by the service's keyed hash, never by MailChimp's unsalted MD5 of the address.
+    assert any(getattr(r, "email_hash", None) == email_hash(blocked) for r in refused)
+    assert not any(md5(blocked) in str(vars(r)) for r in caplog.records)
     for p in people:
         assert p["email"] not in caplog.text
 

@@ -13,6 +13,17 @@ MIN_SECRET_LENGTH = 32  # issue 14: production refuses short or repetitive secre
 MIN_SECRET_DISTINCT = 10
 
 
+def _weak(secret: str) -> bool:
+    return len(secret) < MIN_SECRET_LENGTH or len(set(secret)) < MIN_SECRET_DISTINCT
+
+
+def _too_weak(variable: str) -> str:
+    return (
+        f"{variable} is too weak: use at least {MIN_SECRET_LENGTH} random characters"
+        " (e.g. `python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CONSENT_", extra="ignore")
 
@@ -105,11 +116,12 @@ class Settings(BaseSettings):
         secret = self.secret_key.get_secret_value()
         if secret == DEV_SECRET:
             raise ValueError("CONSENT_SECRET_KEY must be set outside development")
-        if len(secret) < MIN_SECRET_LENGTH or len(set(secret)) < MIN_SECRET_DISTINCT:
-            raise ValueError(
-                f"CONSENT_SECRET_KEY is too weak: use at least {MIN_SECRET_LENGTH} random "
-                "characters (e.g. `python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
-            )
+        if _weak(secret):
+            raise ValueError(_too_weak("CONSENT_SECRET_KEY"))
+        # The webhook's only credential (MailChimp cannot send a key): the same rules.
+        webhook = self.mailchimp_webhook_secret
+        if webhook is not None and _weak(webhook.get_secret_value()):
+            raise ValueError(_too_weak("CONSENT_MAILCHIMP_WEBHOOK_SECRET"))
         if self.signing_key_pem is None:
             raise ValueError("CONSENT_SIGNING_KEY_PEM must be set outside development")
         return self

@@ -10,6 +10,8 @@ import uuid
 from typing import Any
 
 from app.core.config import Settings
+from app.core.crypto import email_hash
+from app.core.errors import Unprocessable
 from app.integrations.http import Answer
 from app.integrations.mailchimp import BATCH_LIMIT, MailchimpApi, subscriber_hash
 from app.integrations.progress import Progress
@@ -33,8 +35,13 @@ OBJECTING = {
 }
 
 
-def _refused(answer: Answer, member_hash: str, action: str) -> None:
-    # MailChimp's `detail` may quote the address: only its status and title are logged.
+def _refused(
+    answer: Answer, action: str, *, subject_id: uuid.UUID | None, keyed_hash: str | None
+) -> None:
+    # MailChimp's `detail` may quote the address: only its status and title are logged. The
+    # subject is named by its id and the service's keyed hash of the address (HMAC under
+    # CONSENT_SECRET_KEY), never by MailChimp's subscriber hash: that is an unsalted MD5 of
+    # the address, which anyone holding a list of addresses can match.
     title = answer.body.get("title") if isinstance(answer.body, dict) else None
     log.warning(
         "mailchimp refused a call; skipped",
@@ -42,7 +49,8 @@ def _refused(answer: Answer, member_hash: str, action: str) -> None:
             "action": action,
             "status": answer.status,
             "title": title,
-            "member_hash": member_hash,
+            "subject_id": str(subject_id) if subject_id else None,
+            "email_hash": keyed_hash,
         },
     )
 
@@ -98,7 +106,14 @@ class MailchimpSync:
                 "data[list_id]": self.api.list_id,
                 "data[reason]": "read back by the sync worker",
             }
-            await mailchimp_events.handle(session, form)
+            try:
+                await mailchimp_events.handle(session, form)
+            except Unprocessable as exc:  # checked before anything is written
+                # Not an address (or text) the service accepts, so no subject of ours: skipped.
+                log.warning(
+                    "mailchimp member not read back; skipped",
+                    extra={"kind": kind, "field": exc.extra.get("field")},
+                )
 
     # --- gate -> MailChimp: first sync ---------------------------------------------------
     async def first_sync(self, after: uuid.UUID | None) -> None:
@@ -164,10 +179,12 @@ class MailchimpSync:
                     f"MailChimp refused the batch call: HTTP {answer.status} {title}"
                 )
             for error in answer.body.get("errors", []):
+                address = str(error.get("email_address") or "").strip().lower()
                 _refused(
                     Answer(400, {"title": error.get("error_code")}),
-                    subscriber_hash(str(error.get("email_address", ""))),
                     "batch member",
+                    subject_id=by_email.get(address),
+                    keyed_hash=email_hash(address) if address else None,
                 )
             for m in answer.body.get("new_members", []) + answer.body.get("updated_members", []):
                 sid = by_email.get(str(m.get("email_address", "")).lower())
@@ -262,7 +279,8 @@ class MailchimpSync:
                 return None
             answer = await self.api.delete_permanent(held)
             if not answer.ok and answer.status != 404:
-                _refused(answer, held, "delete-permanent")
+                # Erased: the keyed hash went with the address; the id (a tombstone) remains.
+                _refused(answer, "delete-permanent", subject_id=sid, keyed_hash=None)
                 return None
             return sid, None, ""
         if result.allowed and result.member is not None:
@@ -274,7 +292,7 @@ class MailchimpSync:
                     return sid, new_hash, "subscribed"
             answer = await self.api.upsert(member)
             if not answer.ok:
-                _refused(answer, new_hash, "upsert")
+                _refused(answer, "upsert", subject_id=sid, keyed_hash=result.email_hash)
                 return None
             return sid, new_hash, str(answer.body.get("status", "subscribed"))
         targets = {h for h in (held, result.email_md5 if objecting else None) if h}
@@ -284,7 +302,7 @@ class MailchimpSync:
             if answer.ok:
                 done = (sid, member_hash, "unsubscribed")
             elif answer.status != 404:
-                _refused(answer, member_hash, "unsubscribe")
+                _refused(answer, "unsubscribe", subject_id=sid, keyed_hash=result.email_hash)
         return done
 
     async def aclose(self) -> None:

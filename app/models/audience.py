@@ -29,3 +29,6 @@ class GateResult(SQLModel):
     # MailChimp's subscriber key (MD5 of the lower-cased address) for a live subject, so a
     # denied one can be unsubscribed there without handing its address out.
     email_md5: str | None = None
+    # The service's keyed hash of the address (HMAC, app.core.crypto): what logs name the
+    # subject by; MailChimp's MD5 is unsalted and never logged. None once erased.
+    email_hash: str | None = None

@@ -11,6 +11,7 @@ from sqlmodel import Field, SQLModel
 from app.models.base import Timestamp, timestamp_field
 from app.models.catalogue import KEY_PATTERN
 from app.models.subject import Email
+from app.models.text import SafeLine, SafeLines
 
 ConsentAction = Literal["given", "withdrawn"]
 ConsentMethod = Literal["web_form", "email", "phone", "in_person", "import", "gpc"]
@@ -67,11 +68,22 @@ class ConsentEvent(SQLModel, table=True):
 
 
 class Evidence(SQLModel):
+    """Evidence as stored and answered (events recorded before the checks below included)."""
+
     model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     form_id: str | None = Field(default=None, max_length=200)
     page_url: str | None = Field(default=None, max_length=2000)
     user_agent: str | None = Field(default=None, max_length=1000)
+
+
+class EvidenceCreate(Evidence):
+    """Evidence as recorded: single lines without control, bidi or invisible characters
+    (app.models.text), refused with a 422 like names."""
+
+    form_id: SafeLine | None = Field(default=None, max_length=200)
+    page_url: SafeLine | None = Field(default=None, max_length=2000)
+    user_agent: SafeLine | None = Field(default=None, max_length=1000)
 
 
 class ConsentEventCreate(SQLModel):
@@ -89,8 +101,9 @@ class ConsentEventCreate(SQLModel):
     recipient: str | None = Field(default=None, max_length=63, regex=KEY_PATTERN)
     method: ConsentMethod | None = Field(default=None, description=METHOD_DESCRIPTION)
     policy_version: str | None = Field(default=None, max_length=50)
-    notice_text: str | None = Field(default=None, min_length=1, max_length=20000)
-    evidence: Evidence | None = None
+    # Prose of several paragraphs: newlines (LF) are kept, CR and other controls refused.
+    notice_text: SafeLines | None = Field(default=None, min_length=1, max_length=20000)
+    evidence: EvidenceCreate | None = None
     occurred_at: Timestamp | None = None
 
     @model_validator(mode="after")

@@ -70,6 +70,26 @@ def _safe_lines(value: str) -> str:
 SafeLine = Annotated[str, AfterValidator(_safe_line)]
 SafeLines = Annotated[str, AfterValidator(_safe_lines)]
 
+REPLACEMENT = "\ufffd"
+
+
+def replace_unsafe(value: str, *, allow_newline: bool = False) -> str:
+    """`value` with every character `unsafe_characters` names replaced by U+FFFD (and, when
+    newlines are allowed, CRLF made LF): for text the service keeps although nobody can be
+    asked to correct it, such as the User-Agent a person's browser sent."""
+    if allow_newline:
+        value = value.replace("\r\n", "\n")
+    if not unsafe_characters(value, allow_newline=allow_newline):
+        return value
+    return "".join(
+        REPLACEMENT
+        if ch not in ALLOWED_FORMAT
+        and not (allow_newline and ch == "\n")
+        and unicodedata.category(ch) in REFUSED_CATEGORIES
+        else ch
+        for ch in value
+    )
+
 
 def _bare_address(value: object) -> object:
     if isinstance(value, str):

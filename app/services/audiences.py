@@ -84,9 +84,12 @@ def _evaluate(candidates: str, recorded: str, columns: str) -> Prepared:
 
 SCAN = _evaluate(SCAN_CANDIDATES, "chosen", MEMBER_COLUMNS)
 SCAN_LINES = _evaluate(SCAN_CANDIDATES, "chosen", LINE_COLUMNS)
-# A push by ids also answers why a subject is denied, and its MailChimp key.
+# A push by ids also answers why a subject is denied, its MailChimp key, and its keyed
+# hash (for logs).
 BY_IDS = _evaluate(
-    ID_CANDIDATES, "evaluated", f"e.reasons, {MEMBER_COLUMNS}, md5(s.email) AS email_md5"
+    ID_CANDIDATES,
+    "evaluated",
+    f"e.reasons, {MEMBER_COLUMNS}, md5(s.email) AS email_md5, s.email_hash",
 )
 MIN_SCAN = 500
 
@@ -256,6 +259,7 @@ async def gate_subjects(
             reasons=list(r.reasons),
             member=_member(r) if r.chosen else None,
             email_md5=r.email_md5,
+            email_hash=r.email_hash,
         )
         for r in rows
     ]

@@ -3,26 +3,31 @@ cleaned address and an address changed in MailChimp are recorded for the subject
 CRM; subscribe and profile change nothing (a MailChimp subscribe is not proof of consent).
 A replay of the same event changes nothing twice."""
 
-import hashlib
-import hmac
 import json
 import uuid
 from datetime import UTC, datetime
 
+from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.config import get_settings
 from app.core.crypto import email_hash
 from app.core.errors import Unprocessable
+from app.core.keys import KeyUse, keyed_hash
 from app.core.pagination import Page, decode_time_cursor, encode_time_cursor, page_of
 from app.models.sync import MailchimpEventPublic, WebhookAnswer
+from app.models.text import Email, unsafe_characters
 from app.services import audit, changes, optouts
 from app.services.sync import system_principal
 
 WEBHOOK = system_principal("mailchimp-webhook")
 RECORDED_TYPES = {"unsubscribe", "cleaned", "upemail"}
 MAX_FIELD = 254
+# The fields read from a recorded event (besides the addresses): single lines, checked like
+# names (app.models.text) before anything is stored.
+TEXT_FIELDS = ("fired_at", "data[list_id]", "data[reason]")
+EMAIL = TypeAdapter(Email)
 
 INSERT_EVENT = text("""
 INSERT INTO mailchimp_events (id, event_key, type, list_id, subject_id, email_hash, reason,
@@ -44,9 +49,8 @@ OUR_UNSUBSCRIBE = text(
 def _event_key(form: dict[str, str]) -> str:
     """A keyed hash of the whole payload: the same event delivered twice has the same key,
     and the key reveals nothing of the address inside it."""
-    secret = get_settings().secret_key.get_secret_value().encode()
-    canonical = json.dumps(sorted(form.items()), separators=(",", ":")).encode()
-    return hmac.new(secret, canonical, hashlib.sha256).hexdigest()
+    canonical = json.dumps(sorted(form.items()), separators=(",", ":"))
+    return keyed_hash(get_settings(), KeyUse.MAILCHIMP_EVENTS, canonical)
 
 
 def _fired_at(value: str | None) -> datetime | None:
@@ -60,13 +64,26 @@ def _fired_at(value: str | None) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+def _check_text(form: dict[str, str], field: str) -> None:
+    bad = unsafe_characters(form.get(field) or "")
+    if bad:
+        raise Unprocessable(
+            f"`{field}` contains control or invisible characters ({', '.join(bad[:3])}).",
+            field=field,
+        )
+
+
 def _email(form: dict[str, str], field: str) -> str | None:
-    value = (form.get(field) or "").strip().lower()
+    """The address as the API accepts one (a bare `local@domain`, normalised), or None."""
+    value = (form.get(field) or "").strip()
     if not value:
         return None
-    if len(value) > MAX_FIELD or "@" not in value:
+    if len(value) > MAX_FIELD:
         raise Unprocessable(f"`{field}` is not an e-mail address.", field=field)
-    return value
+    try:
+        return str(EMAIL.validate_python(value))
+    except ValidationError:  # the value is never quoted back
+        raise Unprocessable(f"`{field}` is not an e-mail address.", field=field) from None
 
 
 async def _subject_for(session: AsyncSession, email: str | None) -> uuid.UUID | None:
@@ -76,12 +93,15 @@ async def _subject_for(session: AsyncSession, email: str | None) -> uuid.UUID | 
 
 
 async def handle(session: AsyncSession, form: dict[str, str]) -> WebhookAnswer:
+    _check_text(form, "type")
     kind = (form.get("type") or "").strip()
     if not kind:
         raise Unprocessable("A MailChimp event needs `type`.", field="type")
     if kind not in RECORDED_TYPES:
         # subscribe, profile, campaign...: acknowledged; consent is never inferred from them.
         return WebhookAnswer(type=kind[:40], recorded=False)
+    for field in TEXT_FIELDS:
+        _check_text(form, field)
     email = _email(form, "data[email]")
     old_email = _email(form, "data[old_email]")
     new_email = _email(form, "data[new_email]")
