@@ -10,6 +10,7 @@ from app.models import (  # noqa: F401
     decision,
     imports,
     optout,
+    page_session,
     partitions,
     rights,
     state,

@@ -4,13 +4,20 @@ and how a browser gets in: a signed link or a login form, either of which leaves
 HttpOnly, SameSite=Strict session cookie.
 
 These routes authenticate themselves (a bearer key, or the session cookie), so this router
-is included without the API's default bearer dependency. Pages are server-rendered with
+is included without the API's default bearer dependency. A cookie is honoured only while
+its server-side record is live (app.services.page_sessions): logout ends it, and so does
+`consent-api page-sessions revoke`. Failed sign-ins count with the API's failed
+authentications (app.core.guard): past the limit, the login form answers 429 without
+looking the key up. The cookies are `Secure` on an https request, and whenever
+CONSENT_PUBLIC_BASE_URL is https (a TLS proxy that is not a trusted proxy makes the
+request itself look like http). Pages are server-rendered with
 Jinja2, with no JavaScript at all, and a strict Content-Security-Policy: nothing loads from
 anywhere but this service.
 """
 
 import secrets
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -23,8 +30,9 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from app.core.auth import ROLE_SCOPES, Principal, authenticate
 from app.core.db import SessionDep
 from app.core.errors import Forbidden, Unauthorized, problem_responses
+from app.core.guard import AUTH_THROTTLED, client_address
 from app.core.signing import get_signer
-from app.services import api_keys, ropa
+from app.services import api_keys, page_sessions, ropa
 from app.services import overview as overview_service
 from app.web import session as pages
 from app.web.charts import month_chart
@@ -77,11 +85,13 @@ async def _principal(request: Request, session: SessionDep) -> tuple[Principal, 
     found = pages.read_session(settings, request.cookies.get(pages.SESSION_COOKIE))
     if found is None:
         raise LoginNeeded
-    if found.key_id is not None:  # opened with an API key: it must still be valid
-        if not await api_keys.is_live(session, found.key_id):
-            raise LoginNeeded
-    key_id = found.key_id or uuid.UUID(int=0)
-    return Principal(key_id, found.name, found.role, ROLE_SCOPES[found.role]), found
+    # Its record: not ended (logout, revocation), expired nor idle; opened with an API key,
+    # that key must still be unrevoked.
+    live = await page_sessions.live(session, found.token)
+    if live is None:
+        raise LoginNeeded
+    key_id = live.api_key_id or uuid.UUID(int=0)
+    return Principal(key_id, live.name, live.role, ROLE_SCOPES[live.role]), found
 
 
 async def _authorised(request: Request, session: SessionDep, *, html: bool) -> Any:
@@ -139,14 +149,38 @@ async def report_processing_activities(request: Request, session: SessionDep) ->
     return render("ropa.html", record=record, who=auth[0], csrf=csrf)
 
 
-def _set_session(request: Request, response: Response, found: pages.PageSession) -> None:
+def _secure(request: Request) -> bool:
+    """An https request, or a service published over https: behind a TLS proxy that is not
+    listed in CONSENT_TRUSTED_PROXIES the request itself looks like plain http."""
+    settings = request.app.state.settings
+    return request.url.scheme == "https" or settings.public_base_url.startswith("https://")
+
+
+async def _set_session(
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    found: pages.PageSession,
+    *,
+    link_token: str | None = None,
+) -> None:
+    """Record the new session server-side, then hand its cookie to the browser."""
+    await page_sessions.open_session(
+        session,
+        token=found.token,
+        role=found.role,
+        name=found.name,
+        expires=datetime.fromtimestamp(found.expires, UTC),
+        api_key_id=found.key_id,
+        link_token=link_token,
+    )
     response.set_cookie(
         pages.SESSION_COOKIE,
         found.token,
         max_age=request.app.state.settings.report_session_minutes * 60,
         httponly=True,
         samesite="strict",
-        secure=request.url.scheme == "https",
+        secure=_secure(request),
         path="/",
     )
 
@@ -157,22 +191,18 @@ def _next(value: str | None) -> str:
 
 
 @router.get("/auditor/link/{token}", include_in_schema=False)
-async def open_report_link(token: str, request: Request) -> Response:
+async def open_report_link(token: str, request: Request, session: SessionDep) -> Response:
     settings = request.app.state.settings
     payload = pages.verify(settings, token, "link")
     if payload is None:
-        return render(
-            "login.html",
-            status=401,
-            error="This link is not valid or has expired.",
-            csrf=_new_csrf(),
-            next=OVERVIEW,
-        )
+        return _login_form(request, 401, "This link is not valid or has expired.")
+    if await page_sessions.link_refused(session, token):
+        return _login_form(request, 401, "This link has been revoked.")
     found = pages.issue_session(settings, role=payload["role"], name=payload["name"], key_id=None)
     # A page, not a redirect: a SameSite=Strict cookie set during a navigation that came
     # from another site (a mail client) would not ride along on the redirect.
     response = render("continue.html", target=OVERVIEW)
-    _set_session(request, response, found)
+    await _set_session(request, response, session, found, link_token=token)
     return response
 
 
@@ -180,18 +210,26 @@ def _new_csrf() -> str:
     return secrets.token_urlsafe(24)
 
 
-def _login_form(status: int = 200, error: str | None = None, next_: str = OVERVIEW) -> Response:
+def _login_form(
+    request: Request, status: int = 200, error: str | None = None, next_: str = OVERVIEW
+) -> Response:
     csrf = _new_csrf()
     response = render("login.html", status=status, error=error, csrf=csrf, next=next_)
     response.set_cookie(
-        pages.CSRF_COOKIE, csrf, max_age=3600, httponly=True, samesite="strict", path="/auditor"
+        pages.CSRF_COOKIE,
+        csrf,
+        max_age=3600,
+        httponly=True,
+        samesite="strict",
+        secure=_secure(request),
+        path="/auditor",
     )
     return response
 
 
 @router.get("/auditor/login", include_in_schema=False)
-async def login_form(next: str | None = None) -> Response:
-    return _login_form(next_=_next(next))
+async def login_form(request: Request, next: str | None = None) -> Response:
+    return _login_form(request, next_=_next(next))
 
 
 async def _form(request: Request) -> dict[str, str]:
@@ -204,31 +242,53 @@ async def login(request: Request, session: SessionDep) -> Response:
     form = await _form(request)
     next_ = _next(form.get("next"))
     if not pages.same(form.get("csrf"), request.cookies.get(pages.CSRF_COOKIE)):
-        return _login_form(403, "The form expired; please sign in again.", next_)
+        return _login_form(request, 403, "The form expired; please sign in again.", next_)
     key = form.get("api_key", "").strip()
     row = await api_keys.find_live_key(session, key)
     if row is None:
-        return _login_form(401, "The API key is unknown or revoked.", next_)
+        # Wrong keys count with the API's failed authentications, per client address; past
+        # the limit a failure is a 429. A right key is served, as on the API (app.core.auth):
+        # one person's typos never lock out a colleague behind the same address.
+        limiter = request.app.state.auth_limiter
+        client = client_address(request.scope)
+        wait = limiter.retry_after(client)
+        limiter.failed(client, "page_login")
+        if wait:
+            AUTH_THROTTLED.inc()
+            message = "Too many failed sign-ins from this address; try again later."
+            response = _login_form(request, 429, message, next_)
+            response.headers["Retry-After"] = str(wait)
+            return response
+        return _login_form(request, 401, "The API key is unknown or revoked.", next_)
     if row.role not in pages.PAGE_ROLES:
-        return _login_form(403, "Only auditor and admin keys open these pages.", next_)
+        return _login_form(request, 403, "Only auditor and admin keys open these pages.", next_)
     found = pages.issue_session(
         request.app.state.settings, role=row.role, name=row.name, key_id=row.id
     )
     response = RedirectResponse(next_, status_code=303)
-    _set_session(request, response, found)
-    response.delete_cookie(pages.CSRF_COOKIE, path="/auditor")
+    await _set_session(request, response, session, found)
+    _delete_cookie(request, response, pages.CSRF_COOKIE, "/auditor")
     return response
 
 
+def _delete_cookie(request: Request, response: Response, name: str, path: str) -> None:
+    response.delete_cookie(
+        name, path=path, httponly=True, samesite="strict", secure=_secure(request)
+    )
+
+
 @router.post("/auditor/logout", include_in_schema=False)
-async def logout(request: Request) -> Response:
+async def logout(request: Request, session: SessionDep) -> Response:
+    """Ends the session server-side: its cookie, replayed, no longer opens a page."""
     settings = request.app.state.settings
     form = await _form(request)
     found = pages.read_session(settings, request.cookies.get(pages.SESSION_COOKIE))
-    if found is not None and not pages.same(form.get("csrf"), found.csrf_token(settings)):
-        raise Forbidden("The sign-out form did not come from this service.")
+    if found is not None:
+        if not pages.same(form.get("csrf"), found.csrf_token(settings)):
+            raise Forbidden("The sign-out form did not come from this service.")
+        await page_sessions.end(session, found.token)
     response = RedirectResponse("/auditor/login", status_code=303)
-    response.delete_cookie(pages.SESSION_COOKIE, path="/")
+    _delete_cookie(request, response, pages.SESSION_COOKIE, "/")
     return response
 
 

@@ -2,10 +2,13 @@
 cannot send a bearer header: a short-lived signed link (`consent-api report-link`) or a
 login form that takes an API key; either becomes an HttpOnly, SameSite=Strict cookie.
 
-Tokens are HMAC-SHA-256 over a JSON payload with the service's secret key (a key derived
-for this use only), carrying their kind, so that a link cannot be replayed as a session
-cookie nor the reverse. No server-side state: a session ends when it expires, or at once
-when the API key it was opened with is revoked.
+Tokens are HMAC-SHA-256 over a JSON payload, under the key derived for this use only
+(`app.core.keys.derive(settings, KeyUse.AUDITOR_PAGES)`), carrying their kind, so that a
+link cannot be replayed as a session cookie nor the reverse. A valid signature is not
+enough: every session also has a server-side record (app.services.page_sessions, holding a
+hash of the token), and a cookie is honoured only while that record is live. Logout and
+`consent-api page-sessions revoke` end it; a session opened with an API key ends at once
+when that key is revoked; revoking a session opened from a link refuses the link too.
 """
 
 import base64
@@ -19,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.core.config import Settings
+from app.core.keys import KeyUse, derive
 
 SESSION_COOKIE = "consent_report_session"
 CSRF_COOKIE = "consent_report_csrf"
@@ -34,8 +38,9 @@ def _unb64(text: str) -> bytes:
 
 
 def _key(settings: Settings) -> bytes:
-    secret = settings.secret_key.get_secret_value().encode()
-    return hmac.new(secret, b"consent-api auditor pages v1", hashlib.sha256).digest()
+    """HKDF of the root secret (app.core.keys). The earlier `HMAC(secret, label)` key is
+    retired: tokens signed with it no longer verify, and their holders sign in again."""
+    return derive(settings, KeyUse.AUDITOR_PAGES)
 
 
 def sign(settings: Settings, payload: dict[str, Any]) -> str:
