@@ -16,8 +16,8 @@ from typing import Any, Literal, get_args
 from fastapi import Request
 
 from app.core.driver import Database, prepare
-from app.core.errors import Forbidden, Unauthorized
-from app.core.guard import client_address
+from app.core.errors import Forbidden, TooManyRequests, Unauthorized
+from app.core.guard import AUTH_THROTTLED, TOO_MANY_DETAIL, client_address
 
 Role = Literal["crm", "website", "sync", "auditor", "admin"]
 ROLES: tuple[str, ...] = get_args(Role)
@@ -59,6 +59,7 @@ ROLE_SCOPES: dict[str, frozenset[str]] = {
             "rights:create",
             "rights:write",
             "links:create",
+            "links:preference",  # app.services.person: preference pages act as the person
         }
     ),
     # The website never lists subjects: it writes and checks only.
@@ -80,7 +81,7 @@ ROLE_SCOPES: dict[str, frozenset[str]] = {
             "optouts:write",
             "optouts:read",
             "decisions:ask",
-            "links:create",
+            "links:create",  # unsubscribe links only (no links:preference)
         }
     ),
     "auditor": READ_SCOPES,
@@ -144,7 +145,15 @@ async def _lookup(request: Request) -> Principal:
         row = await KEY_LOOKUP.fetchrow(con, key_hash=key_hash)
     if row is None:
         _cache.pop(key_hash, None)
-        request.app.state.auth_limiter.failed(client_address(request.scope), "unknown_or_revoked")
+        limiter = request.app.state.auth_limiter
+        client = client_address(request.scope)
+        # Failures are counted per address, but only a request that fails is refused: a
+        # valid key from the same address (a CRM behind the website's egress) is served.
+        wait = limiter.retry_after(client)
+        limiter.failed(client, "unknown_or_revoked")
+        if wait:
+            AUTH_THROTTLED.inc()
+            raise TooManyRequests(TOO_MANY_DETAIL, headers={"Retry-After": str(wait)})
         raise Unauthorized("The API key is unknown or revoked.")
     principal = Principal(row.id, row.name, row.role, ROLE_SCOPES[row.role])
     if ttl > 0:
@@ -160,9 +169,14 @@ def require(scope: str) -> Callable[..., Coroutine[Any, Any, Principal]]:
 
     async def dependency(request: Request) -> Principal:
         principal = await authenticate(request)
-        if scope not in principal.scopes:
-            raise Forbidden(f"Role `{principal.role}` lacks the scope `{scope}`.")
+        check_scope(principal, scope)
         return principal
 
     dependency.__name__ = f"require_{scope.replace(':', '_')}"
+    dependency.required_scope = scope  # type: ignore[attr-defined]  # app.core.auth_first
     return dependency
+
+
+def check_scope(principal: Principal, scope: str) -> None:
+    if scope not in principal.scopes:
+        raise Forbidden(f"Role `{principal.role}` lacks the scope `{scope}`.")

@@ -2,12 +2,17 @@
 
 A token is `base64url(payload) "." base64url(HMAC-SHA256(key, domain || payload))`. The
 payload holds no personal data in clear: the subject's id (a random UUID), the keyed hash of
-the e-mail the link was made for, an optional purpose key, the kind of link, the expiry and
-the id of the key that signed it. Changing any byte (another subject, another purpose, a
-later expiry, the other kind of link) breaks the MAC, so a token cannot be widened.
+the e-mail the link was made for, an optional purpose key, the kind of link, the expiry, the
+id of the key that signed it and the id of the API key that asked for the link (so every
+action taken through it records who minted it). Changing any byte (another subject, another
+purpose, a later expiry, the other kind of link) breaks the MAC, so a token cannot be
+widened.
 
 Keys rotate: CONSENT_LINK_KEYS is a list; the first signs, every one verifies. Drop an old
-key once the longest-lived link it signed has expired.
+key once the longest-lived link it signed has expired. Unset, the key is derived from
+CONSENT_SECRET_KEY for this use alone (app.core.keys). The derivation of earlier releases
+(kid `s0`) still verifies unsubscribe links it signed until the last of them expires, and
+nothing else: a preference link or a form value signed with it is refused.
 """
 
 import base64
@@ -21,6 +26,13 @@ from dataclasses import dataclass
 from typing import Literal
 
 from app.core.config import Settings
+from app.core.keys import (
+    LEGACY_LINK_KID,
+    KeyUse,
+    derive,
+    legacy_link_key,
+    legacy_links_valid_until,
+)
 
 Kind = Literal["u", "p"]  # u: one-click unsubscribe; p: preference page
 _DOMAIN = b"consent-api/link/v1\n"
@@ -28,6 +40,7 @@ _CSRF_DOMAIN = b"consent-api/form/v1\n"
 _KID = re.compile(r"^[A-Za-z0-9_-]{1,16}$")
 MIN_SECRET_CHARS = 32
 MAX_TOKEN_CHARS = 1024
+DERIVED_KID = "d1"  # the key derived with HKDF from CONSENT_SECRET_KEY
 FORM_TOKEN_SECONDS = 2 * 3600
 
 
@@ -47,6 +60,7 @@ class LinkClaims:
     purpose: str | None
     expires_at: int  # Unix seconds
     kid: str
+    minted_by: uuid.UUID | None  # the API key that asked for the link (None: before this)
 
 
 def _b64(data: bytes) -> str:
@@ -60,10 +74,7 @@ def _unb64(text: str) -> bytes:
 def link_keys(settings: Settings) -> list[tuple[str, bytes]]:
     """(kid, secret) pairs, the signing key first."""
     if settings.link_keys is None:
-        derived = hmac.new(
-            settings.secret_key.get_secret_value().encode(), b"link-key", hashlib.sha256
-        ).digest()
-        return [("s0", derived)]
+        return [(DERIVED_KID, derive(settings, KeyUse.LINKS))]
     keys: list[tuple[str, bytes]] = []
     for item in settings.link_keys.get_secret_value().split(","):
         kid, sep, secret = item.strip().partition(":")
@@ -88,6 +99,7 @@ def sign_link(
     email_hash: str,
     purpose: str | None,
     expires_at: int,
+    minted_by: uuid.UUID | None = None,
 ) -> str:
     kid, secret = link_keys(settings)[0]
     payload = {
@@ -97,6 +109,7 @@ def sign_link(
         "h": email_hash,
         "p": purpose,
         "e": expires_at,
+        "m": minted_by.hex if minted_by else None,
     }
     body = _b64(json.dumps(payload, separators=(",", ":"), sort_keys=True).encode())
     return f"{body}.{_mac(secret, _DOMAIN, body)}"
@@ -114,10 +127,11 @@ def verify_link(
         kid = str(payload["k"])
     except (ValueError, KeyError, TypeError):
         raise InvalidToken from None
-    secret = dict(link_keys(settings)).get(kid)
+    secret = _verifying_key(settings, kid, kind)
     if secret is None or not hmac.compare_digest(mac, _mac(secret, _DOMAIN, body)):
         raise InvalidToken
     try:
+        minter = payload.get("m")
         claims = LinkClaims(
             kind=payload["t"],
             subject_id=uuid.UUID(hex=payload["s"]),
@@ -125,20 +139,40 @@ def verify_link(
             purpose=payload["p"],
             expires_at=int(payload["e"]),
             kid=kid,
+            minted_by=uuid.UUID(hex=minter) if minter else None,
         )
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, AttributeError):
         raise InvalidToken from None
     if claims.kind != kind:  # an unsubscribe link never opens the preference page
         raise InvalidToken
+    retired_until = legacy_links_valid_until(settings).timestamp()
+    if kid == LEGACY_LINK_KID and claims.expires_at > retired_until:
+        raise InvalidToken  # outlives every link that key ever signed: forged
     if claims.expires_at <= (time.time() if now is None else now):
         raise ExpiredToken
     return claims
 
 
+def _verifying_key(settings: Settings, kid: str, kind: Kind) -> bytes | None:
+    """The key that verifies `kid`; the retired derivation only for unsubscribe links, only
+    while links it signed may still be alive, and only where no explicit keys replace it."""
+    secret = dict(link_keys(settings)).get(kid)
+    if secret is not None:
+        return secret
+    if (
+        kid == LEGACY_LINK_KID
+        and kind == "u"
+        and settings.link_keys is None
+        and time.time() < legacy_links_valid_until(settings).timestamp()
+    ):
+        return legacy_link_key(settings)
+    return None
+
+
 def form_token(settings: Settings, link_token: str, *, now: float | None = None) -> str:
     """A per-page anti-forgery value bound to the link token (signed, no cookie needed)."""
     issued = str(int(time.time() if now is None else now))
-    _, secret = link_keys(settings)[0]
+    secret = derive(settings, KeyUse.LINK_FORMS)
     return f"{issued}.{_mac(secret, _CSRF_DOMAIN, issued + '|' + link_token)}"
 
 
@@ -151,10 +185,8 @@ def check_form_token(
     age = (time.time() if now is None else now) - int(issued)
     if not 0 <= age <= FORM_TOKEN_SECONDS:
         return False
-    return any(
-        hmac.compare_digest(mac, _mac(secret, _CSRF_DOMAIN, issued + "|" + link_token))
-        for _, secret in link_keys(settings)
-    )
+    secret = derive(settings, KeyUse.LINK_FORMS)
+    return hmac.compare_digest(mac, _mac(secret, _CSRF_DOMAIN, issued + "|" + link_token))
 
 
 def token_fingerprint(token: str) -> str:

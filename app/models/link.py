@@ -35,6 +35,9 @@ class EmailHeaders(SQLModel):
 class LinkPublic(SQLModel):
     unsubscribe_url: str = Field(description="One-click unsubscribe (POST) and its page (GET)")
     unsubscribe_expires_at: datetime
-    preference_url: str = Field(description="The person's preference page")
-    preference_expires_at: datetime
+    preference_url: str | None = Field(
+        default=None,
+        description="The person's preference page; only for keys that may mint one (crm)",
+    )
+    preference_expires_at: datetime | None = None
     headers: EmailHeaders

@@ -2,8 +2,6 @@
 holds `outcome` (no personal data, shown on the request) and, for access and portability,
 the personal data to export; `private` goes to the request's history, never the API."""
 
-import hashlib
-import hmac
 from typing import Any
 
 from sqlalchemy import text
@@ -12,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.auth import Principal
 from app.core.config import get_settings
 from app.core.errors import Unprocessable
+from app.core.keys import KeyUse, keyed_hash
 from app.models.rights import Complete, RightsRequest
 from app.models.subject import Subject, SubjectUpdate
 from app.services import (
@@ -63,10 +62,11 @@ async def _portability(
 
 
 def _keyed(value: Any) -> str | None:
+    """A fingerprint of a rectified value, under a key of its own: the value is the caller's
+    choice, so no other key may be derivable from what this stores (app.core.keys)."""
     if value is None:
         return None
-    secret = get_settings().secret_key.get_secret_value().encode()
-    return hmac.new(secret, str(value).encode(), hashlib.sha256).hexdigest()
+    return keyed_hash(get_settings(), KeyUse.VALUE_FINGERPRINTS, str(value))
 
 
 async def _rectification(

@@ -9,7 +9,7 @@ The actor is the person holding the signed link, not an API key.
 import hashlib
 import re
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,15 +21,27 @@ from app.core.config import Settings
 from app.core.errors import Conflict, NotFound, ServiceUnavailable, Unprocessable
 from app.core.link_tokens import LinkClaims, sign_link
 from app.models.base import utcnow
-from app.models.consent import ConsentEventCreate, Evidence
+from app.models.consent import ConsentEventCreate, EvidenceCreate
 from app.models.link import ONE_CLICK, EmailHeaders, LinkCreate, LinkPublic
-from app.models.rights import RightsRequestCreate, VerifyIdentity
+from app.models.rights import RightsRequestCreate
+from app.models.text import replace_unsafe
 from app.services import audit, catalogue, consent, optouts, rights, subjects
 
-# Audit entries and consent events name this actor; no API key stands behind it.
+# Audit entries and consent events name this actor: the person holding a signed link. Its
+# key id is the API key that minted the link (zero for links minted before that was kept).
 PERSON = Principal(
     key_id=uuid.UUID(int=0), name="person (signed link)", role="subject", scopes=frozenset()
 )
+# Which keys may put a preference-page URL in an e-mail: the page shows the person's data
+# and acts for them, so only the CRM, which holds that data anyway, may mint one.
+PREFERENCE_LINK_SCOPE = "links:preference"
+
+
+def link_holder(claims: LinkClaims) -> Principal:
+    """The actor of whatever is done through this link: the person, on the minting key."""
+    return replace(PERSON, key_id=claims.minted_by or PERSON.key_id)
+
+
 ONE_CLICK_REASON = "one-click unsubscribe (RFC 8058)"
 PAGE_FORM_ID = "preference-page"
 # The rights a person can start from the page, in plain words (withdrawing consent and
@@ -56,10 +68,13 @@ def plain(description: str) -> str:
 
 
 def notice_text(settings: Settings, description: str) -> str:
-    """The exact wording shown beside a "give consent" button, and stored with the event."""
+    """The exact wording shown beside a "give consent" button, and stored with the event.
+    A control character in the catalogue's description is replaced (as the page shows it):
+    the notice must pass the checks every recorded notice passes."""
+    what = replace_unsafe(plain(description), allow_newline=True)
     return (
         f"I agree that {settings.controller_name} may use my name and e-mail address for: "
-        f"{plain(description)}. I can withdraw this at any time on this page or from the "
+        f"{what}. I can withdraw this at any time on this page or from the "
         "link in any e-mail you send me."
     )
 
@@ -80,7 +95,8 @@ async def issue_links(
     data: LinkCreate,
     settings: Settings,
 ) -> LinkPublic:
-    """Sign an unsubscribe and a preference link for a live subject (and a purpose)."""
+    """Sign an unsubscribe link for a live subject (and a purpose), and a preference link
+    where the caller may mint one (PREFERENCE_LINK_SCOPE). Each carries the caller's key id."""
     if settings.env != "development" and not settings.public_base_url.startswith("https://"):
         raise ServiceUnavailable(
             "Set CONSENT_PUBLIC_BASE_URL to this service's public https:// address."
@@ -91,10 +107,9 @@ async def issue_links(
     if data.purpose is not None:
         await catalogue.require_purposes(session, [data.purpose])
     base = settings.public_base_url.rstrip("/")
-    expiries = {
-        "u": _expiry(settings.unsubscribe_link_days),
-        "p": _expiry(settings.preference_link_days),
-    }
+    expiries = {"u": _expiry(settings.unsubscribe_link_days)}
+    if PREFERENCE_LINK_SCOPE in principal.scopes:
+        expiries["p"] = _expiry(settings.preference_link_days)
     tokens = {
         kind: sign_link(
             settings,
@@ -103,6 +118,7 @@ async def issue_links(
             email_hash=subject.email_hash,
             purpose=data.purpose,
             expires_at=int(at.timestamp()),
+            minted_by=principal.key_id,
         )
         for kind, at in expiries.items()
     }
@@ -114,14 +130,14 @@ async def issue_links(
         subject.id,
         purpose=data.purpose,
         unsubscribe_expires_at=expiries["u"].isoformat(),
-        preference_expires_at=expiries["p"].isoformat(),
+        preference_expires_at=expiries["p"].isoformat() if "p" in expiries else None,
     )
     unsubscribe_url = f"{base}/u/{tokens['u']}"
     return LinkPublic(
         unsubscribe_url=unsubscribe_url,
         unsubscribe_expires_at=expiries["u"],
-        preference_url=f"{base}/p/{tokens['p']}",
-        preference_expires_at=expiries["p"],
+        preference_url=f"{base}/p/{tokens['p']}" if "p" in tokens else None,
+        preference_expires_at=expiries.get("p"),
         headers=EmailHeaders.model_validate(
             {"List-Unsubscribe": f"<{unsubscribe_url}>", "List-Unsubscribe-Post": ONE_CLICK}
         ),
@@ -134,7 +150,7 @@ async def unsubscribe(session: AsyncSession, claims: LinkClaims) -> bool:
     reason = ONE_CLICK_REASON + (f" from {claims.purpose}" if claims.purpose else "")
     _, created = await optouts.record_optout_hash(
         session,
-        PERSON,
+        link_holder(claims),
         email_hash=claims.email_hash,
         channel="email",
         source="email_link",
@@ -255,12 +271,14 @@ async def page_data(session: AsyncSession, claims: LinkClaims, settings: Setting
     )
 
 
-def _evidence(settings: Settings, user_agent: str | None) -> Evidence:
-    # The page's address without its token: the token is a credential, never stored.
-    return Evidence(
+def _evidence(settings: Settings, user_agent: str | None) -> EvidenceCreate:
+    # The page's address without its token: the token is a credential, never stored. The
+    # person did nothing wrong if their browser (or something on the way) sent control or
+    # bidi characters in its User-Agent: those are replaced by U+FFFD, never refused.
+    return EvidenceCreate(
         form_id=PAGE_FORM_ID,
         page_url=settings.public_base_url.rstrip("/") + "/p/",
-        user_agent=(user_agent or None) and user_agent[:1000],
+        user_agent=(user_agent or None) and replace_unsafe(user_agent[:1000]),
     )
 
 
@@ -295,7 +313,7 @@ async def withdraw(
             "evidence": _evidence(settings, user_agent),
         }
     )
-    await consent.record_consent(session, PERSON, data=data)
+    await consent.record_consent(session, link_holder(claims), data=data)
 
 
 async def give(
@@ -337,14 +355,14 @@ async def give(
             "evidence": _evidence(settings, user_agent),
         }
     )
-    await consent.record_consent(session, PERSON, data=data)
+    await consent.record_consent(session, link_holder(claims), data=data)
 
 
 async def opt_out_all(session: AsyncSession, claims: LinkClaims) -> None:
     await _live_subject(session, claims)
     await optouts.record_optout_hash(
         session,
-        PERSON,
+        link_holder(claims),
         email_hash=claims.email_hash,
         channel="all",
         source="email_link",
@@ -355,20 +373,16 @@ async def opt_out_all(session: AsyncSession, claims: LinkClaims) -> None:
 async def start_request(
     session: AsyncSession, claims: LinkClaims, *, type_: str, details: str | None
 ) -> Any:
-    """A rights request, received now, its identity verified by the signed link."""
+    """A rights request, received now and left `received`: a link proves only that someone
+    holds an e-mail we sent (or a copy of it), not who they are, so its identity is verified
+    as for any request (by the CRM, or by the person confirming from the address)."""
     subject = await _live_subject(session, claims)
     if type_ not in REQUEST_TYPES:
         raise Unprocessable("Choose one of the listed requests.")
     data = RightsRequestCreate.model_validate(
         {"type": type_, "subject_id": subject.id, "details": (details or "").strip() or None}
     )
-    req = await rights.create_request(session, PERSON, data=data)
-    # `link` is not open to API clients; construct past the input model's choices.
-    verified = VerifyIdentity.model_construct(
-        method="link",  # type: ignore[arg-type]
-        note="Made on the person's own page, reached by a signed e-mail link.",
-    )
-    return await rights.verify_identity(session, PERSON, request_id=req.id, data=verified)
+    return await rights.create_request(session, link_holder(claims), data=data)
 
 
 def expires(claims: LinkClaims) -> datetime:
