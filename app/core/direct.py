@@ -10,6 +10,8 @@ resolves them, derived once from the endpoint's own signature:
 - the route's dependencies (authentication, the router default) and every `Depends(fn)`
   parameter are awaited as `fn(request)`, in FastAPI's order (route's first, then the
   parameters in signature order), so a key check or scope check is the very same callable;
+  unlike FastAPI, they run before the body is read (app.core.auth_first does so for every
+  route), so a wrong key never costs the parsing and validation of a large body;
 - a `uuid.UUID` path parameter is taken only in its canonical form;
 - the body model is validated from the JSON body exactly as FastAPI does (`json.loads`,
   then a `TypeAdapter` of the model in Python mode with `from_attributes=True`, which for
@@ -21,6 +23,24 @@ another shape of path, a query string, a content type other than `application/js
 that is not JSON or that the model refuses, a repeated header. So every error answer is still
 FastAPI's own, and the direct path only ever serves requests that FastAPI would have served
 the same way. An endpoint whose signature needs anything else is refused at start-up.
+
+Authentication is explicit, not incidental. `direct_route()` refuses (TypeError, so
+`create_app` fails at start-up) a route whose own dependencies, the route's and its
+`Depends` parameters, include neither `app.core.auth.authenticate` nor a `require(...)`
+dependency (one carrying `required_scope`): the direct path awaits exactly those callables,
+so a route without one would serve any caller. app.core.auth_first authenticates every keyed
+path before this dispatcher as well; this check is the second line, and states the rule.
+
+`app.dependency_overrides` is honoured by not serving directly: when the dict names any
+dependency of the matched route, the request goes to FastAPI untouched (nothing of it read
+yet), and FastAPI applies the override. Falling through, rather than calling the override
+here, because an override may have any signature FastAPI can solve (`lambda: principal`,
+sub-dependencies, `yield` and its teardown) while this path calls only `async def
+dep(request)`; re-solving overrides here would be a second copy of FastAPI's solver. The
+check runs per request, since overrides are usually set after the app is built (tests); it
+is one truthiness test of an empty dict in production.
+
+What it buys, measured 2026-MM-DD (BENCH_PLACEHOLDER)
 """
 
 import inspect
@@ -32,6 +52,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.params import Depends, Header
 from fastapi.routing import APIRoute
@@ -39,9 +60,15 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.core.auth import authenticate
+
 UUID_TEXT = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 Resolver = Callable[[Request, dict[str, str]], Awaitable[Any]]
+Dependency = Callable[[Request], Awaitable[Any]]
 NOT_HERE = object()  # a resolver's answer: let FastAPI serve this request
+# A body this large (a batch of a thousand international addresses takes up to a second of
+# email-validator) is validated in a worker thread, so the event loop keeps serving others.
+OFF_LOOP_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -49,11 +76,19 @@ class DirectRoute:
     method: str
     path: re.Pattern[str]
     route: APIRoute
-    arguments: tuple[tuple[str, Resolver, bool], ...]  # name, how, whether a dependency
-    dependencies: tuple[Callable[[Request], Awaitable[Any]], ...]
+    arguments: tuple[tuple[str, Resolver, Dependency | None], ...]  # name, how, dependency
+    dependencies: tuple[Dependency, ...]
+    # Every dependency callable the direct path awaits (the route's and the `Depends`
+    # parameters'): the keys an `app.dependency_overrides` entry would use.
+    calls: frozenset[Callable[..., Any]]
 
 
-def _request_only(fn: Callable[..., Any], where: str) -> Callable[[Request], Awaitable[Any]]:
+def _authenticates(fn: Callable[..., Any]) -> bool:
+    """`authenticate` itself, or a `require(scope)` dependency (which calls it)."""
+    return fn is authenticate or getattr(fn, "required_scope", None) is not None
+
+
+def _request_only(fn: Callable[..., Any], where: str) -> Dependency:
     params = list(inspect.signature(fn).parameters.values())
     if (
         not inspect.iscoroutinefunction(fn)
@@ -61,7 +96,7 @@ def _request_only(fn: Callable[..., Any], where: str) -> Callable[[Request], Awa
         or params[0].annotation is not Request
     ):
         raise TypeError(f"{where}: only `async def dep(request: Request)` is served directly")
-    return typing.cast(Callable[[Request], Awaitable[Any]], fn)
+    return typing.cast(Dependency, fn)
 
 
 async def _json_body(request: Request) -> Any:
@@ -77,15 +112,18 @@ async def _json_body(request: Request) -> Any:
         return NOT_HERE
 
 
-def _resolver(name: str, annotation: Any, default: Any, route: APIRoute) -> tuple[Resolver, bool]:
-    """How to get this argument, and whether it is a dependency (run after parsing)."""
+def _resolver(
+    name: str, annotation: Any, default: Any, route: Any
+) -> tuple[Resolver, Dependency | None]:
+    """How to get this argument, and the dependency it awaits if it is one (dependencies run
+    before the body is read)."""
     where = f"{route.path} ({name})"
     if annotation is Request:
 
         async def request_itself(request: Request, _: dict[str, str]) -> Any:
             return request
 
-        return request_itself, False
+        return request_itself, None
     meta: tuple[Any, ...] = getattr(annotation, "__metadata__", ())
     base = typing.get_args(annotation)[0] if meta else annotation
     if len(meta) == 1 and isinstance(meta[0], Depends) and meta[0].dependency is not None:
@@ -94,7 +132,7 @@ def _resolver(name: str, annotation: Any, default: Any, route: APIRoute) -> tupl
         async def depends(request: Request, _: dict[str, str]) -> Any:
             return await dependency(request)
 
-        return depends, True
+        return depends, dependency
     if len(meta) == 1 and isinstance(meta[0], Header) and meta[0].alias:
         header = meta[0].alias.lower()
         absent = None if default is inspect.Parameter.empty else default
@@ -105,7 +143,7 @@ def _resolver(name: str, annotation: Any, default: Any, route: APIRoute) -> tupl
                 return NOT_HERE
             return values[0] if values else absent
 
-        return from_header, False
+        return from_header, None
     if meta:
         raise TypeError(f"{where}: this parameter is not served directly")
     if base is uuid.UUID and f"{{{name}}}" in route.path_format:
@@ -113,25 +151,33 @@ def _resolver(name: str, annotation: Any, default: Any, route: APIRoute) -> tupl
         async def path_uuid(_: Request, path: dict[str, str]) -> Any:
             return uuid.UUID(path[name])
 
-        return path_uuid, False
+        return path_uuid, None
     if inspect.isclass(base) and issubclass(base, BaseModel):
         adapter: TypeAdapter[Any] = TypeAdapter(base)
 
-        async def body(request: Request, _: dict[str, str]) -> Any:
-            decoded = await _json_body(request)
-            if decoded is NOT_HERE:
-                return NOT_HERE
+        def validate(decoded: Any) -> Any:
             try:
                 return adapter.validate_python(decoded, from_attributes=True)
             except ValidationError:
                 return NOT_HERE
 
-        return body, False
+        async def body(request: Request, _: dict[str, str]) -> Any:
+            decoded = await _json_body(request)
+            if decoded is NOT_HERE:
+                return NOT_HERE
+            if len(await request.body()) > OFF_LOOP_BYTES:
+                return await anyio.to_thread.run_sync(validate, decoded)
+            return validate(decoded)
+
+        return body, None
     raise TypeError(f"{where}: this parameter is not served directly")
 
 
-def direct_route(route: APIRoute) -> DirectRoute:
-    """How to serve `route` directly; TypeError when its signature needs FastAPI."""
+def direct_route(route: Any) -> DirectRoute:
+    """How to serve `route` directly; TypeError when its signature needs FastAPI or nothing
+    it awaits authenticates. `route` is an APIRoute or, for a lazily included router, its
+    RouteContext: the route as included (the include's prefix and dependencies, such as
+    `include_api_router`'s `authenticate`), which is what FastAPI itself serves."""
     methods = sorted(route.methods or ())
     if len(methods) != 1:
         raise TypeError(f"{route.path}: one method per directly served route")
@@ -151,14 +197,22 @@ def direct_route(route: APIRoute) -> DirectRoute:
     dependencies = tuple(
         _request_only(d.dependency, route.path) for d in route.dependencies if d.dependency
     )
-    return DirectRoute(method, re.compile(pattern), route, arguments, dependencies)
+    calls = frozenset((*dependencies, *(dep for _, _, dep in arguments if dep is not None)))
+    if not any(_authenticates(fn) for fn in calls):
+        raise TypeError(
+            f"{route.path}: a directly served route needs `authenticate` or a `require(...)`"
+            " among its own dependencies"
+        )
+    original = getattr(route, "original_route", route)  # scope["route"], as FastAPI sets it
+    return DirectRoute(method, re.compile(pattern), original, arguments, dependencies, calls)
 
 
 class DirectDispatch:
     """Serves the direct routes; passes everything else to the router unchanged."""
 
-    def __init__(self, app: ASGIApp, routes: Iterable[DirectRoute]) -> None:
+    def __init__(self, app: ASGIApp, routes: Iterable[DirectRoute], owner: FastAPI) -> None:
         self.app = app
+        self.owner = owner  # whose `dependency_overrides` are looked at, per request
         self.by_method: dict[str, list[DirectRoute]] = {}
         for r in routes:
             self.by_method.setdefault(r.method, []).append(r)
@@ -168,6 +222,9 @@ class DirectDispatch:
             for candidate in self.by_method.get(scope["method"], ()):
                 match = candidate.path.fullmatch(scope["path"])
                 if match is not None:
+                    overrides = self.owner.dependency_overrides
+                    if overrides and not candidate.calls.isdisjoint(overrides):
+                        break  # FastAPI applies the override (module docstring)
                     await self._serve(candidate, match.groupdict(), scope, receive, send)
                     return
         await self.app(scope, receive, send)
@@ -177,14 +234,8 @@ class DirectDispatch:
     ) -> None:
         request = Request(scope, receive)
         kwargs: dict[str, Any] = {}
-        for name, resolve, is_dependency in direct.arguments:
-            if not is_dependency:
-                value = await resolve(request, path)
-                if value is NOT_HERE:
-                    await self.app(scope, _replaying(request, receive), send)
-                    return
-                kwargs[name] = value
-        # Parsed and valid: now the checks, in FastAPI's order (they may raise 401/403).
+        # The checks first, in FastAPI's order (they may raise 401/403): nothing of the body
+        # is read for a caller who may not call this route.
         scope["route"], scope["endpoint"], scope["path_params"] = (
             direct.route,
             direct.route.endpoint,
@@ -192,9 +243,16 @@ class DirectDispatch:
         )
         for dependency in direct.dependencies:
             await dependency(request)
-        for name, resolve, is_dependency in direct.arguments:
-            if is_dependency:
+        for name, resolve, awaited in direct.arguments:
+            if awaited is not None:
                 kwargs[name] = await resolve(request, path)
+        for name, resolve, awaited in direct.arguments:
+            if awaited is None:
+                value = await resolve(request, path)
+                if value is NOT_HERE:
+                    await self.app(scope, _replaying(request, receive), send)
+                    return
+                kwargs[name] = value
         response = await direct.route.endpoint(**kwargs)
         await response(scope, receive, send)
 
@@ -213,13 +271,14 @@ def _replaying(request: Request, receive: Receive) -> Receive:
 
 
 def install(app: FastAPI, endpoints: Iterable[Callable[..., Any]]) -> None:
-    """Serve these endpoints directly (each must be a route of `app`)."""
+    """Serve these endpoints directly (each must be a route of `app`); TypeError, at
+    start-up, for one that cannot be (its signature, or no authenticating dependency)."""
     try:
         from fastapi.routing import iter_route_contexts
 
         contexts: list[Any] = list(iter_route_contexts(app.routes))
-        routes = {c.endpoint: c.route for c in contexts}
+        routes = {c.endpoint: c for c in contexts if isinstance(c.original_route, APIRoute)}
     except ImportError:  # FastAPI before lazy router inclusion: app.routes is flat
         routes = {r.endpoint: r for r in app.routes if isinstance(r, APIRoute)}
     table = [direct_route(routes[endpoint]) for endpoint in endpoints]
-    app.router.middleware_stack = DirectDispatch(app.router.middleware_stack, table)
+    app.router.middleware_stack = DirectDispatch(app.router.middleware_stack, table, app)

@@ -36,9 +36,12 @@ class ProblemError(Exception):
     slug = "bad-request"
     title = "Bad request"
 
-    def __init__(self, detail: str | None = None, **extra: Any) -> None:
+    def __init__(
+        self, detail: str | None = None, *, headers: dict[str, str] | None = None, **extra: Any
+    ) -> None:
         super().__init__(detail or self.title)
         self.detail = detail
+        self.headers = headers or {}
         self.extra = extra
 
 
@@ -177,7 +180,9 @@ def _validation_detail(errors: list[dict[str, Any]], total: int | None = None) -
 
 async def _on_problem(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ProblemError)
-    return problem_response(exc.status, exc.slug, exc.title, exc.detail, **exc.extra)
+    response = problem_response(exc.status, exc.slug, exc.title, exc.detail, **exc.extra)
+    response.headers.update(exc.headers)
+    return response
 
 
 async def _on_validation(request: Request, exc: Exception) -> JSONResponse:

@@ -2,8 +2,9 @@
 
 - a keyed path without a well-formed `Authorization: Bearer cak_...` is a 401 at once (an
   anonymous 1 MB body is never parsed), and every failed authentication is counted in
-  `/metrics` and per client address; past `auth_failures_allowed` in the window, the client
-  gets 429 with Retry-After (per process: no shared store needed);
+  `/metrics` and per client address; past `auth_failures_allowed` in the window, a failing
+  request gets 429 with Retry-After (per process: no shared store needed), while a request
+  with a valid key is still served (app.core.auth: the throttle refuses failures only);
 - request heads over `http_max_header_bytes` are a 431 (app.core.http_protocol bounds
   what it buffers);
 - a body of a media type the API does not read is a 415;
@@ -37,6 +38,7 @@ FORM_MEDIA_TYPES = (b"multipart/form-data", b"application/x-www-form-urlencoded"
 BODY_MEDIA_TYPES = (b"application/json", b"application/x-ndjson", b"application/ndjson",
                     b"text/csv", b"application/x-www-form-urlencoded")  # fmt: skip
 MAX_TRACKED_CLIENTS = 10_000
+TOO_MANY_DETAIL = "Too many requests with a missing or invalid API key from this address."
 
 
 class FailedAuthLimiter:
@@ -109,30 +111,30 @@ class RequestGuardMiddleware:
             await response(scope, receive, send)
             return
         headers = dict(raw_headers)
-        if not is_public(path):
+        if not is_public(path) and not (
+            headers.get(b"authorization", b"").lower().startswith(KEY_PREFIX)
+        ):
+            # No key at all: refused here. A well-formed key is looked up before the body is
+            # read (app.core.auth_first), and a valid one is served even from an address
+            # that has failed many times (the throttle refuses failures only).
             client = client_address(scope)
             wait = self.limiter.retry_after(client)
+            self.limiter.failed(client, "missing_or_malformed")
             if wait:
                 AUTH_THROTTLED.inc()
                 response = problem_response(
-                    429,
-                    "too-many-requests",
-                    "Too many failed authentications",
-                    "Too many requests with a missing or invalid API key from this address.",
+                    429, "too-many-requests", "Too many failed authentications", TOO_MANY_DETAIL
                 )
                 response.headers["Retry-After"] = str(wait)
-                await response(scope, receive, send)
-                return
-            if not headers.get(b"authorization", b"").lower().startswith(KEY_PREFIX):
-                self.limiter.failed(client, "missing_or_malformed")
+            else:
                 response = problem_response(
                     401,
                     "unauthorized",
                     "Missing or invalid API key",
                     "Send `Authorization: Bearer <api key>`.",
                 )
-                await response(scope, receive, send)
-                return
+            await response(scope, receive, send)
+            return
         content_type = headers.get(b"content-type")
         if content_type is not None and _has_body(headers):
             media_type = content_type.split(b";")[0].strip().lower()

@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Literal, Self
 
-from pydantic import ConfigDict, EmailStr, model_validator
+from pydantic import BeforeValidator, ConfigDict, EmailStr, model_validator
 from pydantic import Field as PydanticField
 from sqlalchemy import Column, Index, String
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -13,6 +13,7 @@ from sqlmodel import Field, SQLModel
 from app.models.base import timestamp_field
 from app.models.catalogue import KEY_PATTERN
 from app.models.subject import Email
+from app.models.text import MAX_ADDRESS
 
 Reason = Literal[
     "subject_unknown",
@@ -84,12 +85,24 @@ class DecisionRequest(DecisionTarget):
         return self
 
 
+def _not_longer_than_an_address(value: object) -> object:
+    """Refused before email-validator sees it: no address is longer (RFC 5321), and parsing
+    a long international one costs up to a millisecond."""
+    if isinstance(value, str) and len(value) > MAX_ADDRESS:
+        raise ValueError(f"is longer than an e-mail address ({MAX_ADDRESS} characters)")
+    return value
+
+
 class BatchDecisionRequest(DecisionTarget):
     # Left to right: an id is taken as an id at once, not also tried as an e-mail address
     # (that check cost three quarters of a 1000-subject batch's CPU).
-    subjects: list[Annotated[uuid.UUID | EmailStr, PydanticField(union_mode="left_to_right")]] = (
-        Field(min_length=1, max_length=MAX_BATCH)
-    )
+    subjects: list[
+        Annotated[
+            uuid.UUID | EmailStr,
+            PydanticField(union_mode="left_to_right"),
+            BeforeValidator(_not_longer_than_an_address),
+        ]
+    ] = Field(min_length=1, max_length=MAX_BATCH)
 
 
 class DecisionPublic(SQLModel):
