@@ -101,6 +101,7 @@ def _serve(args: argparse.Namespace) -> None:
     # and connect to it, so `--workers N` shares one server.
     url = _database_url()
     migrate(url)
+    _refuse_a_wrong_hash_key(url, settings)
     base = f"http://{args.host}:{args.port}"
     print(f"consent-api: data in {where}")
     print(f"consent-api: serving {base} ({args.workers} worker{'s' * (args.workers > 1)})")
@@ -121,6 +122,17 @@ def _serve(args: argparse.Namespace) -> None:
         log_config=None,
         **hardened_uvicorn_options(settings),
     )
+
+
+def _refuse_a_wrong_hash_key(url: str, settings: Settings) -> None:
+    """Stop, in one line, before serving with a key that made none of the stored hashes."""
+    from app.services.key_fingerprints import WrongHashKey, check_hash_key
+
+    try:
+        asyncio.run(_in_transaction(url, check_hash_key, settings=settings))
+    except WrongHashKey as exc:
+        print(f"consent-api: {exc}", file=sys.stderr)
+        sys.exit(1)
 
 
 def hardened_uvicorn_options(settings: Any) -> dict[str, Any]:
@@ -266,8 +278,77 @@ def _report_link(args: argparse.Namespace) -> None:
 
     settings = get_settings()
     token = issue_link_token(settings, role=args.role, minutes=args.minutes)
-    print(f"Valid for {args.minutes} minutes, for anyone who has it:")
+    print(f"Valid for {args.minutes} minutes, for anyone who has it (revoke it with")
+    print("`consent-api page-sessions revoke --link <link>`):")
     print(f"{args.base_url.rstrip('/')}/auditor/link/{token}")
+
+
+PAGE_SESSIONS_HELP = """\
+The auditor pages' sessions, recorded server-side (only hashes of their tokens). A session
+ends at logout, at its expiry, after {idle} idle minutes, or when revoked here; one opened with
+an API key also ends when the key is revoked (`keys revoke`). A session opened from a
+`report-link` link remembers the link: revoking the session (by id or --all) ends every
+session that link opened and refuses the link from then on. `revoke --link <link>` does the
+same by the link itself, and refuses a link nobody has opened yet too. A link nobody opened
+is not known to the service before that: `revoke --all` cannot reach it, `--link` can."""
+
+
+async def _page_sessions_revoke(
+    session: Any, *, session_id: str | None, every: bool, link: str | None
+) -> list[Any]:
+    """`page-sessions revoke`: the ids of the sessions ended (and links refused)."""
+    import uuid
+    from datetime import UTC, datetime
+
+    from app.services import page_sessions
+    from app.web.session import verify
+
+    if every:
+        return await page_sessions.revoke_all(session)
+    if link is not None:
+        token = link.strip().rstrip("/").rsplit("/", 1)[-1]
+        payload = verify(get_settings(), token, "link")
+        if payload is None:
+            raise CliError("not a valid report link of this service, or expired (it opens nothing)")
+        revoked = await page_sessions.revoke_link(
+            session,
+            link_token=token,
+            role=payload["role"],
+            name=str(payload["name"]),
+            expires=datetime.fromtimestamp(payload["exp"], UTC),
+        )
+        if not revoked:
+            raise CliError("that link is revoked already")
+        return revoked
+    try:
+        wanted = uuid.UUID(str(session_id))
+    except ValueError as exc:
+        raise CliError(f"`{session_id}` is not a session id (see `page-sessions list`)") from exc
+    revoked = await page_sessions.revoke(session, session_id=wanted)
+    if not revoked:
+        raise CliError(f"no session `{session_id}` to revoke (unknown, or revoked already)")
+    return revoked
+
+
+def _page_sessions(args: argparse.Namespace) -> None:
+    from app.services import page_sessions
+
+    url = _database_url()
+    migrate(url)
+    if args.page_sessions_command == "list":
+        rows = asyncio.run(_in_transaction(url, page_sessions.list_sessions, ended=args.all))
+        for row in rows:
+            print(json.dumps(row, default=str))
+        return
+    revoked = asyncio.run(
+        _in_transaction(
+            url, _page_sessions_revoke, session_id=args.id, every=args.all, link=args.link
+        )
+    )
+    if args.link is not None:
+        print("Revoked the link: refused from now on, and every session it opened ended.")
+    else:
+        print(f"Revoked {len(revoked)} session{'s' * (len(revoked) != 1)}.")
 
 
 def _sync(args: argparse.Namespace) -> None:
@@ -320,11 +401,40 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--dry-run", action="store_true", help="report only, change nothing")
     sweep.add_argument("--json", action="store_true", help="print the whole report as JSON")
     sweep.set_defaults(func=_sweep)
-    link = sub.add_parser("report-link", help="print a short-lived signed link to the overview")
+    link = sub.add_parser(
+        "report-link",
+        help="print a short-lived signed link to the overview",
+        description="Print a signed link to the auditor's overview, valid for --minutes, for "
+        "anyone who has it. Revoke it, and end the sessions it opened, with "
+        "`consent-api page-sessions revoke --link <link>` (or by session id, or --all).",
+    )
     link.add_argument("--role", choices=("auditor", "admin"), default="auditor")
     link.add_argument("--minutes", type=int, default=15, choices=range(1, 1441), metavar="1-1440")
     link.add_argument("--base-url", default="http://127.0.0.1:8000")
     link.set_defaults(func=_report_link)
+    from app.services.page_sessions import IDLE_MINUTES
+
+    page_help = PAGE_SESSIONS_HELP.format(idle=IDLE_MINUTES)
+    page = sub.add_parser(
+        "page-sessions",
+        help="list or revoke the auditor pages' sessions (and report links)",
+        description=page_help,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    page_sub = page.add_subparsers(dest="page_sessions_command", required=True)
+    listed = page_sub.add_parser("list", help="live sessions, newest first (never a token)")
+    listed.add_argument("--all", action="store_true", help="also those ended or expired")
+    revoke_page = page_sub.add_parser(
+        "revoke",
+        help="end sessions; a link's session: refuse the link too",
+        description=page_help,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    which = revoke_page.add_mutually_exclusive_group(required=True)
+    which.add_argument("id", nargs="?", help="a session id from `page-sessions list`")
+    which.add_argument("--all", action="store_true", help="every session (and their links)")
+    which.add_argument("--link", metavar="LINK", help="a report link (the URL or its token)")
+    page.set_defaults(func=_page_sessions)
     sync = sub.add_parser("sync", help="sync MailChimp or SurveyMonkey with the gate")
     sync.add_argument("target", choices=("mailchimp", "surveymonkey"))
     sync.add_argument("--once", action="store_true", help="one pass, then exit")

@@ -10,9 +10,9 @@ from fastapi.routing import APIRoute
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.background import running_background_tasks
-from app.core import direct, errors
+from app.core import auth_first, direct, errors
 from app.core.auth import authenticate
-from app.core.config import Settings, get_settings
+from app.core.config import Settings, SettingsError, get_settings
 from app.core.database_wait import open_when_reachable
 from app.core.db import (
     create_engine,
@@ -23,6 +23,7 @@ from app.core.db import (
 from app.core.driver import Database
 from app.core.errors import PROBLEM_MEDIA_TYPE, install_error_handlers
 from app.core.guard import FailedAuthLimiter, RequestGuardMiddleware
+from app.core.methods import install as install_allowed_methods
 from app.core.observability import (
     BodySizeLimitMiddleware,
     JsonBodyMiddleware,
@@ -52,6 +53,7 @@ from app.routers import (
     sync_events,
     webhooks,
 )
+from app.services import key_fingerprints
 from app.web import auditor as web_auditor
 from app.web import docs as web_docs
 from app.web import person as person_pages
@@ -148,6 +150,8 @@ def create_app(
             # Hot paths' own asyncpg pool (app.core.driver), opened in full now.
             app.state.database = await open_when_reachable(url, settings)
         app.state.sessionmaker = _sessionmaker(app.state.engine, session_bind)
+        if own_engine:
+            await _refuse_a_wrong_hash_key(app, settings)
         _read_side(app, settings, session_bind, read_engine)
         try:
             async with running_background_tasks(app.state.sessionmaker, get_signer(settings)):
@@ -209,10 +213,22 @@ def create_app(
         app.include_router(module.router)
     if settings.direct_routes:
         direct.install(app, DIRECT_ENDPOINTS)
+    auth_first.install(app)  # every key and scope checked before a body is read
     web_docs.install(app)  # no API key (docs)
     web_auditor.install(app)  # authenticates itself (bearer or page session)
     _problem_media_types(app)
+    install_allowed_methods(app)  # last: 405s, literal paths; outside the other wrappers
     return app
+
+
+async def _refuse_a_wrong_hash_key(app: FastAPI, settings: Settings) -> None:
+    """A worker started another way than `serve` (which checks first) checks for itself."""
+    async with app.state.sessionmaker() as session:
+        try:
+            await key_fingerprints.check_hash_key(session, settings)
+        except key_fingerprints.WrongHashKey as exc:
+            raise SettingsError(f"consent-api: {exc}") from None
+        await session.commit()
 
 
 def include_api_router(app: FastAPI, router: APIRouter) -> None:

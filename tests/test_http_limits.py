@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from app.core.config import DEV_SECRET, Settings
+from app.core.crypto import keyed_email_hash
 from tests.live_service import admin_url_of, fresh_database, raw_connection, running_service
 
 pytestmark = pytest.mark.pg_independent  # see pyproject.toml's markers
@@ -84,12 +86,17 @@ async def served_with_audience(database_url, tmp_path_factory):
     url = await fresh_database(admin_url_of(database_url), "consent_stream")
     con = await raw_connection(url)
     try:
+        # Real keyed hashes (the served service's key): it refuses to start on a database
+        # whose hashes another key made (app.services.key_fingerprints).
+        emails = [f"stream-{n}@example.com" for n in range(1, 60001)]
+        hashes = [keyed_email_hash(Settings(secret_key=DEV_SECRET), e) for e in emails]
         await con.execute(
             """INSERT INTO subjects (id, email, email_hash, category, source, restricted,
                  created_at, updated_at)
-               SELECT gen_random_uuid(), 'stream-' || n || '@example.com', md5(n::text),
-                 'customer_contact', 'enquiry', false, now(), now()
-               FROM generate_series(1, 60000) AS n"""
+               SELECT gen_random_uuid(), e, h, 'customer_contact', 'enquiry', false, now(), now()
+               FROM unnest($1::text[], $2::text[]) AS t (e, h)""",
+            emails,
+            hashes,
         )
         await con.execute(
             """INSERT INTO lawful_bases (subject_id, purpose, basis, lia_ref, set_by, set_at)
