@@ -13,8 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.idempotency import purge_expired
 from app.core.signing import Signer
-from app.services.audit_chain import seal_pending
-from app.services.changes import sequence_pending
+from app.services.audit.chain import seal_pending
+from app.services.changes.feed import sequence_pending
 from app.services.partitions import ensure_partitions
 
 log = logging.getLogger("consent_api.sealer")

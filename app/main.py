@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.background import running_background_tasks
 from app.core import auth_first, direct, errors
 from app.core.auth import authenticate
-from app.core.config import Settings, SettingsError, get_settings
+from app.core.config import Settings, SettingsError, get_settings, use_settings
 from app.core.database_wait import open_when_reachable
 from app.core.db import (
     create_engine,
@@ -53,7 +53,7 @@ from app.routers import (
     sync_events,
     webhooks,
 )
-from app.services import key_fingerprints
+from app.services.access import key_fingerprints
 from app.web import auditor as web_auditor
 from app.web import docs as web_docs
 from app.web import person as person_pages
@@ -143,6 +143,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        use_settings(settings)  # the background tasks started here read these
         own_engine = engine is None
         if own_engine:
             url = await resolve_database_url(settings)
@@ -205,7 +206,7 @@ def create_app(
         limiter=app.state.auth_limiter,
         max_header_bytes=settings.http_max_header_bytes,
     )
-    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(RequestContextMiddleware, settings=settings)
     app.include_router(probes.router)  # no key; two routes, polled often: first
     for module in API_ROUTERS:
         include_api_router(app, module.router)

@@ -18,9 +18,9 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from app.cli import migrate
-from app.core.config import Settings
+from app.core.config import Settings, use_settings
 from app.core.db import create_engine, create_sessionmaker, ensure_database
-from app.services import consent_export
+from app.services.consent import export as consent_export
 
 SEED = text("""
 INSERT INTO consent_events (id, subject_id, purpose, action, method, policy_version, form_id,
@@ -60,6 +60,7 @@ async def run(events: int, data_dir: Path) -> None:
     rendered = url.render_as_string(hide_password=False)
     await asyncio.to_thread(migrate, rendered)
     settings = Settings(env="development", data_dir=data_dir)
+    use_settings(settings)  # what the services read (the edge hands its settings down)
     engine = create_engine(rendered, settings)
     maker = create_sessionmaker(engine)
     subjects = [uuid.uuid4() for _ in range(100)]

@@ -150,7 +150,7 @@ async def _seed_rows(connect: dict[str, Any], n: int) -> list[str]:
 async def _api_key(url: str) -> str:
     from app.core.config import get_settings
     from app.core.db import create_engine, create_sessionmaker
-    from app.services import api_keys
+    from app.services.access import api_keys
 
     engine = create_engine(url, get_settings())
     try:

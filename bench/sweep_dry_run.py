@@ -22,10 +22,10 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from app.cli import migrate
-from app.core.config import Settings
+from app.core.config import Settings, use_settings
 from app.core.db import create_engine, create_sessionmaker, ensure_database
 from app.main import create_app
-from app.services import api_keys
+from app.services.access import api_keys
 from app.services.retention import sweep
 from app.services.retention.due import ALL_DUE
 
@@ -127,6 +127,7 @@ def main() -> None:
         rendered = url.render_as_string(hide_password=False)
         migrate(rendered)
         settings = Settings(database_url=rendered, data_dir=Path(tmp) / "data")
+        use_settings(settings)  # what the services read (the edge hands its settings down)
         t0 = time.perf_counter()
         asyncio.run(seed(rendered, args.subjects))
         print(f"seeded {args.subjects} subjects in {time.perf_counter() - t0:.1f} s")

@@ -27,7 +27,7 @@ from app.cli import migrate
 from app.core.config import Settings
 from app.core.db import create_engine, create_sessionmaker, ensure_database
 from app.main import create_app
-from app.services import api_keys
+from app.services.access import api_keys
 
 CHROMIUM = os.environ.get("CONSENT_TEST_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "screenshots"

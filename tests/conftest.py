@@ -18,10 +18,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from app.cli import migrate
-from app.core.config import Settings
+from app.core.config import Settings, use_settings
 from app.core.db import create_engine, create_sessionmaker, ensure_database
 from app.main import create_app
-from app.services import api_keys
+from app.services.access import api_keys
 
 KeyFactory = Callable[[str], Awaitable[dict[str, str]]]
 
@@ -48,6 +48,13 @@ def test_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         db_pool_timeout_seconds=30,
         mailchimp_webhook_secret="test-webhook-secret",  # type: ignore[arg-type]
     )
+
+
+@pytest.fixture(autouse=True)
+def settings_handed_down(test_settings: Settings) -> None:
+    """What an app, a command or a worker does at its edge: services called directly by a
+    test read the test's settings (app.core.config.current_settings)."""
+    use_settings(test_settings)
 
 
 @pytest.fixture(scope="session")

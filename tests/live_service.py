@@ -19,7 +19,7 @@ from sqlalchemy.engine import make_url
 from app.cli import migrate
 from app.core.config import Settings
 from app.core.db import create_engine, create_sessionmaker, ensure_database
-from app.services import api_keys
+from app.services.access import api_keys
 from tests.pg_server import free_port
 
 

@@ -114,7 +114,7 @@ async def live_client(engine: AsyncEngine, settings: Settings) -> AsyncIterator[
 
     from app.core.db import create_sessionmaker
     from app.main import create_app
-    from app.services import api_keys
+    from app.services.access import api_keys
 
     app = create_app(settings, engine=engine)
     async with create_sessionmaker(engine)() as session:

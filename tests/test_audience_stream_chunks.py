@@ -22,7 +22,7 @@ from app.core.db import create_engine, create_sessionmaker
 from app.core.driver import Database
 from app.main import create_app
 from app.routers import audiences as audience_router
-from app.services import audiences
+from app.services.gate import audiences
 from tests import gate_state as gs
 from tests.live_service import admin_url_of, fresh_database, make_keys
 from tests.test_sync_audiences import _population, _single

@@ -9,8 +9,8 @@ from sqlalchemy import text
 
 from app.core.signing import get_signer
 from app.main import create_app
-from app.services import api_keys
-from app.services.audit_chain import SEAL_LOCK, seal_pending, verify
+from app.services.access import api_keys
+from app.services.audit.chain import SEAL_LOCK, seal_pending, verify
 from tests.conftest import new_subject
 
 
@@ -130,7 +130,7 @@ async def test_a_rewritten_chain_does_not_match_the_signed_checkpoints(
 ):
     """Someone who can write to the database recomputes every hash after an edit; the
     checkpoints, signed with a key the database does not hold, still expose it."""
-    from app.services.audit_chain import ENTRY_COLUMNS, chain_hash
+    from app.services.audit.chain import ENTRY_COLUMNS, chain_hash
 
     await _write_some(client, crm)
     signer = await _sealed(db, test_settings)
@@ -238,7 +238,7 @@ async def test_two_sealers_never_seal_twice(engine, test_settings):
 async def test_a_backlog_with_gaps_in_the_ids_is_sealed_whole_and_in_id_order(db, test_settings):
     """The sealer walks windows of ids: a gap wider than a window (ids taken by writers that
     rolled back) is stepped over, and a backlog of several windows is sealed in one round."""
-    from app.services.audit_chain import BATCH
+    from app.services.audit.chain import BATCH
 
     async def append(n: int) -> list[int]:
         rows = await db.execute(

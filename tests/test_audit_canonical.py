@@ -12,7 +12,7 @@ import orjson
 from sqlalchemy import text
 
 from app.core.signing import get_signer
-from app.services.audit_chain import (
+from app.services.audit.chain import (
     ENTRY_COLUMNS,
     _has_float,
     canonical_json,

@@ -210,7 +210,7 @@ async def test_overview_numbers_match_the_api(client, crm, auditor, db):
 async def test_the_overview_walks_the_chain_one_at_a_time_with_verify(client, auditor):
     """Each overview walks the whole audit chain: while a walk runs in this worker, another
     overview gets a 503 with Retry-After like GET /v1/audit/verify, instead of queueing."""
-    from app.services import audit_chain
+    from app.services.audit import chain as audit_chain
 
     async with audit_chain._walking:
         busy = await client.get(

@@ -7,7 +7,7 @@ from sqlalchemy import text
 
 from app.core.config import Settings
 from app.main import create_app
-from app.services import api_keys
+from app.services.access import api_keys
 
 
 def _failures(reason: str) -> float:

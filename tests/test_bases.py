@@ -117,7 +117,7 @@ async def test_a_contract_ending_today_still_runs_today(client, crm, db):
     from datetime import UTC, datetime
 
     from app.core.auth import ROLE_SCOPES, Principal
-    from app.services.decisions import decide
+    from app.services.gate.decisions import decide
 
     s = await _subject(client, crm)
     await client.put(

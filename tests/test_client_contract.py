@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import text
 
-from app.services.deadlines import due_date
+from app.services.rights.deadlines import due_date
 from tests.test_consent import _decide, _subject, give
 from tests.test_rights import _complete, _request, _verified
 

@@ -358,7 +358,7 @@ async def test_change_feed_records_consent_and_opt_outs_in_order(client, crm, ma
 async def test_a_consent_event_for_a_known_subject_is_one_round_trip(db):
     from app.core.auth import ROLE_SCOPES, Principal
     from app.models.consent import ConsentEventCreate
-    from app.services.consent import record_consent
+    from app.services.consent.events import record_consent
     from tests import gate_state as gs
     from tests.driver_log import statements_sent
 

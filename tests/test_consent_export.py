@@ -16,8 +16,9 @@ from app.core.auth import generate_key, hash_key
 from app.core.db import create_sessionmaker
 from app.main import create_app
 from app.models.api_key import ApiKey
-from app.services import consent, consent_export
-from app.services.consent_export import CSV_COLUMNS
+from app.services.consent import export as consent_export
+from app.services.consent import reading as consent
+from app.services.consent.export import CSV_COLUMNS
 from tests import gate_state as gs
 from tests.conftest import new_subject
 from tests.test_consent import give

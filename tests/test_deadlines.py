@@ -4,7 +4,7 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from app.services.deadlines import add_months, due_date
+from app.services.rights.deadlines import add_months, due_date
 
 
 def at(y, m, d, hour=12):

@@ -14,7 +14,7 @@ from sqlalchemy import func, select, text
 from app.core.auth import ROLE_SCOPES, Principal
 from app.models.audit import AuditEntry
 from app.models.decision import Decision
-from app.services.decisions import decide, decide_batch
+from app.services.gate.decisions import decide, decide_batch
 from tests import gate_state as gs
 from tests.driver_log import statements_sent
 from tests.gate_state import NOW

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
-from app.services.decisions import decide, decide_batch
+from app.services.gate.decisions import decide, decide_batch
 from tests import gate_state as gs
 from tests.gate_state import NOW
 from tests.test_decisions import CRM

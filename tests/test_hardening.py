@@ -8,7 +8,7 @@ import httpx
 from sqlalchemy import text
 
 from app.main import create_app
-from app.services import api_keys
+from app.services.access import api_keys
 from tests.conftest import new_subject
 from tests.test_consent import give
 from tests.test_rights import _complete, _decide, _subject, _verified

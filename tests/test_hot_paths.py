@@ -66,7 +66,7 @@ async def test_batch_document_is_the_models(client, crm):
 
 async def test_get_subject_document_is_the_models(client, crm, db):
     from app.models.subject import to_public
-    from app.services.subjects import get_subject
+    from app.services.subjects.records import get_subject
 
     s = await _subject(client, crm, phone="+44 1234 567890")
     doc = (await client.get(f"/v1/subjects/{s['id']}", headers=crm)).json()

@@ -87,7 +87,7 @@ async def served_with_audience(database_url, tmp_path_factory):
     con = await raw_connection(url)
     try:
         # Real keyed hashes (the served service's key): it refuses to start on a database
-        # whose hashes another key made (app.services.key_fingerprints).
+        # whose hashes another key made (app.services.access.key_fingerprints).
         emails = [f"stream-{n}@example.com" for n in range(1, 60001)]
         hashes = [keyed_email_hash(Settings(secret_key=DEV_SECRET), e) for e in emails]
         await con.execute(

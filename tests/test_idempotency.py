@@ -8,7 +8,8 @@ import httpx
 from sqlalchemy import text
 
 from app.main import create_app
-from app.services import api_keys, changes
+from app.services.access import api_keys
+from app.services.changes import feed as changes
 from tests.conftest import new_subject
 from tests.test_consent import give
 

@@ -18,7 +18,7 @@ from app.core.config import Settings
 from app.core.crypto import keyed_email_hash
 from app.core.db import create_engine, create_sessionmaker, ensure_database
 from app.models.subject import Subject
-from app.services.key_fingerprints import WrongHashKey, check_hash_key, fingerprint
+from app.services.access.key_fingerprints import WrongHashKey, check_hash_key, fingerprint
 
 KEY_A = "the-first-secret-key-0123456789abcdefXYZ"
 KEY_B = "a-second-secret-key-9876543210zyxwvuABC"

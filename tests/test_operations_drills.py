@@ -15,7 +15,7 @@ from app.core.config import Settings
 from app.core.db import create_engine, ensure_database
 from app.core.signing import get_signer
 from app.main import create_app
-from app.services import api_keys
+from app.services.access import api_keys
 from tests.conftest import new_subject
 from tests.live_service import admin_url_of, fresh_database
 from tests.pg_server import embedded_bin_dir

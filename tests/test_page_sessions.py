@@ -16,7 +16,7 @@ from sqlalchemy import text
 
 from app import cli
 from app.main import create_app
-from app.services import page_sessions
+from app.services.access import page_sessions
 from app.web import session as pages
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -93,7 +93,9 @@ async def test_a_report_link_session_revoked_from_the_command_line(client, db, t
     assert row.id in listed
 
     # `consent-api page-sessions revoke <id>`, in this test's transaction.
-    revoked = await cli._page_sessions_revoke(db, session_id=str(row.id), every=False, link=None)
+    revoked = await cli.pages._page_sessions_revoke(
+        db, settings=test_settings, session_id=str(row.id), every=False, link=None
+    )
     await db.commit()
     assert row.id in revoked and len(revoked) == 2  # the link's other session too
     assert await _opens(client, cookie) == 303
@@ -112,21 +114,29 @@ async def test_a_report_link_session_revoked_from_the_command_line(client, db, t
     ).scalar()
     assert audited == 2
     with pytest.raises(cli.CliError):  # nothing left to revoke
-        await cli._page_sessions_revoke(db, session_id=str(row.id), every=False, link=None)
+        await cli.pages._page_sessions_revoke(
+            db, settings=test_settings, session_id=str(row.id), every=False, link=None
+        )
 
 
 async def test_revoke_by_link_and_revoke_all(client, db, auditor, test_settings):
     base = "https://consent.example/auditor/link/"
     # A link nobody has opened yet: refused from its first use.
     unopened = pages.issue_link_token(test_settings, role="auditor", minutes=5)
-    assert await cli._page_sessions_revoke(db, session_id=None, every=False, link=base + unopened)
+    assert await cli.pages._page_sessions_revoke(
+        db, settings=test_settings, session_id=None, every=False, link=base + unopened
+    )
     await db.commit()
     refused = await client.get(f"/auditor/link/{unopened}")
     assert refused.status_code == 401 and pages.SESSION_COOKIE not in refused.cookies
     with pytest.raises(cli.CliError, match="revoked already"):
-        await cli._page_sessions_revoke(db, session_id=None, every=False, link=base + unopened)
+        await cli.pages._page_sessions_revoke(
+            db, settings=test_settings, session_id=None, every=False, link=base + unopened
+        )
     with pytest.raises(cli.CliError, match="not a valid report link"):
-        await cli._page_sessions_revoke(db, session_id=None, every=False, link=base + "forged.x")
+        await cli.pages._page_sessions_revoke(
+            db, settings=test_settings, session_id=None, every=False, link=base + "forged.x"
+        )
 
     # --all: a login session, a live link session, and a link whose session logged out.
     signed_in = (await _sign_in(client, _key(auditor))).cookies[pages.SESSION_COOKIE]
@@ -143,7 +153,9 @@ async def test_revoke_by_link_and_revoke_all(client, db, auditor, test_settings)
     for cookie in (signed_in, from_link):
         assert await _opens(client, cookie) == 200
 
-    assert await cli._page_sessions_revoke(db, session_id=None, every=True, link=None)
+    assert await cli.pages._page_sessions_revoke(
+        db, settings=test_settings, session_id=None, every=True, link=None
+    )
     await db.commit()
     assert await page_sessions.list_sessions(db) == []
     for cookie in (signed_in, from_link):

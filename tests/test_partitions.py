@@ -18,7 +18,7 @@ from sqlalchemy.engine import make_url
 from app.cli import migrate
 from app.core.db import create_engine, create_sessionmaker, ensure_database
 from app.core.signing import get_signer
-from app.services.audit_chain import seal_pending, verify
+from app.services.audit.chain import seal_pending, verify
 from app.services.partitions import RetentionRefused, detach_month, ensure_partitions
 
 ROOT = Path(__file__).resolve().parents[1]

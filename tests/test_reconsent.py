@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import text
 
-from app.services.decisions import decide
+from app.services.gate.decisions import decide
 from tests.conftest import new_subject
 from tests.test_consent import give
 from tests.test_decisions import CRM

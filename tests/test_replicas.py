@@ -18,7 +18,7 @@ from sqlalchemy.engine import make_url
 
 from app.cli import migrate
 from app.core.db import ensure_database
-from app.services.audit_chain import SEAL_LOCK
+from app.services.audit.chain import SEAL_LOCK
 from tests.test_cli import _free_port, _start_serve
 
 ROOT = Path(__file__).resolve().parents[1]

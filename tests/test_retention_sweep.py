@@ -11,7 +11,7 @@ from sqlalchemy import text
 from app.core.auth import ROLE_SCOPES, Principal
 from app.core.db import create_sessionmaker
 from app.models.base import LONDON
-from app.services.decisions import decide
+from app.services.gate.decisions import decide
 from app.services.retention import sweep
 from app.services.retention.due import find_due
 from tests import gate_state as gs

@@ -6,7 +6,9 @@ from datetime import UTC, date, datetime
 import pytest
 from sqlalchemy import text
 
-from app.services import deadlines, rights, rights_clock
+from app.services.rights import clock as rights_clock
+from app.services.rights import deadlines
+from app.services.rights import requests as rights
 from tests.conftest import new_subject
 
 

@@ -7,8 +7,8 @@ import orjson
 from sqlalchemy import text
 
 from app.core.auth import ROLE_SCOPES, Principal
-from app.services import audiences
-from app.services.decisions import decide
+from app.services.gate import audiences
+from app.services.gate.decisions import decide
 from tests import gate_state as gs
 
 CRM = Principal(uuid.uuid4(), "audience-test", "crm", ROLE_SCOPES["crm"])

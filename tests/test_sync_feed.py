@@ -5,7 +5,7 @@ import uuid
 from sqlalchemy import text
 
 from app.core.db import create_sessionmaker
-from app.services import changes
+from app.services.changes import feed as changes
 from tests.conftest import new_subject
 from tests.sync_support import committed_engine, committed_url  # noqa: F401
 from tests.test_rights import _complete, _verified

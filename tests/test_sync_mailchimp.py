@@ -11,7 +11,7 @@ from app.core.crypto import email_hash
 from app.core.db import create_sessionmaker
 from app.integrations.mailchimp_sync import MailchimpSync
 from app.integrations.progress import Progress
-from app.services import api_keys
+from app.services.access import api_keys
 from tests.fakes.mailchimp import FakeMailchimp
 from tests.sync_support import (  # noqa: F401
     allowed_subject,
@@ -74,7 +74,7 @@ async def run_once(make, overrides=None, **kw):
 async def expected_statuses(engine):
     """What MailChimp must hold: every subject the gate allows, subscribed."""
     from app.core.auth import ROLE_SCOPES, Principal
-    from app.services import audiences
+    from app.services.gate import audiences
 
     principal = Principal(None, "check", "auditor", ROLE_SCOPES["auditor"])
     async with create_sessionmaker(engine)() as session:

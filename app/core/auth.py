@@ -59,7 +59,7 @@ ROLE_SCOPES: dict[str, frozenset[str]] = {
             "rights:create",
             "rights:write",
             "links:create",
-            "links:preference",  # app.services.person: preference pages act as the person
+            "links:preference",  # app.services.person.pages: preference pages act as the person
         }
     ),
     # The website never lists subjects: it writes and checks only.

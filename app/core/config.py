@@ -1,6 +1,7 @@
 """Settings from the environment (prefix CONSENT_)."""
 
 import re
+from contextvars import ContextVar
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -183,8 +184,32 @@ def settings_error_line(exc: ValidationError) -> str:
     return "consent-api: invalid settings: " + "; ".join(parts)
 
 
+# The settings of the app, the command or the worker in whose context code runs: set once at
+# each edge (every request, from the app's own settings object; a command or a worker, from
+# the settings it read), never read from the environment by the code it calls.
+_current: ContextVar[Settings] = ContextVar("consent_api_settings")
+
+
+def use_settings(settings: Settings) -> None:
+    """Make `settings` the ones `current_settings()` returns in this context (and in the tasks
+    and threads started from it)."""
+    _current.set(settings)
+
+
+def current_settings() -> Settings:
+    """The settings handed down by the edge this code runs under (app, command, worker)."""
+    try:
+        return _current.get()
+    except LookupError:
+        raise RuntimeError(
+            "no settings in this context: the app, each command and each worker hand theirs"
+            " down with app.core.config.use_settings"
+        ) from None
+
+
 @lru_cache
 def get_settings() -> Settings:
+    """Settings read from the environment: for the edges only (a process's entry point)."""
     try:
         return Settings()
     except ValidationError as exc:

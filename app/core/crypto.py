@@ -3,12 +3,12 @@
 import hashlib
 import hmac
 
-from app.core.config import Settings, get_settings
+from app.core.config import Settings, current_settings
 
 
 def email_hash(email: str) -> str:
     """HMAC-SHA256 of the normalised e-mail under CONSENT_SECRET_KEY."""
-    return keyed_email_hash(get_settings(), email)
+    return keyed_email_hash(current_settings(), email)
 
 
 def keyed_email_hash(settings: Settings, email: str) -> str:

@@ -43,7 +43,8 @@ Where the connections come from:
 import re
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from enum import StrEnum
 from typing import Annotated, Any, TypeAlias
 
 import asyncpg
@@ -148,6 +149,14 @@ async def _ensure_outer_transaction(bound: AsyncConnection) -> Conn:
     return driver
 
 
+class UnitOfWork(StrEnum):
+    """What a service function declares it is: one statement, atomic by itself (autocommit:
+    one round trip), or several statements that must commit together (a transaction)."""
+
+    STATEMENT = "statement"
+    TRANSACTION = "transaction"
+
+
 class Database:
     """Where hot paths get their connection: a pool, a test's connection, or an engine."""
 
@@ -195,6 +204,10 @@ class Database:
     async def close(self) -> None:
         if self.pool is not None:
             await self.pool.close()
+
+    def unit(self, unit: "UnitOfWork") -> AbstractAsyncContextManager[Conn]:
+        """A connection for the unit of work a service declared (never a router's choice)."""
+        return self.transaction() if unit is UnitOfWork.TRANSACTION else self.autocommit()
 
     @asynccontextmanager
     async def autocommit(self) -> AsyncIterator[Conn]:

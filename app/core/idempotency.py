@@ -20,10 +20,11 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.auth import Principal
-from app.core.driver import JSON, Conn, Database, dumps, json_response, prepare
+from app.core.driver import JSON, Conn, Database, UnitOfWork, dumps, json_response, prepare
 from app.core.errors import Unprocessable
 
 HEADER = "idempotency-key"
+REPLAYED = {"Idempotent-Replayed": "true"}
 CLAIM_SQL = (
     "INSERT INTO idempotency_keys (owner_key_id, key, fingerprint, created_at)"
     " VALUES (:owner, :key, :fp, now())"
@@ -56,6 +57,18 @@ def fingerprint(request: Request, body: BaseModel, extra: str = "") -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
+def _key_of(request: Request) -> str | None:
+    key = request.headers.get(HEADER)
+    if key is not None and not 1 <= len(key) <= 255:
+        raise Unprocessable("`Idempotency-Key` must be 1 to 255 characters.")
+    return key
+
+
+def _same_request(stored: Any, fp: str) -> None:
+    if stored.fingerprint != fp:
+        raise Unprocessable("This Idempotency-Key was used with a different request.")
+
+
 async def idempotent(
     session: AsyncSession,
     principal: Principal,
@@ -66,22 +79,17 @@ async def idempotent(
     extra: str = "",
 ) -> JSONResponse:
     """Run `create` (returning status and payload) at most once per Idempotency-Key."""
-    key = request.headers.get(HEADER)
+    key = _key_of(request)
     if key is None:
         status, payload = await create()
         return JSONResponse(jsonable_encoder(payload), status_code=status)
-    if not 1 <= len(key) <= 255:
-        raise Unprocessable("`Idempotency-Key` must be 1 to 255 characters.")
     params = {"owner": principal.key_id, "key": key}
     fp = fingerprint(request, body, extra)
     claimed = (await session.execute(CLAIM, {**params, "fp": fp})).first()
     if claimed is None:
         stored = (await session.execute(STORED, params)).one()
-        if stored.fingerprint != fp:
-            raise Unprocessable("This Idempotency-Key was used with a different request.")
-        return JSONResponse(
-            stored.body, status_code=stored.status_code, headers={"Idempotent-Replayed": "true"}
-        )
+        _same_request(stored, fp)
+        return JSONResponse(stored.body, status_code=stored.status_code, headers=REPLAYED)
     status, payload = await create()
     encoded = jsonable_encoder(payload)
     await session.execute(COMPLETE, {**params, "status": status, "body": json.dumps(encoded)})
@@ -95,36 +103,27 @@ async def run_once(
     body: BaseModel,
     create: Callable[[Conn], Awaitable[tuple[int, Any]]],
     *,
+    unit: UnitOfWork,
     extra: str = "",
-    atomic: bool = False,
 ) -> Response:
     """`idempotent` for hot paths: `create(con)` returns status and a JSON-ready payload.
 
-    Without an Idempotency-Key, `create` runs in autocommit mode (its statements each
-    atomic by itself) unless `atomic`; with a key, key and write share one transaction."""
-    key = request.headers.get(HEADER)
+    Without an Idempotency-Key, `create` runs in the unit of work its service declared (one
+    statement, or a transaction); with a key, key and write share one transaction."""
+    key = _key_of(request)
     if key is None:
-        connection = db.transaction() if atomic else db.autocommit()
-        async with connection as con:
+        async with db.unit(unit) as con:
             status, payload = await create(con)
         return json_response(payload, status)
-    if not 1 <= len(key) <= 255:
-        raise Unprocessable("`Idempotency-Key` must be 1 to 255 characters.")
     fp = fingerprint(request, body, extra)
     async with db.transaction() as con:
         if await DRIVER_CLAIM.fetchrow(con, owner=principal.key_id, key=key, fp=fp) is None:
             stored = await DRIVER_STORED.fetchrow(con, owner=principal.key_id, key=key)
             assert stored is not None  # the claim conflicted with this very row
-            if stored.fingerprint != fp:
-                raise Unprocessable("This Idempotency-Key was used with a different request.")
+            _same_request(stored, fp)
             # jsonb comes as text from the app's pool, decoded on SQLAlchemy's connections.
             replay = stored.body if isinstance(stored.body, str) else dumps(stored.body)
-            return Response(
-                replay,
-                status_code=stored.status_code,
-                media_type=JSON,
-                headers={"Idempotent-Replayed": "true"},
-            )
+            return Response(replay, stored.status_code, REPLAYED, JSON)
         status, payload = await create(con)
         encoded = dumps(payload)
         await DRIVER_COMPLETE.execute(

@@ -14,6 +14,7 @@ from prometheus_client import Counter, Histogram
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.core.config import Settings, use_settings
 from app.core.errors import problem_response
 
 request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
@@ -140,10 +141,12 @@ def _route_template(scope: Scope) -> str:
 class RequestContextMiddleware:
     """Request id, access log line, metrics by route template, and a last-resort 500 problem."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
+        self.settings = settings
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        use_settings(self.settings)  # what the services read: the app's own settings
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

@@ -19,7 +19,8 @@ from app.integrations.runner import in_transaction, run_forever
 from app.models.audience import AudienceMember, GateResult
 from app.models.base import utcnow
 from app.models.change import ChangePublic
-from app.services import audiences, changes
+from app.services.changes import feed as changes
+from app.services.gate import audiences
 from app.services.sync import mailchimp_events, state, system_principal
 
 log = logging.getLogger("consent_api.sync")

@@ -162,7 +162,7 @@ class Policy(SQLModel, table=True):
         sa_column=Column(ARRAY(String), nullable=False, server_default="{}"),
     )
     # When the change feed was told which consents this version made outdated (once it
-    # took effect; app.services.changes).
+    # took effect; app.services.changes.feed).
     reconsent_fed_at: datetime | None = timestamp_field(default=None, nullable=True)
 
 

@@ -1,4 +1,4 @@
-"""The auditor pages' sessions, server-side (app.services.page_sessions): a browser's cookie
+"""The auditor pages' sessions, server-side (app.services.access.page_sessions): a browser's cookie
 is honoured only while its row says the session is live.
 
 Only SHA-256 hashes of the tokens are stored, never a token: the session cookie's

@@ -17,7 +17,7 @@ from app.core.errors import problem_responses
 from app.core.pagination import Cursor, Limit
 from app.models.audience import AudiencePage
 from app.models.catalogue import KEY_PATTERN
-from app.services import audiences
+from app.services.gate import audiences
 
 router = APIRouter(prefix="/v1/audiences", tags=["sync"])
 Reader = Annotated[Principal, Depends(require("audiences:read"))]
@@ -53,8 +53,7 @@ async def _stream(
                 # Shielded, like the clean-up below: one short statement, whose connection
                 # must go back to the pool whole even when the client leaves meanwhile.
                 with anyio.CancelScope(shield=True):
-                    async with db.autocommit() as con:
-                        upto, count = await audiences.chunk_end(con, after=after, scan=STREAM_CHUNK)
+                    upto, count = await audiences.next_range_end(db, after=after, scan=STREAM_CHUNK)
                 if upto is not None:
                     chunk = _range_lines(db, principal, purpose, recipient, after=after, upto=upto)
                     ahead.append(asyncio.create_task(chunk))
@@ -90,10 +89,9 @@ async def _range_lines(
     after: UUID | None,
     upto: UUID,
 ) -> list[str]:
-    async with db.transaction() as con:
-        return await audiences.range_lines(
-            con, principal, purpose=purpose, recipient=recipient, after=after, upto=upto
-        )
+    return await audiences.range_members(
+        db, principal, purpose=purpose, recipient=recipient, after=after, upto=upto
+    )
 
 
 @router.get(
@@ -126,11 +124,8 @@ async def list_audience(
     """The subjects the gate allows for a purpose (and recipient); each one handed out is a
     stored decision."""
     if NDJSON in request.headers.get("accept", ""):
-        async with db.autocommit() as con:
-            await audiences.check_target(con, purpose, recipient)
+        await audiences.require_target(db, purpose, recipient)
         return StreamingResponse(_stream(request, principal, purpose, recipient), media_type=NDJSON)
-    # Each chunk is one statement (evaluate, store, audit): atomic by itself.
-    async with db.autocommit() as con:
-        return await audiences.page(
-            con, principal, purpose=purpose, recipient=recipient, limit=limit, cursor=cursor
-        )
+    return await audiences.serve_page(
+        db, principal, purpose=purpose, recipient=recipient, limit=limit, cursor=cursor
+    )

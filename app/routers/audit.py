@@ -14,7 +14,8 @@ from app.core.pagination import Cursor, Limit, Page
 from app.core.signing import get_signer
 from app.models.audit import AuditCheckpointPublic, AuditEntryPublic
 from app.models.decision import DecisionPublic
-from app.services import audit_chain, audit_log
+from app.services.audit import chain as audit_chain
+from app.services.audit import listing as audit_log
 
 router = APIRouter(prefix="/v1", tags=["accountability"])
 AuditReader = Annotated[Principal, Depends(require("audit:read"))]

@@ -11,7 +11,7 @@ from app.core.errors import problem_responses
 from app.core.pagination import Page
 from app.models.basis import LawfulBasisHistoryPublic, LawfulBasisPublic, LawfulBasisSet
 from app.models.catalogue import KEY_PATTERN
-from app.services import bases
+from app.services.bases import records as bases
 
 router = APIRouter(prefix="/v1/subjects/{subject_id}/bases", tags=["lawful bases"])
 Reader = Annotated[Principal, Depends(require("bases:read"))]

@@ -25,7 +25,7 @@ from app.models.catalogue import (
     Source,
     SourcePublic,
 )
-from app.services import catalogue
+from app.services.catalogue import entries as catalogue
 
 router = APIRouter(prefix="/v1", tags=["catalogues"])
 Reader = Annotated[Principal, Depends(require("catalogue:read"))]

@@ -9,7 +9,7 @@ from app.core.db import SessionDep
 from app.core.errors import problem_responses
 from app.core.pagination import Limit
 from app.models.change import ChangePage
-from app.services import changes
+from app.services.changes import feed as changes
 
 router = APIRouter(prefix="/v1/changes", tags=["sync"])
 Reader = Annotated[Principal, Depends(require("changes:read"))]

@@ -19,7 +19,8 @@ from app.models.consent import (
     ConsentEventPublic,
     ConsentStatePublic,
 )
-from app.services import consent
+from app.services.consent import events as consent
+from app.services.consent import reading as consent_reading
 
 router = APIRouter(prefix="/v1", tags=["consent"])
 Writer = Annotated[Principal, Depends(require("consent:write"))]
@@ -55,7 +56,7 @@ async def create_consent_event(
         body,
         create,
         extra=f"gpc={gpc}",
-        atomic=consent.needs_transaction(body, gpc),
+        unit=consent.unit_of_work(body, gpc),
     )
 
 
@@ -72,7 +73,9 @@ async def list_consent_events(
     cursor: Cursor = None,
 ) -> Page[ConsentEventPublic]:
     """A subject's consent history, oldest first."""
-    return await consent.list_events(session, subject_id=subject_id, limit=limit, cursor=cursor)
+    return await consent_reading.list_events(
+        session, subject_id=subject_id, limit=limit, cursor=cursor
+    )
 
 
 @router.get(
@@ -84,7 +87,9 @@ async def list_subject_consents(
     subject_id: uuid.UUID, session: SessionDep, _: Reader
 ) -> Page[ConsentStatePublic]:
     """The current consent state per purpose (and per recipient for transfers)."""
-    return Page(items=await consent.current_state(session, subject_id=subject_id), next_cursor=None)
+    return Page(
+        items=await consent_reading.current_state(session, subject_id=subject_id), next_cursor=None
+    )
 
 
 @router.get(
@@ -101,7 +106,7 @@ async def get_consent_receipt(
     _: Reader,
 ) -> Response:
     """The consent receipt as JSON, or as a compact JWS with `Accept: application/jose`."""
-    receipt = await consent.receipt(session, event_id=event_id)
+    receipt = await consent_reading.receipt(session, event_id=event_id)
     if JOSE in request.headers.get("accept", ""):
         token = get_signer(request.app.state.settings).sign(receipt)
         return Response(token, media_type=JOSE)

@@ -13,7 +13,8 @@ from app.core.pagination import Cursor, Limit, Page
 from app.models.base import Timestamp
 from app.models.catalogue import KEY_PATTERN
 from app.models.consent import ReconsentItem
-from app.services import consent_export, reconsent
+from app.services.consent import export as consent_export
+from app.services.consent import reconsent
 
 router = APIRouter(prefix="/v1", tags=["consent"])
 Reader = Annotated[Principal, Depends(require("consent:read"))]

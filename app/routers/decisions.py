@@ -15,7 +15,7 @@ from app.models.decision import (
     DecisionPublic,
     DecisionRequest,
 )
-from app.services import decisions
+from app.services.gate import decisions
 
 router = APIRouter(prefix="/v1/decisions", tags=["decisions"])
 Asker = Annotated[Principal, Depends(require("decisions:ask"))]
@@ -35,8 +35,7 @@ async def create_decision(
             con, principal, subject=subject, purpose=body.purpose, recipient=body.recipient
         )
 
-    # One statement decides, stores and audits: autocommit, one round trip.
-    return await run_once(db, principal, request, body, create)
+    return await run_once(db, principal, request, body, create, unit=decisions.UNIT_OF_WORK)
 
 
 @router.post("/batch", response_model=BatchDecisionPublic, responses=ERRORS)
@@ -63,4 +62,4 @@ async def create_decision_batch(
             recipient=body.recipient,
         )
 
-    return await run_once(db, principal, request, body, create)
+    return await run_once(db, principal, request, body, create, unit=decisions.UNIT_OF_WORK)

@@ -9,7 +9,7 @@ from app.core.auth import Principal, require
 from app.core.db import SessionDep
 from app.core.errors import problem_responses
 from app.models.link import LinkCreate, LinkPublic
-from app.services import person
+from app.services.person import pages as person
 
 router = APIRouter(prefix="/v1", tags=["links"])
 Issuer = Annotated[Principal, Depends(require("links:create"))]

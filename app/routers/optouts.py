@@ -11,7 +11,7 @@ from app.core.db import SessionDep
 from app.core.errors import problem_responses
 from app.core.idempotency import idempotent
 from app.models.optout import OptOutCheck, OptOutCreate, OptOutPublic
-from app.services import optouts
+from app.services.optouts import records as optouts
 
 router = APIRouter(prefix="/v1/opt-outs", tags=["opt-outs"])
 Writer = Annotated[Principal, Depends(require("optouts:write"))]

@@ -11,7 +11,7 @@ from app.core.auth import Principal, require
 from app.core.db import SessionDep
 from app.core.errors import problem_responses
 from app.core.signing import get_signer
-from app.services.consent_proof import consent_proof
+from app.services.consent.proof import consent_proof
 
 router = APIRouter(prefix="/v1", tags=["accountability"])
 Reader = Annotated[Principal, Depends(require("consent:read"))]

@@ -23,7 +23,9 @@ from app.models.rights import (
     RightType,
     VerifyIdentity,
 )
-from app.services import exports, rights, rights_clock
+from app.services.rights import clock as rights_clock
+from app.services.rights import exports
+from app.services.rights import requests as rights
 
 router = APIRouter(prefix="/v1", tags=["rights requests"])
 Creator = Annotated[Principal, Depends(require("rights:create"))]

@@ -14,7 +14,7 @@ from app.core.errors import problem_responses
 from app.core.idempotency import idempotent
 from app.core.pagination import Cursor, Limit, Page
 from app.models.subject import SubjectCreate, SubjectPublic, SubjectUpdate, to_public
-from app.services import subjects
+from app.services.subjects import records as subjects
 
 router = APIRouter(prefix="/v1/subjects", tags=["subjects"])
 Reader = Annotated[Principal, Depends(require("subjects:read"))]
@@ -58,9 +58,7 @@ async def list_subjects(
 )
 async def get_subject(subject_id: uuid.UUID, db: DatabaseDep, _: Reader) -> Response:
     """One subject, with its status (active, restricted or erased)."""
-    async with db.autocommit() as con:
-        subject = await subjects.public_subject(con, subject_id)
-    return json_response(subject)
+    return json_response(await subjects.read_subject(db, subject_id))
 
 
 @router.patch(

@@ -5,7 +5,7 @@ HttpOnly, SameSite=Strict session cookie.
 
 These routes authenticate themselves (a bearer key, or the session cookie), so this router
 is included without the API's default bearer dependency. A cookie is honoured only while
-its server-side record is live (app.services.page_sessions): logout ends it, and so does
+its server-side record is live (app.services.access.page_sessions): logout ends it, and so does
 `consent-api page-sessions revoke`. Failed sign-ins count with the API's failed
 authentications (app.core.guard): past the limit, the login form answers 429 without
 looking the key up. The cookies are `Secure` on an https request, and whenever
@@ -32,8 +32,9 @@ from app.core.db import SessionDep
 from app.core.errors import Forbidden, Unauthorized, problem_responses
 from app.core.guard import AUTH_THROTTLED, client_address
 from app.core.signing import get_signer
-from app.services import api_keys, page_sessions, ropa
-from app.services import overview as overview_service
+from app.services.access import api_keys, page_sessions
+from app.services.reports import overview as overview_service
+from app.services.reports import ropa
 from app.web import session as pages
 from app.web.charts import month_chart
 

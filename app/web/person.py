@@ -32,7 +32,7 @@ from app.core.link_tokens import (
 )
 from app.core.rate_limit import SlidingWindowLimiter
 from app.models.link import ONE_CLICK
-from app.services import person
+from app.services.person import pages as person
 
 router = APIRouter(tags=["person pages"])
 HTML_ERRORS: dict[int | str, dict[str, Any]] = {

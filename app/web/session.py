@@ -5,7 +5,7 @@ login form that takes an API key; either becomes an HttpOnly, SameSite=Strict co
 Tokens are HMAC-SHA-256 over a JSON payload, under the key derived for this use only
 (`app.core.keys.derive(settings, KeyUse.AUDITOR_PAGES)`), carrying their kind, so that a
 link cannot be replayed as a session cookie nor the reverse. A valid signature is not
-enough: every session also has a server-side record (app.services.page_sessions, holding a
+enough: every session also has a server-side record (app.services.access.page_sessions, holding a
 hash of the token), and a cookie is honoured only while that record is live. Logout and
 `consent-api page-sessions revoke` end it; a session opened with an API key ends at once
 when that key is revoked; revoking a session opened from a link refuses the link too.

@@ -1,7 +1,7 @@
 """What the database needs to recognise the keys its stored values were made with: a
 fingerprint of the e-mail hash key (an HKDF derivation of it, from which the key cannot be
 recovered). A service started with another CONSENT_SECRET_KEY would find no opt-out any
-more; it refuses to start instead (app.services.key_fingerprints).
+more; it refuses to start instead (app.services.access.key_fingerprints).
 
 Revision ID: 0016
 Revises: 0015

@@ -17,8 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.crypto import email_hash
 from app.models.consent import ConsentEventCreate
 from app.models.imports import ImportedBasis, RowError, SubjectImportRow
-from app.services.bases import _value as basis_value
-from app.services.consent import CLOCK_SKEW
+from app.services.bases.records import _value as basis_value
+from app.services.consent.events import CLOCK_SKEW
 
 SAFE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 CSV_COLUMNS = frozenset(SubjectImportRow.model_fields)

@@ -13,8 +13,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.auth import Principal
 from app.models.imports import RowError
-from app.services import audit
+from app.services.audit import entries as audit
+from app.services.bases.records import INSERT_BASIS, INSERT_BASIS_HISTORY
+from app.services.changes.feed import INSERT_CHANGE
+from app.services.consent.statements import (
+    INSERT_CONSENT_EVENT,
+    INSERT_CONSENT_STATE,
+    INSERT_NOTICE,
+    NEWEST_EVENT_WINS,
+)
 from app.services.imports.rows import ValidRow
+from app.services.subjects.records import INSERT_SUBJECT
 
 SUBJECT_COLUMNS = (
     "line", "id", "email", "email_hash", "name", "phone", "mobile", "job_title", "company",
@@ -52,51 +61,51 @@ TAKEN = """
 SELECT s.line FROM import_stg_subjects s
 JOIN subjects t ON t.email = s.email AND t.erased_at IS NULL ORDER BY s.line
 """
-INSERT_SUBJECTS = """
-INSERT INTO subjects (id, email, email_hash, name, phone, mobile, job_title, company,
-  business_address, category, source, source_detail, restricted, created_at, updated_at)
+# Each INSERT is the fact's own fragment, from the module that writes it one at a time.
+INSERT_SUBJECTS = f"""
+{INSERT_SUBJECT}
 SELECT id, email, email_hash, name, phone, mobile, job_title, company, business_address,
   category, source, source_detail, false, now(), now()
 FROM import_stg_subjects ORDER BY line
-"""
-INSERT_BASES = """
-INSERT INTO lawful_bases (subject_id, purpose, basis, contract_ref, contract_start,
-  contract_end, lia_ref, obligation, note, set_by, set_at)
+"""  # noqa: S608 - constant SQL
+INSERT_BASES = f"""
+{INSERT_BASIS}
 SELECT subject_id, purpose, basis, contract_ref, contract_start, contract_end, lia_ref,
   obligation, note, :actor, now()
 FROM import_stg_bases
-"""
-INSERT_BASIS_HISTORY = """
-INSERT INTO lawful_basis_history (subject_id, purpose, action, value, previous, actor, at)
+"""  # noqa: S608 - constant SQL
+INSERT_BASES_HISTORY = f"""
+{INSERT_BASIS_HISTORY}
 SELECT subject_id, purpose, 'set', value, NULL, :actor, now() FROM import_stg_bases
-"""
-INSERT_NOTICES = """
-INSERT INTO consent_notices (sha256, text)
+"""  # noqa: S608 - constant SQL
+INSERT_NOTICES = f"""
+{INSERT_NOTICE}
 SELECT DISTINCT ON (notice_sha256) notice_sha256, notice_text FROM import_stg_consents
 WHERE notice_sha256 IS NOT NULL
 ON CONFLICT DO NOTHING
-"""
-INSERT_EVENTS = """
-INSERT INTO consent_events (id, subject_id, purpose, recipient, action, method,
-  policy_version, notice_sha256, form_id, page_url, user_agent, occurred_at, recorded_at,
-  recorded_by_key_id, recorded_by, conflict)
+"""  # noqa: S608 - constant SQL
+INSERT_EVENTS = f"""
+{INSERT_CONSENT_EVENT}
 SELECT id, subject_id, purpose, recipient, action, method, policy_version, notice_sha256,
   form_id, page_url, user_agent, occurred_at, now(), CAST(:key_id AS uuid), :actor, NULL
 FROM import_stg_consents ORDER BY ord
-"""
+"""  # noqa: S608 - constant SQL
 # The newest event per (subject, purpose, recipient) is the state; on a tie the later one
-# in the input wins, as a later API write with the same occurred_at would.
-INSERT_STATE = """
-INSERT INTO consent_state (subject_id, purpose, recipient, status, event_id, occurred_at)
+# in the input wins, as a later API write with the same occurred_at would. The subjects are
+# new, so the rule of the single write (the newest wins) never has a row to compare with;
+# it is there all the same, so that the two writes are one.
+INSERT_STATE = f"""
+{INSERT_CONSENT_STATE}
 SELECT DISTINCT ON (subject_id, purpose, coalesce(recipient, ''))
   subject_id, purpose, coalesce(recipient, ''), action, id, occurred_at
 FROM import_stg_consents
 ORDER BY subject_id, purpose, coalesce(recipient, ''), occurred_at DESC, ord DESC
-"""
+{NEWEST_EVENT_WINS}
+"""  # noqa: S608 - constant SQL
 # The change feed gets what the API's writes append one by one (sync needs every one):
 # the subject created, each basis set, each consent event, in that order.
-INSERT_CHANGES = """
-INSERT INTO changes (kind, subject_id, email_hash, purpose, at)
+INSERT_CHANGES = f"""
+{INSERT_CHANGE}
 SELECT kind, subject_id, email_hash, purpose, now() FROM (
   SELECT 1 AS step, line AS ord, 'subject.created' AS kind, id AS subject_id, email_hash,
          CAST(NULL AS text) AS purpose
@@ -108,7 +117,7 @@ SELECT kind, subject_id, email_hash, purpose, now() FROM (
   SELECT 3, ord, 'consent.' || action, subject_id, email_hash, purpose
   FROM import_stg_consents
 ) feed ORDER BY step, ord
-"""
+"""  # noqa: S608 - constant SQL
 CHECKPOINT = """
 INSERT INTO import_batches (sha256, input_sha256, batch, rows, committed_at)
 VALUES (:sha, :input, :batch, :n, now())
@@ -178,7 +187,7 @@ async def store_batch(
     await session.execute(text(INSERT_SUBJECTS))
     if bases:
         await session.execute(text(INSERT_BASES), {"actor": actor})
-        await session.execute(text(INSERT_BASIS_HISTORY), {"actor": actor})
+        await session.execute(text(INSERT_BASES_HISTORY), {"actor": actor})
     if consents:
         await session.execute(text(INSERT_NOTICES))
         await session.execute(text(INSERT_EVENTS), {"actor": actor, "key_id": key_id})

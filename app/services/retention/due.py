@@ -15,7 +15,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models.rights import OPEN_STATUSES
-from app.services.decisions import CONTRACTS
+from app.services.gate.decisions import CONTRACTS
 
 DUE_AT = (
     "retention_due_at(cat.retention_rule, cat.retention_months, s.created_at,"

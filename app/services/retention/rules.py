@@ -5,16 +5,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from app.core.auth import Principal
-from app.core.config import get_settings
+from app.core.config import current_settings
 from app.core.errors import NotFound
 from app.models.catalogue import Category
 from app.models.retention import RULE_ANCHORS, RetentionRulePublic, RetentionRuleUpdate
-from app.services import audit
+from app.services.audit import entries as audit
 
 
 def grace_days() -> int:
     """The prospects' grace period; the gate reads the same setting."""
-    return get_settings().retention_prospect_grace_days
+    return current_settings().retention_prospect_grace_days
 
 
 def to_public(row: Category) -> RetentionRulePublic:

@@ -18,9 +18,12 @@ from app.core.auth import Principal
 from app.core.db import unit_of_work
 from app.models.base import utcnow
 from app.models.retention import SweepItem, SweepReport
-from app.services import audit, changes, erasure, subjects
+from app.services.audit import entries as audit
+from app.services.changes import feed as changes
 from app.services.retention.due import find_due
 from app.services.retention.rules import grace_days as configured_grace
+from app.services.rights import erasure
+from app.services.subjects import records as subjects
 
 Progress = Callable[[int], None]
 

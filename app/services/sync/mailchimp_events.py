@@ -11,14 +11,16 @@ from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.config import get_settings
+from app.core.config import current_settings
 from app.core.crypto import email_hash
 from app.core.errors import Unprocessable
 from app.core.keys import KeyUse, keyed_hash
 from app.core.pagination import Page, decode_time_cursor, encode_time_cursor, page_of
 from app.models.sync import MailchimpEventPublic, WebhookAnswer
 from app.models.text import Email, unsafe_characters
-from app.services import audit, changes, optouts
+from app.services.audit import entries as audit
+from app.services.changes import feed as changes
+from app.services.optouts import records as optouts
 from app.services.sync import system_principal
 
 WEBHOOK = system_principal("mailchimp-webhook")
@@ -50,7 +52,7 @@ def _event_key(form: dict[str, str]) -> str:
     """A keyed hash of the whole payload: the same event delivered twice has the same key,
     and the key reveals nothing of the address inside it."""
     canonical = json.dumps(sorted(form.items()), separators=(",", ":"))
-    return keyed_hash(get_settings(), KeyUse.MAILCHIMP_EVENTS, canonical)
+    return keyed_hash(current_settings(), KeyUse.MAILCHIMP_EVENTS, canonical)
 
 
 def _fired_at(value: str | None) -> datetime | None:

@@ -1,0 +1,1 @@
+"""Who may call: API keys, auditor page sessions, the hashing key's fingerprint."""

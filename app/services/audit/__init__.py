@@ -1,0 +1,1 @@
+"""The audit log: appending entries, the sealer and checkpoints, listing, verify."""

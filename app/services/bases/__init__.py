@@ -1,0 +1,1 @@
+"""Lawful bases per subject and purpose, with their history."""

@@ -1,0 +1,168 @@
+"""Lawful bases per (subject, purpose), with an append-only history (§9, Art 6)."""
+
+import uuid
+from typing import Any
+
+from sqlalchemy import delete, insert, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from app.core.auth import Principal
+from app.core.errors import Conflict, NotFound, Unprocessable
+from app.models.base import utcnow
+from app.models.basis import (
+    LawfulBasisHistory,
+    LawfulBasisRecord,
+    LawfulBasisSet,
+)
+from app.models.catalogue import Purpose
+from app.services.audit import entries as audit
+from app.services.changes import feed as changes
+from app.services.subjects.records import get_subject
+
+# The import's set-based batch writes bases and their history with these (its rows are new
+# subjects: nothing to replace); `set_basis` writes the same columns through the models.
+INSERT_BASIS = """INSERT INTO lawful_bases (subject_id, purpose, basis, contract_ref,
+    contract_start, contract_end, lia_ref, obligation, note, set_by, set_at)"""
+INSERT_BASIS_HISTORY = (
+    "INSERT INTO lawful_basis_history (subject_id, purpose, action, value, previous, actor, at)"
+)
+
+VALUE_FIELDS = (
+    "basis",
+    "contract_ref",
+    "contract_start",
+    "contract_end",
+    "lia_ref",
+    "obligation",
+    "note",
+)
+
+
+def _value(record: Any) -> dict[str, Any]:
+    out = {}
+    for field in VALUE_FIELDS:
+        v = getattr(record, field)
+        out[field] = v.isoformat() if hasattr(v, "isoformat") else v
+    return out
+
+
+async def _live_subject(session: AsyncSession, subject_id: uuid.UUID) -> None:
+    subject = await get_subject(session, subject_id)
+    if subject.erased_at is not None:
+        raise Conflict("The subject has been erased.")
+
+
+async def set_basis(
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    subject_id: uuid.UUID,
+    purpose: str,
+    data: LawfulBasisSet,
+) -> LawfulBasisRecord:
+    """Record the basis for (subject, purpose); it must be one the purpose allows."""
+    await _live_subject(session, subject_id)
+    allowed = (
+        await session.execute(select(col(Purpose.allowed_bases)).where(col(Purpose.key) == purpose))
+    ).scalar_one_or_none()
+    if allowed is None:
+        raise NotFound(f"No purpose `{purpose}`.")
+    if data.basis not in allowed:
+        raise Unprocessable(
+            f"The purpose `{purpose}` may rest only on: {', '.join(sorted(allowed))}.",
+            field="basis",
+            allowed_bases=sorted(allowed),
+        )
+    previous = await session.get(LawfulBasisRecord, (subject_id, purpose))
+    previous_value = _value(previous) if previous else None
+    now = utcnow()
+    values = {**data.model_dump(), "set_by": principal.name, "set_at": now}
+    stmt = pg_insert(LawfulBasisRecord).values(subject_id=subject_id, purpose=purpose, **values)
+    stmt = stmt.on_conflict_do_update(index_elements=["subject_id", "purpose"], set_=values)
+    await session.execute(stmt)
+    record = LawfulBasisRecord(subject_id=subject_id, purpose=purpose, **values)
+    await session.execute(
+        insert(LawfulBasisHistory).values(
+            subject_id=subject_id,
+            purpose=purpose,
+            action="set",
+            value=_value(record),
+            previous=previous_value,
+            actor=principal.name,
+            at=now,
+        )
+    )
+    await audit.record(
+        session,
+        principal,
+        "basis.set",
+        "subject",
+        subject_id,
+        purpose=purpose,
+        basis=data.basis,
+        replaced=previous_value is not None,
+    )
+    await changes.append(
+        session, "basis.set", subject_id=subject_id, email_hash=None, purpose=purpose
+    )
+    return record
+
+
+async def list_bases(session: AsyncSession, *, subject_id: uuid.UUID) -> list[LawfulBasisRecord]:
+    await get_subject(session, subject_id)
+    stmt = (
+        select(LawfulBasisRecord)
+        .where(col(LawfulBasisRecord.subject_id) == subject_id)
+        .order_by(col(LawfulBasisRecord.purpose))
+    )
+    return list((await session.execute(stmt)).scalars())
+
+
+async def basis_history(
+    session: AsyncSession, *, subject_id: uuid.UUID, purpose: str
+) -> list[LawfulBasisHistory]:
+    await get_subject(session, subject_id)
+    stmt = (
+        select(LawfulBasisHistory)
+        .where(
+            col(LawfulBasisHistory.subject_id) == subject_id,
+            col(LawfulBasisHistory.purpose) == purpose,
+        )
+        .order_by(col(LawfulBasisHistory.id))
+    )
+    return list((await session.execute(stmt)).scalars())
+
+
+async def end_basis(
+    session: AsyncSession, principal: Principal, *, subject_id: uuid.UUID, purpose: str
+) -> None:
+    await get_subject(session, subject_id)
+    removed = (
+        await session.execute(
+            delete(LawfulBasisRecord)
+            .where(
+                col(LawfulBasisRecord.subject_id) == subject_id,
+                col(LawfulBasisRecord.purpose) == purpose,
+            )
+            .returning(LawfulBasisRecord)
+        )
+    ).scalar_one_or_none()
+    if removed is None:
+        raise NotFound(f"No basis is recorded for `{purpose}`.")
+    await session.execute(
+        insert(LawfulBasisHistory).values(
+            subject_id=subject_id,
+            purpose=purpose,
+            action="ended",
+            value=None,
+            previous=_value(removed),
+            actor=principal.name,
+            at=utcnow(),
+        )
+    )
+    await audit.record(session, principal, "basis.end", "subject", subject_id, purpose=purpose)
+    await changes.append(
+        session, "basis.ended", subject_id=subject_id, email_hash=None, purpose=purpose
+    )

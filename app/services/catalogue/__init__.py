@@ -1,0 +1,1 @@
+"""Purposes, recipients, policies, categories: the controller's catalogues."""

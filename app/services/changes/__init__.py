@@ -1,0 +1,1 @@
+"""The change feed: appending entries and the sequencer that numbers them."""

@@ -1,0 +1,1 @@
+"""The consent ledger: events, current state, receipts, proofs, re-consent."""

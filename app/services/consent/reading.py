@@ -1,0 +1,130 @@
+"""Reading the consent ledger: events as the API shows them, the current state per purpose,
+and receipts."""
+
+import uuid
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.config import current_settings
+from app.core.errors import NotFound
+from app.core.pagination import Page, decode_time_cursor, encode_time_cursor, page_of
+from app.models.consent import (
+    ConsentEventPublic,
+    ConsentStatePublic,
+    Evidence,
+)
+from app.services.consent.receipts import build_receipt
+from app.services.subjects import records as subjects
+
+
+def event_document(row: Any) -> dict[str, Any]:
+    """An event as ConsentEventPublic serialises it (same fields, same order)."""
+    return {
+        "id": row.id,
+        "subject_id": row.subject_id,
+        "purpose": row.purpose,
+        "recipient": row.recipient,
+        "action": row.action,
+        "method": row.method,
+        "policy_version": row.policy_version,
+        "notice_sha256": row.notice_sha256,
+        "evidence": {
+            "form_id": row.form_id,
+            "page_url": row.page_url,
+            "user_agent": row.user_agent,
+        },
+        "occurred_at": row.occurred_at,
+        "recorded_at": row.recorded_at,
+        "recorded_by": row.recorded_by,
+        "conflict": row.conflict,
+    }
+
+
+def to_public(row: Any) -> ConsentEventPublic:
+    return ConsentEventPublic(
+        id=row.id,
+        subject_id=row.subject_id,
+        purpose=row.purpose,
+        recipient=row.recipient,
+        action=row.action,
+        method=row.method,
+        policy_version=row.policy_version,
+        notice_sha256=row.notice_sha256,
+        evidence=Evidence(form_id=row.form_id, page_url=row.page_url, user_agent=row.user_agent),
+        occurred_at=row.occurred_at,
+        recorded_at=row.recorded_at,
+        recorded_by=row.recorded_by,
+        conflict=row.conflict,
+    )
+
+
+async def list_events(
+    session: AsyncSession, *, subject_id: uuid.UUID, limit: int, cursor: str | None
+) -> Page[ConsentEventPublic]:
+    """A subject's consent history, oldest first."""
+    after_at, after_id = decode_time_cursor(cursor) or (None, None)
+    rows = (
+        await session.execute(
+            text(
+                "SELECT * FROM consent_events WHERE subject_id = :s"
+                " AND (CAST(:at AS timestamptz) IS NULL OR (occurred_at, id) > (:at, :id))"
+                " ORDER BY occurred_at, id LIMIT :n"
+            ),
+            {"s": subject_id, "at": after_at, "id": after_id, "n": limit + 1},
+        )
+    ).all()
+    return page_of(rows, limit, lambda r: encode_time_cursor(r.occurred_at, r.id), to_public)
+
+
+async def current_state(
+    session: AsyncSession, *, subject_id: uuid.UUID
+) -> list[ConsentStatePublic]:
+    await subjects.get_subject(session, subject_id)
+    rows = (
+        await session.execute(
+            text(
+                "SELECT purpose, nullif(recipient, '') AS recipient, status, event_id, occurred_at"
+                " FROM consent_state WHERE subject_id = :s ORDER BY purpose, recipient"
+            ),
+            {"s": subject_id},
+        )
+    ).all()
+    return [ConsentStatePublic.model_validate(r._mapping) for r in rows]
+
+
+# Events with what their receipts name (purpose, policy, third parties), oldest first.
+EVENTS_WITH_CONTEXT = """
+SELECT e.*, p.description, p.direct_marketing, pol.url AS policy_url,
+       ARRAY(SELECT name FROM recipients r WHERE e.purpose = ANY (r.purposes)
+             ORDER BY name) AS third_parties
+FROM consent_events e JOIN purposes p ON p.key = e.purpose
+LEFT JOIN policies pol ON pol.version = e.policy_version
+WHERE {where} ORDER BY e.occurred_at, e.id
+"""
+BY_EVENT = text(EVENTS_WITH_CONTEXT.format(where="e.id = :id"))
+BY_SUBJECT = text(EVENTS_WITH_CONTEXT.format(where="e.subject_id = :id"))
+
+
+def receipt_of(row: Any) -> dict[str, Any]:
+    return build_receipt(
+        row,
+        purpose_description=row.description,
+        direct_marketing=row.direct_marketing,
+        policy_url=row.policy_url,
+        third_parties=list(row.third_parties),
+        settings=current_settings(),
+    )
+
+
+async def receipt(session: AsyncSession, *, event_id: uuid.UUID) -> dict[str, Any]:
+    row = (await session.execute(BY_EVENT, {"id": event_id})).first()
+    if row is None:
+        raise NotFound("No consent event with this id.")
+    return receipt_of(row)
+
+
+async def history_with_receipts(session: AsyncSession, *, subject_id: uuid.UUID) -> list[Any]:
+    """Every consent event of a subject with its receipt, oldest first (Art 15 reports)."""
+    return [(row, receipt_of(row)) for row in await session.execute(BY_SUBJECT, {"id": subject_id})]

@@ -1,0 +1,122 @@
+"""The consent write's SQL: what a consent needs to know, and the one write of its facts (the
+notice, the event, the current state, the change-feed and audit entries), as fragments that
+every writer composes: this package's single writes and the import's set-based batch."""
+
+from app.core.driver import prepare
+from app.services.audit.entries import INSERT_AUDIT_ENTRY
+from app.services.changes.feed import INSERT_CHANGE
+from app.services.optouts.objections import INSERT_OBJECTION
+
+# What a consent needs to know: the subject, the purpose, the policy version and the
+# recipient (each NULL when unknown), and what the receipt shows.
+CONTEXT = """
+SELECT s.id AS subject_id, s.email_hash, s.erased_at,
+       p.key AS purpose_key, p.description, p.direct_marketing,
+       pol.version AS policy_version, pol.url AS policy_url,
+       (SELECT key FROM recipients WHERE key = CAST(:recipient AS text)) AS recipient_key,
+       ARRAY(SELECT name FROM recipients WHERE CAST(:purpose AS text) = ANY (purposes)
+             ORDER BY name) AS third_parties
+FROM (SELECT 1) one
+LEFT JOIN subjects s ON s.id = CAST(:sid AS uuid)
+     OR (s.email = CAST(:email AS text) AND s.erased_at IS NULL)
+LEFT JOIN purposes p ON p.key = CAST(:purpose AS text)
+LEFT JOIN policies pol ON pol.version = CAST(:policy AS text)
+"""
+LOOKUP = prepare(CONTEXT)
+
+# The one write of a consent event's facts, as fragments every writer composes (this
+# module's single writes, and the import's set-based batch): the notice, the event, the
+# current state where the newest `occurred_at` wins, then the feed and audit entries.
+INSERT_NOTICE = "INSERT INTO consent_notices (sha256, text)"
+INSERT_CONSENT_EVENT = """INSERT INTO consent_events (id, subject_id, purpose, recipient,
+    action, method, policy_version, notice_sha256, form_id, page_url, user_agent,
+    occurred_at, recorded_at, recorded_by_key_id, recorded_by, conflict)"""
+INSERT_CONSENT_STATE = (
+    "INSERT INTO consent_state (subject_id, purpose, recipient, status, event_id, occurred_at)"
+)
+# A later `occurred_at` replaces the state; an earlier one (a late delivery) does not.
+NEWEST_EVENT_WINS = """ON CONFLICT (subject_id, purpose, recipient) DO UPDATE
+    SET status = EXCLUDED.status, event_id = EXCLUDED.event_id,
+        occurred_at = EXCLUDED.occurred_at
+    WHERE consent_state.occurred_at <= EXCLUDED.occurred_at"""
+
+# Storing one event: the notice, the event, the current state, the change-feed entry and the
+# audit entry. `{proceed}` is a condition the subject row must meet besides being live.
+WRITE_CTES = f"""
+live AS (
+  -- Waits for a concurrent erasure and then sees it: no evidence lands on an erased subject.
+  SELECT id, email_hash FROM subjects
+  WHERE id = CAST(:subject_id AS uuid) AND erased_at IS NULL AND {{proceed}}
+  FOR SHARE
+),
+notice AS (
+  {INSERT_NOTICE}
+  SELECT CAST(:notice_sha AS text), CAST(:notice_text AS text)
+  WHERE CAST(:notice_sha AS text) IS NOT NULL AND EXISTS (SELECT 1 FROM live)
+  ON CONFLICT DO NOTHING
+),
+ev AS (
+  {INSERT_CONSENT_EVENT}
+  SELECT CAST(:id AS uuid), live.id, CAST(:purpose AS text), CAST(:recipient AS text),
+    CAST(:action AS text), CAST(:method AS text), CAST(:policy AS text),
+    CAST(:notice_sha AS text), CAST(:form_id AS text), CAST(:page_url AS text),
+    CAST(:user_agent AS text), CAST(:occurred_at AS timestamptz), now(),
+    CAST(:key_id AS uuid), CAST(:key_name AS text), CAST(:conflict AS text)
+  FROM live
+  RETURNING *
+),
+state AS (
+  {INSERT_CONSENT_STATE}
+  SELECT subject_id, purpose, coalesce(recipient, ''), action, id, occurred_at FROM ev
+  {NEWEST_EVENT_WINS}
+),
+feed AS (
+  {INSERT_CHANGE}
+  SELECT 'consent.' || ev.action, ev.subject_id, live.email_hash, ev.purpose, ev.recorded_at
+  FROM ev CROSS JOIN live
+),
+audited AS (
+  {INSERT_AUDIT_ENTRY}
+  SELECT :key_id, :key_name, :key_role, 'consent.' || action, 'consent_event', id::text,
+    jsonb_build_object('subject_id', subject_id, 'purpose', purpose, 'recipient', recipient,
+                       'method', method, 'policy_version', policy_version,
+                       'notice_sha256', notice_sha256, 'conflict', conflict)
+  FROM ev
+)
+"""  # noqa: S608 - constant SQL
+WRITE = prepare("WITH" + WRITE_CTES.format(proceed="true") + "SELECT * FROM ev")  # noqa: S608 - constant SQL
+
+# The usual consent (a known subject id, no GPC) in one round trip: the lookup, and the
+# write only where the lookup found everything the request names. The lookup's columns
+# come back beside the event's (the event's are NULL when nothing was written).
+EVERYTHING_NAMED_IS_KNOWN = """(
+  SELECT c.purpose_key IS NOT NULL
+    AND (CAST(:policy AS text) IS NULL OR c.policy_version IS NOT NULL)
+    AND (CAST(:recipient AS text) IS NULL OR c.recipient_key IS NOT NULL)
+  FROM ctx c)"""
+CONTEXT_BESIDE_EVENT = """
+SELECT c.subject_id AS known_subject_id, c.email_hash AS known_email_hash,
+  c.purpose_key, c.description, c.direct_marketing, c.policy_version AS known_policy_version,
+  c.policy_url, c.recipient_key, c.third_parties, ev.*
+FROM ctx c LEFT JOIN ev ON true"""
+LOOKUP_AND_WRITE = prepare(
+    f"WITH ctx AS ({CONTEXT}),"
+    + WRITE_CTES.format(proceed=EVERYTHING_NAMED_IS_KNOWN)
+    + CONTEXT_BESIDE_EVENT
+)
+
+# A new objection goes into the change feed with it (sync must stop pushing the subject).
+OBJECT = prepare(f"""
+WITH o AS (
+  {INSERT_OBJECTION}
+  VALUES (:subject_id, :purpose, :source, now())
+  ON CONFLICT (subject_id, purpose) DO NOTHING
+  RETURNING subject_id, purpose
+)
+{INSERT_CHANGE}
+SELECT 'objection', subject_id, CAST(:email_hash AS text), purpose, now() FROM o
+""")  # noqa: S608 - constant SQL
+CURRENT = prepare(
+    "SELECT status, event_id FROM consent_state WHERE subject_id = :s"
+    " AND purpose = :p AND recipient = ''"
+)

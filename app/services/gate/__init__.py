@@ -1,0 +1,1 @@
+"""The decision gate: the one SQL predicate, single decisions, batches, audiences."""

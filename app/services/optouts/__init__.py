@@ -1,0 +1,1 @@
+"""Marketing opt-outs (by e-mail hash) and objections (Art 21)."""

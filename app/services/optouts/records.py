@@ -1,0 +1,104 @@
+"""Marketing opt-outs (§10, Art 21(2)-(3), PECR), keyed by HMAC of the normalised e-mail so
+they outlive the subject's erasure and apply to any later subject with that e-mail."""
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.auth import Principal
+from app.core.crypto import email_hash
+from app.models.optout import OptOutCheck, OptOutCreate, OptOutPublic
+from app.services.audit import entries as audit
+from app.services.changes import feed as changes
+
+# The one INSERT of an opt-out (a new one below, and one carried to a new address).
+INSERT_OPTOUT = (
+    "INSERT INTO marketing_optouts (id, email_hash, channel, source, reason, created_at)"
+)
+INSERT = text(
+    INSERT_OPTOUT + " VALUES (gen_random_uuid(), :h, :channel, :source, :reason, now())"
+    " ON CONFLICT (email_hash, channel) DO NOTHING"
+    " RETURNING id, channel, source, reason, created_at"
+)
+EXISTING = text(
+    "SELECT id, channel, source, reason, created_at FROM marketing_optouts"
+    " WHERE email_hash = :h AND channel = :channel"
+)
+
+
+async def record_optout(
+    session: AsyncSession, principal: Principal, *, data: OptOutCreate
+) -> tuple[OptOutPublic, bool]:
+    """Returns the opt-out and whether it is new (a repeat returns the first one)."""
+    return await record_optout_hash(
+        session,
+        principal,
+        email_hash=email_hash(data.email),
+        channel=data.channel,
+        source=data.source,
+        reason=data.reason,
+    )
+
+
+async def record_optout_hash(
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    email_hash: str,
+    channel: str,
+    source: str,
+    reason: str | None,
+) -> tuple[OptOutPublic, bool]:
+    """The same, from the keyed hash (a rights request may outlive the clear e-mail)."""
+    params = {"h": email_hash, "channel": channel, "source": source, "reason": reason}
+    row = (await session.execute(INSERT, params)).first()
+    created = row is not None
+    if row is None:
+        row = (await session.execute(EXISTING, params)).one()
+    else:
+        subject_id = (
+            await session.execute(
+                text("SELECT id FROM subjects WHERE email_hash = :h AND erased_at IS NULL"),
+                {"h": email_hash},
+            )
+        ).scalar_one_or_none()
+        await changes.append(session, "optout", subject_id=subject_id, email_hash=email_hash)
+        await audit.record(
+            session,
+            principal,
+            "optout.create",
+            "optout",
+            row.id,
+            channel=channel,
+            source=source,
+            subject_id=str(subject_id),
+        )
+    return OptOutPublic.model_validate(row._mapping), created
+
+
+async def check(session: AsyncSession, *, email: str) -> OptOutCheck:
+    channels = (
+        (
+            await session.execute(
+                text(
+                    "SELECT channel FROM marketing_optouts WHERE email_hash = :h ORDER BY channel"
+                ),
+                {"h": email_hash(email)},
+            )
+        )
+        .scalars()
+        .all()
+    )
+    return OptOutCheck(opted_out=bool(channels), channels=list(channels))  # type: ignore[arg-type]
+
+
+CARRY = text(
+    INSERT_OPTOUT + " SELECT gen_random_uuid(), :new, channel, source, reason, created_at"  # noqa: S608 - constant SQL
+    " FROM marketing_optouts WHERE email_hash = :old ON CONFLICT DO NOTHING"
+)
+
+
+async def carry_to_new_address(session: AsyncSession, old_hash: str, new_hash: str | None) -> None:
+    """A marketing objection belongs to the person, not to an address they stopped using:
+    the opt-outs of the old address hold for the new one too."""
+    if new_hash is not None:
+        await session.execute(CARRY, {"old": old_hash, "new": new_hash})

@@ -1,0 +1,1 @@
+"""The person's own door: signed links and what the pages do."""

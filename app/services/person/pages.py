@@ -1,0 +1,394 @@
+"""The person's own door (§10, Art 7(3), Art 21(2)-(3), PECR reg 22): signed links, the
+one-click unsubscribe and the preference page.
+
+Every change goes through the ordinary services (consent events, opt-outs, rights
+requests), so it is audited and in the change feed exactly like one made through the API.
+The actor is the person holding the signed link, not an API key.
+"""
+
+import hashlib
+import re
+import uuid
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.auth import Principal
+from app.core.config import Settings
+from app.core.errors import Conflict, NotFound, ServiceUnavailable, Unprocessable
+from app.core.link_tokens import LinkClaims, sign_link
+from app.models.base import utcnow
+from app.models.consent import ConsentEventCreate, EvidenceCreate
+from app.models.link import ONE_CLICK, EmailHeaders, LinkCreate, LinkPublic
+from app.models.rights import RightsRequestCreate
+from app.models.text import replace_unsafe
+from app.services.audit import entries as audit
+from app.services.catalogue import entries as catalogue
+from app.services.consent import events as consent
+from app.services.optouts import records as optouts
+from app.services.rights import requests as rights
+from app.services.subjects import records as subjects
+
+# Audit entries and consent events name this actor: the person holding a signed link. Its
+# key id is the API key that minted the link (zero for links minted before that was kept).
+PERSON = Principal(
+    key_id=uuid.UUID(int=0), name="person (signed link)", role="subject", scopes=frozenset()
+)
+# Which keys may put a preference-page URL in an e-mail: the page shows the person's data
+# and acts for them, so only the CRM, which holds that data anyway, may mint one.
+PREFERENCE_LINK_SCOPE = "links:preference"
+
+
+def link_holder(claims: LinkClaims) -> Principal:
+    """The actor of whatever is done through this link: the person, on the minting key."""
+    return replace(PERSON, key_id=claims.minted_by or PERSON.key_id)
+
+
+ONE_CLICK_REASON = "one-click unsubscribe (RFC 8058)"
+PAGE_FORM_ID = "preference-page"
+# The rights a person can start from the page, in plain words (withdrawing consent and
+# objecting to marketing have buttons of their own, but are offered here too).
+REQUEST_TYPES: dict[str, str] = {
+    "access": "Send me a copy of the data you hold about me",
+    "rectification": "Correct data you hold about me",
+    "erasure": "Erase the data you hold about me",
+    "portability": "Give me my data in a portable format",
+    "restriction": "Stop using my data while a question is settled",
+    "object_marketing": "Object to direct marketing",
+    "object_processing": "Object to other processing based on your legitimate interests",
+}
+_SECTION_REF = re.compile(r"\s*\(§[^)]*\)\s*$")
+
+
+class LinkGone(Exception):
+    """The link is genuine but no longer leads to anyone (erased, or the e-mail changed)."""
+
+
+def plain(description: str) -> str:
+    """A catalogue description without its policy clause reference."""
+    return _SECTION_REF.sub("", description)
+
+
+def notice_text(settings: Settings, description: str) -> str:
+    """The exact wording shown beside a "give consent" button, and stored with the event.
+    A control character in the catalogue's description is replaced (as the page shows it):
+    the notice must pass the checks every recorded notice passes."""
+    what = replace_unsafe(plain(description), allow_newline=True)
+    return (
+        f"I agree that {settings.controller_name} may use my name and e-mail address for: "
+        f"{what}. I can withdraw this at any time on this page or from the "
+        "link in any e-mail you send me."
+    )
+
+
+def notice_sha(notice: str) -> str:
+    return hashlib.sha256(notice.encode()).hexdigest()
+
+
+def _expiry(days: int) -> datetime:
+    return (utcnow() + timedelta(days=days)).replace(microsecond=0)
+
+
+async def issue_links(
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    subject_id: uuid.UUID,
+    data: LinkCreate,
+    settings: Settings,
+) -> LinkPublic:
+    """Sign an unsubscribe link for a live subject (and a purpose), and a preference link
+    where the caller may mint one (PREFERENCE_LINK_SCOPE). Each carries the caller's key id."""
+    if settings.env != "development" and not settings.public_base_url.startswith("https://"):
+        raise ServiceUnavailable(
+            "Set CONSENT_PUBLIC_BASE_URL to this service's public https:// address."
+        )
+    subject = await subjects.get_subject(session, subject_id)
+    if subject.erased_at is not None or subject.email_hash is None:
+        raise Conflict("The subject has been erased or has no e-mail address.")
+    if data.purpose is not None:
+        await catalogue.require_purposes(session, [data.purpose])
+    base = settings.public_base_url.rstrip("/")
+    expiries = {"u": _expiry(settings.unsubscribe_link_days)}
+    if PREFERENCE_LINK_SCOPE in principal.scopes:
+        expiries["p"] = _expiry(settings.preference_link_days)
+    tokens = {
+        kind: sign_link(
+            settings,
+            kind=kind,  # type: ignore[arg-type]
+            subject_id=subject.id,
+            email_hash=subject.email_hash,
+            purpose=data.purpose,
+            expires_at=int(at.timestamp()),
+            minted_by=principal.key_id,
+        )
+        for kind, at in expiries.items()
+    }
+    await audit.record(
+        session,
+        principal,
+        "link.create",
+        "subject",
+        subject.id,
+        purpose=data.purpose,
+        unsubscribe_expires_at=expiries["u"].isoformat(),
+        preference_expires_at=expiries["p"].isoformat() if "p" in expiries else None,
+    )
+    unsubscribe_url = f"{base}/u/{tokens['u']}"
+    return LinkPublic(
+        unsubscribe_url=unsubscribe_url,
+        unsubscribe_expires_at=expiries["u"],
+        preference_url=f"{base}/p/{tokens['p']}" if "p" in tokens else None,
+        preference_expires_at=expiries.get("p"),
+        headers=EmailHeaders.model_validate(
+            {"List-Unsubscribe": f"<{unsubscribe_url}>", "List-Unsubscribe-Post": ONE_CLICK}
+        ),
+    )
+
+
+async def unsubscribe(session: AsyncSession, claims: LinkClaims) -> bool:
+    """RFC 8058: opt the e-mail the link was made for out of marketing e-mail. Keyed by the
+    e-mail's hash, so it works after erasure too. True when new, False on a repeat."""
+    reason = ONE_CLICK_REASON + (f" from {claims.purpose}" if claims.purpose else "")
+    _, created = await optouts.record_optout_hash(
+        session,
+        link_holder(claims),
+        email_hash=claims.email_hash,
+        channel="email",
+        source="email_link",
+        reason=reason,
+    )
+    return created
+
+
+@dataclass
+class PurposeRow:
+    key: str
+    recipient: str | None
+    recipient_name: str | None
+    description: str
+    status: str | None  # given | withdrawn | None (never asked)
+    since: datetime | None
+    direct_marketing: bool
+    can_give: bool
+    notice: str | None = None
+    notice_sha256: str | None = None
+
+
+@dataclass
+class PageData:
+    name: str | None
+    email: str
+    purpose: str | None
+    policy_version: str | None
+    purposes: list[PurposeRow]
+    optout_channels: list[str]
+    requests: list[dict[str, Any]] = field(default_factory=list)
+
+
+async def _live_subject(session: AsyncSession, claims: LinkClaims) -> Any:
+    """The subject, only while it is live and still has the e-mail the link was sent to: an
+    old address (perhaps someone else's now) never sees the new one's data."""
+    try:
+        subject = await subjects.get_subject(session, claims.subject_id)
+    except NotFound:
+        raise LinkGone from None
+    if subject.erased_at is not None or subject.email_hash != claims.email_hash:
+        raise LinkGone
+    return subject
+
+
+async def current_policy(session: AsyncSession) -> str | None:
+    return (
+        await session.execute(
+            text(
+                "SELECT version FROM policies"
+                " ORDER BY published_at DESC NULLS LAST, created_at DESC LIMIT 1"
+            )
+        )
+    ).scalar_one_or_none()
+
+
+PURPOSES_WITH_STATE = text("""
+SELECT p.key, p.description, p.direct_marketing, 'consent' = ANY (p.allowed_bases) AS by_consent,
+       nullif(cs.recipient, '') AS recipient, r.name AS recipient_name, cs.status, cs.occurred_at
+FROM purposes p
+LEFT JOIN consent_state cs ON cs.purpose = p.key AND cs.subject_id = :s
+LEFT JOIN recipients r ON r.key = nullif(cs.recipient, '')
+WHERE cs.subject_id IS NOT NULL OR 'consent' = ANY (p.allowed_bases)
+ORDER BY p.key, cs.recipient
+""")
+
+
+async def page_data(session: AsyncSession, claims: LinkClaims, settings: Settings) -> PageData:
+    subject = await _live_subject(session, claims)
+    rows = (await session.execute(PURPOSES_WITH_STATE, {"s": subject.id})).all()
+    purposes = []
+    for r in rows:
+        # Transfer consent is per recipient (§8): it can be withdrawn here, given elsewhere.
+        can_give = r.by_consent and r.key != "international_transfer" and r.status != "given"
+        row = PurposeRow(
+            key=r.key,
+            recipient=r.recipient,
+            recipient_name=r.recipient_name,
+            description=plain(r.description),
+            status=r.status,
+            since=r.occurred_at,
+            direct_marketing=r.direct_marketing,
+            can_give=can_give,
+        )
+        if can_give:
+            row.notice = notice_text(settings, r.description)
+            row.notice_sha256 = notice_sha(row.notice)
+        if row.status is not None or can_give:
+            purposes.append(row)
+    # The purpose the e-mail was about comes first.
+    purposes.sort(key=lambda p: p.key != claims.purpose)
+    channels = (
+        await session.execute(
+            text("SELECT channel FROM marketing_optouts WHERE email_hash = :h ORDER BY channel"),
+            {"h": claims.email_hash},
+        )
+    ).scalars()
+    requests = (
+        await session.execute(
+            text(
+                "SELECT type, status, received_at, due_at FROM rights_requests"
+                " WHERE subject_id = :s ORDER BY received_at DESC LIMIT 20"
+            ),
+            {"s": subject.id},
+        )
+    ).all()
+    return PageData(
+        name=subject.name,
+        email=subject.email,
+        purpose=claims.purpose,
+        policy_version=await current_policy(session),
+        purposes=purposes,
+        optout_channels=list(channels),
+        requests=[
+            {**r._mapping, "label": REQUEST_TYPES.get(r.type, r.type.replace("_", " "))}
+            for r in requests
+        ],
+    )
+
+
+def _evidence(settings: Settings, user_agent: str | None) -> EvidenceCreate:
+    # The page's address without its token: the token is a credential, never stored. The
+    # person did nothing wrong if their browser (or something on the way) sent control or
+    # bidi characters in its User-Agent: those are replaced by U+FFFD, never refused.
+    return EvidenceCreate(
+        form_id=PAGE_FORM_ID,
+        page_url=settings.public_base_url.rstrip("/") + "/p/",
+        user_agent=(user_agent or None) and replace_unsafe(user_agent[:1000]),
+    )
+
+
+async def withdraw(
+    session: AsyncSession,
+    claims: LinkClaims,
+    settings: Settings,
+    *,
+    purpose: str,
+    recipient: str | None,
+    user_agent: str | None,
+) -> None:
+    subject = await _live_subject(session, claims)
+    status = (
+        await session.execute(
+            text(
+                "SELECT status FROM consent_state WHERE subject_id = :s AND purpose = :p"
+                " AND recipient = :r"
+            ),
+            {"s": subject.id, "p": purpose, "r": recipient or ""},
+        )
+    ).scalar_one_or_none()
+    if status != "given":  # a second click, or a stale page: nothing to withdraw
+        return
+    data = ConsentEventCreate.model_validate(
+        {
+            "subject_id": subject.id,
+            "purpose": purpose,
+            "recipient": recipient or None,
+            "action": "withdrawn",
+            "method": "web_form",
+            "evidence": _evidence(settings, user_agent),
+        }
+    )
+    await consent.record_consent(session, link_holder(claims), data=data)
+
+
+async def give(
+    session: AsyncSession,
+    claims: LinkClaims,
+    settings: Settings,
+    *,
+    purpose: str,
+    shown_sha256: str,
+    shown_policy: str,
+    user_agent: str | None,
+) -> None:
+    """Give consent back with the wording shown and the policy version shown; if either
+    changed since the page was rendered, nothing is recorded and the person sees the new one."""
+    subject = await _live_subject(session, claims)
+    description = (
+        await session.execute(
+            text(
+                "SELECT description FROM purposes WHERE key = :k AND 'consent' = ANY(allowed_bases)"
+                " AND key <> 'international_transfer'"
+            ),
+            {"k": purpose},
+        )
+    ).scalar_one_or_none()
+    if description is None:
+        raise Unprocessable("This choice cannot be given here.")
+    notice = notice_text(settings, description)
+    policy = await current_policy(session)
+    if notice_sha(notice) != shown_sha256 or policy != shown_policy:
+        raise Conflict("The wording or the privacy policy changed; please read it again.")
+    data = ConsentEventCreate.model_validate(
+        {
+            "subject_id": subject.id,
+            "purpose": purpose,
+            "action": "given",
+            "method": "web_form",
+            "policy_version": policy,
+            "notice_text": notice,
+            "evidence": _evidence(settings, user_agent),
+        }
+    )
+    await consent.record_consent(session, link_holder(claims), data=data)
+
+
+async def opt_out_all(session: AsyncSession, claims: LinkClaims) -> None:
+    await _live_subject(session, claims)
+    await optouts.record_optout_hash(
+        session,
+        link_holder(claims),
+        email_hash=claims.email_hash,
+        channel="all",
+        source="email_link",
+        reason="preference page: no marketing at all",
+    )
+
+
+async def start_request(
+    session: AsyncSession, claims: LinkClaims, *, type_: str, details: str | None
+) -> Any:
+    """A rights request, received now and left `received`: a link proves only that someone
+    holds an e-mail we sent (or a copy of it), not who they are, so its identity is verified
+    as for any request (by the CRM, or by the person confirming from the address)."""
+    subject = await _live_subject(session, claims)
+    if type_ not in REQUEST_TYPES:
+        raise Unprocessable("Choose one of the listed requests.")
+    data = RightsRequestCreate.model_validate(
+        {"type": type_, "subject_id": subject.id, "details": (details or "").strip() or None}
+    )
+    return await rights.create_request(session, link_holder(claims), data=data)
+
+
+def expires(claims: LinkClaims) -> datetime:
+    return datetime.fromtimestamp(claims.expires_at, UTC)

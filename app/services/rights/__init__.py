@@ -1,0 +1,1 @@
+"""Data-subject-rights requests: the lifecycle, deadlines, fulfilment, erasure."""

@@ -1,0 +1,396 @@
+"""Rights requests: lifecycle, deadlines, listing and the report (§10, Art 12-22).
+
+received -> identity_verified -> completed | rejected; `extended` is a flag set once, before
+the due date. Every transition appends an event and an audit entry; completing performs
+the request (app.services.rights.fulfilment) in the same transaction.
+"""
+
+import statistics
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from pydantic_core import to_jsonable_python
+from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from app.core.auth import Principal
+from app.core.crypto import email_hash
+from app.core.errors import Conflict, NotFound, Unprocessable
+from app.core.pagination import Page, decode_time_cursor, encode_time_cursor, page_of
+from app.models.base import utcnow
+from app.models.rights import (
+    OPEN_STATUSES,
+    Complete,
+    Extend,
+    Reject,
+    RightsReport,
+    RightsRequest,
+    RightsRequestCreate,
+    RightsRequestEvent,
+    RightsRequestPublic,
+    VerifyIdentity,
+)
+from app.models.subject import Subject
+from app.services.audit import entries as audit
+from app.services.changes import feed as changes
+from app.services.rights import fulfilment
+from app.services.rights.deadlines import days_paused, due_date, today_uk
+
+CLOCK_SKEW = timedelta(minutes=5)
+
+
+def to_public(
+    req: RightsRequest, events: list[RightsRequestEvent] | None = None
+) -> RightsRequestPublic:
+    outcome = (req.result or {}).get("outcome")
+    history = [
+        {
+            "action": e.action,
+            "actor": e.actor,
+            "at": e.at.isoformat(),
+            **({"detail": e.detail.get("public")} if e.detail and e.detail.get("public") else {}),
+        }
+        for e in events or []
+    ]
+    paused = req.paused_since is not None
+    overdue = req.status in OPEN_STATUSES and not paused and req.due_at < today_uk()
+    return RightsRequestPublic.model_validate(
+        {
+            **req.model_dump(),
+            "overdue": overdue,
+            "outcome": outcome,
+            "history": history,
+            "paused": paused,
+        }
+    )
+
+
+def end_pause(req: RightsRequest) -> int:
+    """Restart a stopped clock: the paused calendar days move the due date (0 if running)."""
+    if req.paused_since is None:
+        return 0
+    days = days_paused(req.paused_since, utcnow())
+    req.paused_days += days
+    req.due_at = due_date(req.received_at, req.extended_months, req.paused_days)
+    req.paused_since, req.pause_reason = None, None
+    return days
+
+
+async def _event(
+    session: AsyncSession,
+    principal: Principal,
+    req: RightsRequest,
+    action: str,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    await session.execute(
+        insert(RightsRequestEvent).values(
+            request_id=req.id, action=action, actor=principal.name, at=utcnow(), detail=detail
+        )
+    )
+    public = (detail or {}).get("public") or {}
+    await audit.record(
+        session,
+        principal,
+        f"rights_request.{action}",
+        "rights_request",
+        req.id,
+        type=req.type,
+        status=req.status,
+        **public,
+    )
+
+
+async def create_request(
+    session: AsyncSession, principal: Principal, *, data: RightsRequestCreate
+) -> RightsRequest:
+    now = utcnow()
+    received_at = data.received_at or now
+    if received_at > now + CLOCK_SKEW:
+        raise Unprocessable(
+            "`received_at` is in the future: give when the request arrived (any past date).",
+            field="received_at",
+        )
+    subject_id, hashed = data.subject_id, None
+    if data.subject_id is not None:
+        subject = await session.get(Subject, data.subject_id)
+        if subject is None:
+            raise NotFound("No subject with this id.")
+        hashed = subject.email_hash
+    else:
+        assert data.email is not None
+        hashed = email_hash(data.email)
+        # An e-mail we do not know is still a valid request: the answer may be "nothing held".
+        subject_id = (
+            await session.execute(
+                select(col(Subject.id)).where(
+                    col(Subject.email) == data.email, col(Subject.erased_at).is_(None)
+                )
+            )
+        ).scalar_one_or_none()
+    req = RightsRequest(
+        id=uuid.uuid4(),
+        type=data.type,
+        subject_id=subject_id,
+        email=data.email,
+        email_hash=hashed,
+        details=data.details,
+        status="received",
+        received_at=received_at,
+        due_at=due_date(received_at),
+        created_by=principal.name,
+        updated_at=now,
+    )
+    session.add(req)
+    await session.flush()
+    await _event(session, principal, req, "received", {"public": {"due_at": str(req.due_at)}})
+    return req
+
+
+async def get_request(session: AsyncSession, request_id: uuid.UUID) -> RightsRequest:
+    req = await session.get(RightsRequest, request_id)
+    if req is None:
+        raise NotFound("No rights request with this id.")
+    return req
+
+
+async def get_with_history(session: AsyncSession, request_id: uuid.UUID) -> RightsRequestPublic:
+    req = await get_request(session, request_id)
+    events = list(
+        (
+            await session.execute(
+                select(RightsRequestEvent)
+                .where(col(RightsRequestEvent.request_id) == request_id)
+                .order_by(col(RightsRequestEvent.id))
+            )
+        ).scalars()
+    )
+    return to_public(req, events)
+
+
+def _require(req: RightsRequest, allowed: tuple[str, ...], action: str) -> None:
+    if req.status not in allowed:
+        raise Conflict(f"A `{req.status}` request cannot be {action}.", status_now=req.status)
+
+
+async def _locked(session: AsyncSession, request_id: uuid.UUID) -> RightsRequest:
+    """The request row, locked: two transitions of one request never interleave."""
+    req = (
+        await session.execute(
+            select(RightsRequest).where(col(RightsRequest.id) == request_id).with_for_update()
+        )
+    ).scalar_one_or_none()
+    if req is None:
+        raise NotFound("No rights request with this id.")
+    return req
+
+
+async def verify_identity(
+    session: AsyncSession, principal: Principal, *, request_id: uuid.UUID, data: VerifyIdentity
+) -> RightsRequest:
+    req = await _locked(session, request_id)
+    _require(req, ("received",), "verified")
+    req.status, req.identity_method, req.identity_note = "identity_verified", data.method, data.note
+    req.updated_at = utcnow()
+    await session.flush()
+    await _event(session, principal, req, "identity_verified", {"public": {"method": data.method}})
+    return req
+
+
+async def extend(
+    session: AsyncSession, principal: Principal, *, request_id: uuid.UUID, data: Extend
+) -> RightsRequest:
+    req = await _locked(session, request_id)
+    _require(req, OPEN_STATUSES, "extended")
+    if req.extended_months:
+        raise Conflict("The request was already extended; Art 12(3) allows it once.")
+    if today_uk() > req.due_at:
+        raise Conflict("The due date has passed; an extension must come before it.")
+    req.extended_months, req.extension_reason = data.months, data.reason
+    req.due_at = due_date(req.received_at, data.months, req.paused_days)
+    req.updated_at = utcnow()
+    await session.flush()
+    await _event(
+        session,
+        principal,
+        req,
+        "extended",
+        {"public": {"months": data.months, "due_at": str(req.due_at)}},
+    )
+    return req
+
+
+async def complete(
+    session: AsyncSession, principal: Principal, *, request_id: uuid.UUID, data: Complete
+) -> RightsRequest:
+    """Perform the request, then mark it completed, in one transaction."""
+    req = await _locked(session, request_id)
+    _require(req, ("identity_verified",), "completed (identity must be verified first)")
+    result, private = await fulfilment.perform(session, principal, req, data)
+    end_pause(req)  # answering ends any wait
+    req.status, req.completed_at, req.updated_at = "completed", utcnow(), utcnow()
+    req.purposes = data.purposes
+    req.result = to_jsonable_python(result)
+    await session.flush()
+    await _event(
+        session,
+        principal,
+        req,
+        "completed",
+        to_jsonable_python(
+            {"public": result.get("outcome"), **({"private": private} if private else {})}
+        ),
+    )
+    return req
+
+
+async def reject(
+    session: AsyncSession, principal: Principal, *, request_id: uuid.UUID, data: Reject
+) -> RightsRequest:
+    req = await _locked(session, request_id)
+    _require(req, OPEN_STATUSES, "rejected")
+    end_pause(req)
+    req.status, req.rejection_code = "rejected", data.code
+    req.rejection_article, req.rejection_reason = data.article, data.reason
+    req.completed_at = req.updated_at = utcnow()
+    await session.flush()
+    await _event(session, principal, req, "rejected", {"public": {"code": data.code}})
+    return req
+
+
+def _overdue() -> tuple[Any, ...]:
+    """Open, past due and not paused (a stopped clock is not overdue)."""
+    return (
+        col(RightsRequest.status).in_(OPEN_STATUSES),
+        col(RightsRequest.paused_since).is_(None),
+        col(RightsRequest.due_at) < today_uk(),
+    )
+
+
+async def list_requests(
+    session: AsyncSession,
+    *,
+    status: str | None,
+    type_: str | None,
+    overdue: bool,
+    limit: int,
+    cursor: str | None,
+    paused: bool | None = None,
+) -> Page[RightsRequestPublic]:
+    stmt = select(RightsRequest).order_by(col(RightsRequest.received_at), col(RightsRequest.id))
+    if status is not None:
+        stmt = stmt.where(col(RightsRequest.status) == status)
+    if type_ is not None:
+        stmt = stmt.where(col(RightsRequest.type) == type_)
+    if overdue:
+        stmt = stmt.where(*_overdue())
+    if paused is not None:
+        stmt = stmt.where(
+            col(RightsRequest.paused_since).is_not(None)
+            if paused
+            else col(RightsRequest.paused_since).is_(None)
+        )
+    after = decode_time_cursor(cursor)
+    if after is not None:
+        at, last = after
+        stmt = stmt.where(
+            or_(
+                col(RightsRequest.received_at) > at,
+                and_(col(RightsRequest.received_at) == at, col(RightsRequest.id) > last),
+            )
+        )
+    rows = list((await session.execute(stmt.limit(limit + 1))).scalars())
+    return page_of(rows, limit, lambda r: encode_time_cursor(r.received_at, r.id), to_public)
+
+
+async def report(session: AsyncSession) -> RightsReport:
+    by_type = dict(
+        (
+            await session.execute(
+                select(col(RightsRequest.type), func.count()).group_by(col(RightsRequest.type))
+            )
+        ).all()
+    )
+    by_status = dict(
+        (
+            await session.execute(
+                select(col(RightsRequest.status), func.count()).group_by(col(RightsRequest.status))
+            )
+        ).all()
+    )
+    overdue = (
+        await session.execute(
+            select(
+                col(RightsRequest.id),
+                col(RightsRequest.type),
+                col(RightsRequest.status),
+                col(RightsRequest.due_at),
+            )
+            .where(*_overdue())
+            .order_by(col(RightsRequest.due_at))
+        )
+    ).all()
+    durations = (
+        (
+            await session.execute(
+                select(
+                    func.extract(
+                        "epoch", col(RightsRequest.completed_at) - col(RightsRequest.received_at)
+                    )
+                ).where(col(RightsRequest.status) == "completed")
+            )
+        )
+        .scalars()
+        .all()
+    )
+    days = [float(d) / 86400 for d in durations]
+    ended_days = (
+        await session.execute(select(func.coalesce(func.sum(col(RightsRequest.paused_days)), 0)))
+    ).scalar_one()
+    running = (
+        (
+            await session.execute(
+                select(col(RightsRequest.paused_since)).where(
+                    col(RightsRequest.paused_since).is_not(None)
+                )
+            )
+        )
+        .scalars()
+        .all()
+    )
+    now = utcnow()
+    running_days = sum(days_paused(since, now) for since in running if since is not None)
+    return RightsReport(
+        by_type=by_type,
+        by_status=by_status,
+        overdue=[
+            {"id": str(r.id), "type": r.type, "status": r.status, "due_at": str(r.due_at)}
+            for r in overdue
+        ],
+        median_days_to_complete=round(statistics.median(days), 2) if days else None,
+        completed=len(days),
+        paused=len(running),
+        days_paused=int(ended_days) + running_days,
+    )
+
+
+async def lift_restriction(
+    session: AsyncSession, principal: Principal, *, subject_id: uuid.UUID
+) -> None:
+    """Lifting a restriction (Art 18(3)) is a recorded action of its own."""
+    lifted = (
+        await session.execute(
+            update(Subject)
+            .where(col(Subject.id) == subject_id, col(Subject.restricted).is_(True))
+            .values(restricted=False, updated_at=utcnow())
+            .returning(col(Subject.email_hash))
+        )
+    ).first()
+    if lifted is None:
+        raise NotFound("The subject is not restricted.")
+    await changes.append(
+        session, "subject.unrestricted", subject_id=subject_id, email_hash=lifted.email_hash
+    )
+    await audit.record(session, principal, "subject.unrestrict", "subject", subject_id)

@@ -1,0 +1,157 @@
+"""What we hold about a person and why (Art 15), and what they gave us, portable (Art 20)."""
+
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.config import current_settings
+from app.models.base import LONDON, utcnow
+from app.models.rights import RightsRequest
+from app.models.subject import PERSONAL_FIELDS, Subject
+from app.services.consent import reading as consent_reading
+from app.services.retention import rules as retention_rules
+from app.services.retention.due import subject_due_at
+
+RIGHTS = [
+    "access: a copy of your personal data and how it is used (Art 15)",
+    "rectification of inaccurate data (Art 16)",
+    "erasure where there is no longer a lawful ground (Art 17)",
+    "restriction of processing (Art 18)",
+    "portability of data you provided, where processing rests on consent or contract (Art 20)",
+    "objection to processing on legitimate interests (Art 21(1))",
+    "objection to direct marketing, at any time (Art 21(2))",
+    "withdrawal of consent at any time (Art 7(3))",
+]
+PORTABLE_BASES = ("consent", "contract")
+
+
+def _controller() -> dict[str, str]:
+    s = current_settings()
+    return {
+        "name": s.controller_name,
+        "email": s.controller_email,
+        "phone": s.controller_phone,
+        "address": s.controller_address,
+    }
+
+
+async def _rows(session: AsyncSession, sql: str, **params: Any) -> list[dict[str, Any]]:
+    return [dict(r._mapping) for r in (await session.execute(text(sql), params)).all()]
+
+
+async def _retention(session: AsyncSession, subject: Subject) -> dict[str, Any]:
+    """The rule and the date it ends: the same SQL function as the gate and the sweep."""
+    row = await subject_due_at(
+        session, subject.id, now=utcnow(), grace_days=retention_rules.grace_days()
+    )
+    until = row.due_at.astimezone(LONDON).date().isoformat() if row.due_at else None
+    return {"rule": row.rule, "months": row.months, "until": until}
+
+
+async def access_report(
+    session: AsyncSession, req: RightsRequest, subject: Subject | None
+) -> dict[str, Any]:
+    settings = current_settings()
+    base: dict[str, Any] = {
+        "controller": _controller(),
+        "right_to_complain": f"You may complain to the {settings.supervisory_authority}.",
+        "your_rights": RIGHTS,
+        "opt_outs": await _rows(
+            session,
+            "SELECT channel, source, created_at FROM marketing_optouts"
+            " WHERE email_hash = :h ORDER BY created_at",
+            h=req.email_hash,
+        ),
+    }
+    if subject is None:
+        return {
+            **base,
+            "held": False,
+            "message": "We hold no personal data about you beyond any opt-out listed here.",
+        }
+    purposes = await _rows(
+        session,
+        "SELECT b.purpose, p.description, b.basis, b.contract_ref, b.contract_start,"
+        " b.contract_end, b.lia_ref, b.obligation,"
+        " ARRAY(SELECT r.name FROM recipients r WHERE b.purpose = ANY(r.purposes)"
+        "       ORDER BY r.name) AS recipients"
+        " FROM lawful_bases b JOIN purposes p ON p.key = b.purpose"
+        " WHERE b.subject_id = :s ORDER BY b.purpose",
+        s=subject.id,
+    )
+    history = [
+        {
+            "event_id": str(e.id),
+            "purpose": e.purpose,
+            "action": e.action,
+            "method": e.method,
+            "occurred_at": e.occurred_at.isoformat(),
+            "receipt": receipt,
+        }
+        for e, receipt in await consent_reading.history_with_receipts(
+            session, subject_id=subject.id
+        )
+    ]
+    since = req.received_at - timedelta(days=365)
+    decisions = await _rows(
+        session,
+        "SELECT purpose, recipient, allowed, reasons, decided_at FROM decisions"
+        " WHERE subject_id = :s AND decided_at >= :since ORDER BY decided_at",
+        s=subject.id,
+        since=since,
+    )
+    recipients = await _rows(
+        session,
+        "SELECT DISTINCT r.name, r.role, r.country, r.inside_eea_uk,"
+        " r.transfer_safeguard FROM recipients r JOIN lawful_bases b"
+        " ON b.purpose = ANY(r.purposes) WHERE b.subject_id = :s ORDER BY r.name",
+        s=subject.id,
+    )
+    source = (
+        await session.execute(
+            text("SELECT key, description FROM sources WHERE key = :k"), {"k": subject.source}
+        )
+    ).one()
+    return {
+        **base,
+        "held": True,
+        "data": {f: getattr(subject, f) for f in PERSONAL_FIELDS},
+        "category": subject.category,
+        "source": {
+            "key": source.key,
+            "description": source.description,
+            "detail": subject.source_detail,
+        },
+        "status": "restricted" if subject.restricted else "active",
+        "purposes": purposes,
+        "consent_history": history,
+        "decisions_last_12_months": decisions,
+        "recipients": recipients,
+        "retention": await _retention(session, subject),
+    }
+
+
+async def portable_data(session: AsyncSession, subject: Subject | None) -> dict[str, Any]:
+    """The fields the person provided, for purposes resting on consent or contract only."""
+    if subject is None:
+        return {"data": None, "included_purposes": [], "refused": "We hold no data about you."}
+    bases = (
+        await session.execute(
+            text("SELECT purpose, basis FROM lawful_bases WHERE subject_id = :s ORDER BY purpose"),
+            {"s": subject.id},
+        )
+    ).all()
+    included = [b.purpose for b in bases if b.basis in PORTABLE_BASES]
+    excluded = [b.purpose for b in bases if b.basis not in PORTABLE_BASES]
+    refused = None
+    if not included:
+        refused = "Art 20(1)(a): no purpose rests on consent or contract, so nothing is portable."
+    elif excluded:
+        refused = (
+            "Art 20(1)(a): portability covers processing based on consent or contract; "
+            f"not included for: {', '.join(excluded)}."
+        )
+    data = {f: getattr(subject, f) for f in PERSONAL_FIELDS} if included else None
+    return {"data": data, "included_purposes": included, "refused": refused}

@@ -1,0 +1,1 @@
+"""The people the service holds: create, read, update, list (one write path each)."""
