@@ -1,6 +1,8 @@
 """The SurveyMonkey side of sync (API v3). We never add contacts there; we keep the survey
-contact list to what the gate allows: contacts SurveyMonkey has as `optout` become opt-outs
-here, contacts the gate denies or who opted out are removed (DELETE /contacts/{id}: v3
+contact list to what the gate allows, and the gate is the only rule: a contact SurveyMonkey
+has as `optout` is its person's no to the purpose the list serves, recorded here as a
+withdrawal of consent (basis consent) or an objection (any other basis), so that the gate
+itself denies them; contacts the gate denies are removed (DELETE /contacts/{id}: v3
 documents no call that takes a contact off one list only), and erased subjects' contacts
 are deleted as the change feed reports the erasure."""
 
@@ -13,7 +15,8 @@ from app.integrations.http import PoliteClient
 from app.integrations.mailchimp import NotConfigured
 from app.integrations.progress import Progress
 from app.integrations.runner import in_transaction, run_forever
-from app.services import audiences, changes
+from app.services.changes import feed as changes
+from app.services.gate import audiences
 from app.services.sync import state, surveys, system_principal
 
 log = logging.getLogger("consent_api.sync")
@@ -56,7 +59,7 @@ class SurveymonkeySync:
 
     async def run_once(self) -> None:
         await in_transaction(self.maker, audiences.check_target, self.purpose, self.recipient)
-        await self.import_optouts()
+        await self.take_optouts()
         await self.follow_feed()
         await self.prune_list()
 
@@ -78,13 +81,31 @@ class SurveymonkeySync:
                 return
             page += 1
 
-    async def import_optouts(self) -> None:
+    async def take_optouts(self) -> None:
+        """Each SurveyMonkey opt-out recorded once as its person's no to the purpose (see
+        `surveys.take_optouts`); then the contacts of our subjects the gate now denies are
+        removed. An address that is no subject of ours is left to the controller."""
         self.progress.start("surveymonkey opt-outs")
+        doomed: list[str] = []
         async for data in self._pages("/contacts", status="optout"):
-            emails = [str(c.get("email", "")) for c in data]
-            new = await in_transaction(self.maker, surveys.import_optouts, self.principal, emails)
-            self.progress.advance(len(data), new=new)
-        self.progress.finish()
+            contacts = [(str(c["id"]), str(c.get("email", ""))) for c in data]
+            taken = await in_transaction(
+                self.maker,
+                surveys.take_optouts,
+                self.principal,
+                contacts,
+                purpose=self.purpose,
+                recipient=self.recipient,
+            )
+            doomed += [v.contact_id for v in taken.verdicts if not v.keep]
+            self.progress.advance(
+                len(data),
+                withdrawn=taken.withdrawn,
+                objected=taken.objected,
+                unknown=taken.unknown,
+            )
+        await self._delete(doomed)
+        self.progress.finish(removed=len(doomed))
 
     async def prune_list(self) -> None:
         """Judge every contact of the list; remove those the gate would not allow."""

@@ -72,8 +72,10 @@ class FakeSurveymonkey:
         list_id: str | None = "4321",
         first_name: str = "Test",
         last_name: str = "Person",
+        contact_id: str | None = None,
     ) -> str:
-        cid = str(next(self._ids))
+        """A contact (`contact_id` to put one back under the id it had)."""
+        cid = contact_id or str(next(self._ids))
         self.contacts[cid] = {
             "id": cid,
             "first_name": first_name,
