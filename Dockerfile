@@ -11,10 +11,10 @@ RUN useradd --system --create-home --uid 10001 consent \
     && mkdir -p /var/lib/consent-api && chown consent /var/lib/consent-api
 
 WORKDIR /srv/consent-api
-COPY pyproject.toml README.md alembic.ini ./
+COPY pyproject.toml constraints.txt README.md alembic.ini ./
 COPY app ./app
 COPY migrations ./migrations
-RUN pip install .
+RUN pip install -c constraints.txt .
 
 USER consent
 EXPOSE 8000

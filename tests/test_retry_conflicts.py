@@ -9,6 +9,7 @@ from sqlalchemy import text
 
 from app.core.db import SessionDep
 from app.main import create_app
+from app.services import api_keys
 
 
 async def test_a_deadlocked_request_is_retried_and_both_succeed(engine, test_settings):
@@ -30,7 +31,11 @@ async def test_a_deadlocked_request_is_retried_and_both_succeed(engine, test_set
         await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": base + second})
         return {"ok": True}
 
-    headers = {"Authorization": "Bearer cak_shape-only", "Content-Type": "application/json"}
+    # Every keyed path is authenticated before routing (app.core.auth_first): a real key.
+    async with app.state.sessionmaker() as session:
+        key = await api_keys.create_key(session, name=f"deadlock-{base}", role="crm")
+        await session.commit()
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://t", timeout=60) as client:
         one, two = await asyncio.gather(
