@@ -9,7 +9,7 @@ from sqlalchemy import text
 
 from app.core.db import SessionDep
 from app.main import create_app
-from app.services import api_keys
+from app.services.access import api_keys
 
 
 async def test_a_deadlocked_request_is_retried_and_both_succeed(engine, test_settings):
