@@ -73,6 +73,14 @@ def _batches(lines: Iterable[Line], size: int) -> Iterator[list[Line]]:
         yield batch
 
 
+async def _checked(loop: Any, validator: Any, batch: Any, catalogue: Any) -> Any:
+    """Validate a batch off the event loop: in the command's process pool (whose workers
+    were handed the settings), or in a thread that carries this context's settings."""
+    if validator is None:
+        return await asyncio.to_thread(_validate, batch, catalogue)
+    return await loop.run_in_executor(validator, _validate, batch, catalogue)
+
+
 async def run_import(
     scope: BatchScope,
     principal: Principal | None,
@@ -105,8 +113,8 @@ async def run_import(
                 break
             report.rows += len(batch)
             digest = batch_sha256(batch)
-            checked = None if digest in done else await loop.run_in_executor(
-                validator, _validate, batch, catalogue
+            checked = None if digest in done else await _checked(
+                loop, validator, batch, catalogue
             )  # fmt: skip
             if storing is not None:
                 await storing
