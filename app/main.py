@@ -1,8 +1,8 @@
 """The application factory."""
 
 import gc
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI
@@ -140,6 +140,37 @@ def create_app(
     """Build the app. Tests pass an engine and a connection to bind sessions to (and may
     pass a separate engine standing in for a read replica)."""
     settings = settings or get_settings()
+    app = FastAPI(
+        title="consent-api",
+        version="0.1.0",
+        description=API_DESCRIPTION,
+        lifespan=_lifespan(settings, engine, session_bind, read_engine),
+        generate_unique_id_function=_operation_id,
+        docs_url=None,  # served offline by app.web.docs
+        redoc_url=None,
+        redirect_slashes=False,  # issue 14: a redirect would reflect the Host header
+        # No OpenTelemetry here (metrics are Prometheus, /metrics): without this FastAPI asks
+        # OpenTelemetry for its three providers on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+    )
+    app.state.settings = settings
+    if engine is not None:  # usable without running the lifespan (tests)
+        _bind_given_engine(app, settings, engine, session_bind, read_engine)
+    errors.RETRY_AFTER_SECONDS = settings.retry_after_seconds
+    install_error_handlers(app)
+    _install_middleware(app, settings)
+    _install_routes(app, settings)
+    return app
+
+
+def _lifespan(
+    settings: Settings,
+    engine: AsyncEngine | None,
+    session_bind: Any,
+    read_engine: AsyncEngine | None,
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """The app's lifespan: opens what the app was not given (engine, driver pool, read
+    side), runs the background tasks, and closes only what it opened."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -168,29 +199,28 @@ def create_app(
                 await app.state.database.close()
                 await app.state.engine.dispose()
 
-    app = FastAPI(
-        title="consent-api",
-        version="0.1.0",
-        description=API_DESCRIPTION,
-        lifespan=lifespan,
-        generate_unique_id_function=_operation_id,
-        docs_url=None,  # served offline by app.web.docs
-        redoc_url=None,
-        redirect_slashes=False,  # issue 14: a redirect would reflect the Host header
-        # No OpenTelemetry here (metrics are Prometheus, /metrics): without this FastAPI asks
-        # OpenTelemetry for its three providers on every request.
-        telemetry={"tracing": False, "metrics": False, "logs": False},
+    return lifespan
+
+
+def _bind_given_engine(
+    app: FastAPI,
+    settings: Settings,
+    engine: AsyncEngine,
+    session_bind: Any,
+    read_engine: AsyncEngine | None,
+) -> None:
+    """A test's engine (and connection) on app.state, so the app is usable without
+    running the lifespan."""
+    app.state.engine = engine
+    app.state.sessionmaker = _sessionmaker(engine, session_bind)
+    app.state.database = (
+        Database(bound=session_bind) if session_bind is not None else Database(engine=engine)
     )
-    app.state.settings = settings
-    if engine is not None:  # usable without running the lifespan (tests)
-        app.state.engine = engine
-        app.state.sessionmaker = _sessionmaker(engine, session_bind)
-        app.state.database = (
-            Database(bound=session_bind) if session_bind is not None else Database(engine=engine)
-        )
-        _read_side(app, settings, session_bind, read_engine)
-    errors.RETRY_AFTER_SECONDS = settings.retry_after_seconds
-    install_error_handlers(app)
+    _read_side(app, settings, session_bind, read_engine)
+
+
+def _install_middleware(app: FastAPI, settings: Settings) -> None:
+    """The middleware stack, innermost first (each add_middleware wraps the ones before)."""
     app.add_middleware(RetryConflictsMiddleware)  # innermost: replays a limited body
     app.add_middleware(
         BodySizeLimitMiddleware,
@@ -207,6 +237,11 @@ def create_app(
         max_header_bytes=settings.http_max_header_bytes,
     )
     app.add_middleware(RequestContextMiddleware, settings=settings)
+
+
+def _install_routes(app: FastAPI, settings: Settings) -> None:
+    """The routers, in matching order, then the wrappers around the routing (the 405 rule
+    last, so outermost)."""
     app.include_router(probes.router)  # no key; two routes, polled often: first
     for module in API_ROUTERS:
         include_api_router(app, module.router)
@@ -219,7 +254,6 @@ def create_app(
     web_auditor.install(app)  # authenticates itself (bearer or page session)
     _problem_media_types(app)
     install_allowed_methods(app)  # last: 405s, literal paths; outside the other wrappers
-    return app
 
 
 async def _refuse_a_wrong_hash_key(app: FastAPI, settings: Settings) -> None:

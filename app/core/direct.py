@@ -140,58 +140,78 @@ def _resolver(
     before the body is read)."""
     where = f"{route.path} ({name})"
     if annotation is Request:
-
-        async def request_itself(request: Request, _: dict[str, str]) -> Any:
-            return request
-
-        return request_itself, None
+        return _request_itself, None
     meta: tuple[Any, ...] = getattr(annotation, "__metadata__", ())
     base = typing.get_args(annotation)[0] if meta else annotation
     if len(meta) == 1 and isinstance(meta[0], Depends) and meta[0].dependency is not None:
         dependency = _request_only(meta[0].dependency, where)
-
-        async def depends(request: Request, _: dict[str, str]) -> Any:
-            return await dependency(request)
-
-        return depends, dependency
+        return _from_dependency(dependency), dependency
     if len(meta) == 1 and isinstance(meta[0], Header) and meta[0].alias:
-        header = meta[0].alias.lower()
         absent = None if default is inspect.Parameter.empty else default
-
-        async def from_header(request: Request, _: dict[str, str]) -> Any:
-            values = request.headers.getlist(header)
-            if len(values) > 1:
-                return NOT_HERE
-            return values[0] if values else absent
-
-        return from_header, None
+        return _from_header(meta[0].alias.lower(), absent), None
     if meta:
         raise TypeError(f"{where}: this parameter is not served directly")
     if base is uuid.UUID and f"{{{name}}}" in route.path_format:
-
-        async def path_uuid(_: Request, path: dict[str, str]) -> Any:
-            return uuid.UUID(path[name])
-
-        return path_uuid, None
+        return _from_path_uuid(name), None
     if inspect.isclass(base) and issubclass(base, BaseModel):
-        adapter: TypeAdapter[Any] = TypeAdapter(base)
-
-        def validate(decoded: Any) -> Any:
-            try:
-                return adapter.validate_python(decoded, from_attributes=True)
-            except ValidationError:
-                return NOT_HERE
-
-        async def body(request: Request, _: dict[str, str]) -> Any:
-            decoded = await _json_body(request)
-            if decoded is NOT_HERE:
-                return NOT_HERE
-            if len(await request.body()) > OFF_LOOP_BYTES:
-                return await anyio.to_thread.run_sync(validate, decoded)
-            return validate(decoded)
-
-        return body, None
+        return _from_json_body(base), None
     raise TypeError(f"{where}: this parameter is not served directly")
+
+
+async def _request_itself(request: Request, _: dict[str, str]) -> Any:
+    return request
+
+
+def _from_dependency(dependency: Dependency) -> Resolver:
+    """A `Depends(fn)` parameter: `fn(request)`'s answer."""
+
+    async def depends(request: Request, _: dict[str, str]) -> Any:
+        return await dependency(request)
+
+    return depends
+
+
+def _from_header(header: str, absent: Any) -> Resolver:
+    """A `Header(alias=...)` parameter; a repeated header is FastAPI's to serve."""
+
+    async def from_header(request: Request, _: dict[str, str]) -> Any:
+        values = request.headers.getlist(header)
+        if len(values) > 1:
+            return NOT_HERE
+        return values[0] if values else absent
+
+    return from_header
+
+
+def _from_path_uuid(name: str) -> Resolver:
+    """A `uuid.UUID` path parameter (the route's pattern admits only the canonical form)."""
+
+    async def path_uuid(_: Request, path: dict[str, str]) -> Any:
+        return uuid.UUID(path[name])
+
+    return path_uuid
+
+
+def _from_json_body(model: type[BaseModel]) -> Resolver:
+    """The body model, validated from the JSON body as FastAPI does (a large body in a
+    worker thread); a body FastAPI would refuse is FastAPI's to serve."""
+    adapter: TypeAdapter[Any] = TypeAdapter(model)
+
+    def validate(decoded: Any) -> Any:
+        try:
+            return adapter.validate_python(decoded, from_attributes=True)
+        except ValidationError:
+            return NOT_HERE
+
+    async def body(request: Request, _: dict[str, str]) -> Any:
+        decoded = await _json_body(request)
+        if decoded is NOT_HERE:
+            return NOT_HERE
+        if len(await request.body()) > OFF_LOOP_BYTES:
+            return await anyio.to_thread.run_sync(validate, decoded)
+        return validate(decoded)
+
+    return body
 
 
 def direct_route(route: Any) -> DirectRoute:

@@ -16,6 +16,7 @@ import time
 from collections import OrderedDict, deque
 
 from prometheus_client import Counter
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.errors import problem_response
@@ -102,13 +103,7 @@ class RequestGuardMiddleware:
         path: str = scope.get("path", "")
         raw_headers = scope.get("headers") or []
         if sum(len(k) + len(v) + 4 for k, v in raw_headers) > self.max_header_bytes:
-            response = problem_response(
-                431,
-                "headers-too-large",
-                "Request header fields too large",
-                f"The limit is {self.max_header_bytes} bytes of headers.",
-            )
-            await response(scope, receive, send)
+            await _headers_too_large(self.max_header_bytes)(scope, receive, send)
             return
         headers = dict(raw_headers)
         if not is_public(path) and not (
@@ -117,38 +112,54 @@ class RequestGuardMiddleware:
             # No key at all: refused here. A well-formed key is looked up before the body is
             # read (app.core.auth_first), and a valid one is served even from an address
             # that has failed many times (the throttle refuses failures only).
-            client = client_address(scope)
-            wait = self.limiter.retry_after(client)
-            self.limiter.failed(client, "missing_or_malformed")
-            if wait:
-                AUTH_THROTTLED.inc()
-                response = problem_response(
-                    429, "too-many-requests", "Too many failed authentications", TOO_MANY_DETAIL
-                )
-                response.headers["Retry-After"] = str(wait)
-            else:
-                response = problem_response(
-                    401,
-                    "unauthorized",
-                    "Missing or invalid API key",
-                    "Send `Authorization: Bearer <api key>`.",
-                )
-            await response(scope, receive, send)
+            await self._no_key(scope)(scope, receive, send)
             return
         content_type = headers.get(b"content-type")
         if content_type is not None and _has_body(headers):
             media_type = content_type.split(b";")[0].strip().lower()
             form = path.startswith(FORM_PREFIXES) and media_type in FORM_MEDIA_TYPES
             if not (form or media_type in BODY_MEDIA_TYPES or media_type.endswith(b"+json")):
-                response = problem_response(
-                    415,
-                    "unsupported-media-type",
-                    "Unsupported media type",
-                    "Send the body as application/json.",
-                )
-                await response(scope, receive, send)
+                await _unsupported_media_type()(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+    def _no_key(self, scope: Scope) -> Response:
+        """A request without a key, counted as a failure of its address: 401, or 429 with
+        Retry-After once the address is over its allowance."""
+        client = client_address(scope)
+        wait = self.limiter.retry_after(client)
+        self.limiter.failed(client, "missing_or_malformed")
+        if wait:
+            AUTH_THROTTLED.inc()
+            response = problem_response(
+                429, "too-many-requests", "Too many failed authentications", TOO_MANY_DETAIL
+            )
+            response.headers["Retry-After"] = str(wait)
+            return response
+        return problem_response(
+            401,
+            "unauthorized",
+            "Missing or invalid API key",
+            "Send `Authorization: Bearer <api key>`.",
+        )
+
+
+def _headers_too_large(max_header_bytes: int) -> Response:
+    return problem_response(
+        431,
+        "headers-too-large",
+        "Request header fields too large",
+        f"The limit is {max_header_bytes} bytes of headers.",
+    )
+
+
+def _unsupported_media_type() -> Response:
+    return problem_response(
+        415,
+        "unsupported-media-type",
+        "Unsupported media type",
+        "Send the body as application/json.",
+    )
 
 
 def _has_body(headers: dict[bytes, bytes]) -> bool:

@@ -177,21 +177,25 @@ class RequestContextMiddleware:
                     scope, receive, send_wrapper
                 )
         finally:
-            elapsed = time.perf_counter() - t0
-            route = _route_template(scope)
-            method = scope["method"]
-            REQUESTS.labels(method, route, str(status)).inc()
-            LATENCY.labels(method, route).observe(elapsed)
-            access_log.info(
-                "request",
-                extra={
-                    "method": method,
-                    "route": route,
-                    "status": status,
-                    "duration_ms": round(elapsed * 1000, 2),
-                },
-            )
+            _count_and_log(scope, status, time.perf_counter() - t0)
             request_id_var.reset(token)
+
+
+def _count_and_log(scope: Scope, status: int, elapsed: float) -> None:
+    """The request's metrics (by route template) and its access log line."""
+    route = _route_template(scope)
+    method = scope["method"]
+    REQUESTS.labels(method, route, str(status)).inc()
+    LATENCY.labels(method, route).observe(elapsed)
+    access_log.info(
+        "request",
+        extra={
+            "method": method,
+            "route": route,
+            "status": status,
+            "duration_ms": round(elapsed * 1000, 2),
+        },
+    )
 
 
 class BodySizeLimitMiddleware:

@@ -45,23 +45,11 @@ class RetryConflictsMiddleware:
         for attempt in range(ATTEMPTS):
             replay = list(received)
             last = attempt == ATTEMPTS - 1
-
-            async def attempt_receive(replay: list[Message] = replay) -> Message:
-                if replay:
-                    return replay.pop(0)
-                return await recording_receive()
-
+            attempt_receive = _replaying(replay, recording_receive)
             held: list[Message] = []
             state = scope.setdefault("state", {})
             state.pop(FLAG, None)
-
-            async def holding_send(message: Message, held: list[Message] = held) -> None:
-                # Hold a 503 until we know whether it is a retryable loss.
-                if held or (message["type"] == "http.response.start" and message["status"] == 503):
-                    held.append(message)
-                    return
-                await send(message)
-
+            holding_send = _holding_503(held, send)
             await self.app(scope, attempt_receive if attempt else recording_receive, holding_send)
             if not held:
                 return
@@ -71,3 +59,27 @@ class RetryConflictsMiddleware:
                     await send(message)
                 return
             await asyncio.sleep(0.02 * (2**attempt) * (1 + random.random()))  # noqa: S311
+
+
+def _replaying(replay: list[Message], receive: Receive) -> Receive:
+    """The messages already received, once more, then the live (recording) stream."""
+
+    async def attempt_receive() -> Message:
+        if replay:
+            return replay.pop(0)
+        return await receive()
+
+    return attempt_receive
+
+
+def _holding_503(held: list[Message], send: Send) -> Send:
+    """`send`, except that a 503 and everything after it is kept in `held`."""
+
+    async def holding_send(message: Message) -> None:
+        # Hold a 503 until we know whether it is a retryable loss.
+        if held or (message["type"] == "http.response.start" and message["status"] == 503):
+            held.append(message)
+            return
+        await send(message)
+
+    return holding_send

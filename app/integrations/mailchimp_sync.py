@@ -56,6 +56,22 @@ def _refused(
     )
 
 
+def _unsubscribe_intents(
+    results: list[GateResult], held: dict[uuid.UUID, str], objecting: set[uuid.UUID | None]
+) -> list[state.Held]:
+    """The unsubscribes a batch is about to make: each denied, unerased subject's member
+    held there (or, after an objecting entry, the member its address would be)."""
+    return [
+        (r.subject_id, member_hash, "unsubscribed")
+        for r in results
+        if r.subject_id is not None and not r.allowed and "subject_erased" not in r.reasons
+        for member_hash in [
+            held.get(r.subject_id) or (r.email_md5 if r.subject_id in objecting else None)
+        ]
+        if member_hash
+    ]
+
+
 class MailchimpSync:
     def __init__(
         self,
@@ -240,16 +256,17 @@ class MailchimpSync:
         )
         # Written ahead: an unsubscribe MailChimp reports back (webhook or read-back) that
         # we made ourselves is then not mistaken for the person's own opt-out.
-        intents = [
-            (r.subject_id, member_hash, "unsubscribed")
-            for r in results
-            if r.subject_id is not None and not r.allowed and "subject_erased" not in r.reasons
-            for member_hash in [
-                held.get(r.subject_id) or (r.email_md5 if r.subject_id in objecting else None)
-            ]
-            if member_hash
-        ]
+        intents = _unsubscribe_intents(results, held, objecting)
         await in_transaction(self.maker, state.remember, self.target, intents)
+        return await self._push_each(results, held, objecting)
+
+    async def _push_each(
+        self,
+        results: list[GateResult],
+        held: dict[uuid.UUID, str],
+        objecting: set[uuid.UUID | None],
+    ) -> tuple[list[state.Held], list[uuid.UUID]]:
+        """Each judged subject's calls, concurrently: (members pushed, members removed)."""
         async with asyncio.TaskGroup() as group:
             tasks = [
                 group.create_task(self._one(r, held.get(r.subject_id), r.subject_id in objecting))

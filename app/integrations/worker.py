@@ -78,25 +78,32 @@ async def run(
             await worker.run_once()
         else:
             await worker.run_forever()
-    except NotConfigured as exc:
-        raise SyncFailed(str(exc)) from exc
-    except RemoteRefused as exc:
-        raise SyncFailed(f"{target} {exc}: check the API key or access token") from exc
-    except RemoteUnavailable as exc:
-        raise SyncFailed(
-            f"{target} is unavailable ({exc}); run again later, nothing is lost"
-        ) from exc
-    except ProblemError as exc:
-        raise SyncFailed(exc.detail or exc.title) from exc
     except Exception as exc:
-        if not database_unavailable(exc):
+        failed = _failure(target, exc)
+        if failed is None:
             raise
-        raise SyncFailed(
-            "the database is unavailable; run again later, the sync resumes where it stopped"
-        ) from exc
+        raise failed from exc
     finally:
         if worker is not None:
             await worker.aclose()
         await engine.dispose()
     seconds = time.perf_counter() - started
     return {"target": target, "pushed": getattr(worker, "pushed", 0), "seconds": seconds}
+
+
+def _failure(target: str, exc: Exception) -> SyncFailed | None:
+    """The one line the operator reads for a failure we can explain; None for any other
+    (it propagates as it is)."""
+    if isinstance(exc, NotConfigured):
+        return SyncFailed(str(exc))
+    if isinstance(exc, RemoteRefused):
+        return SyncFailed(f"{target} {exc}: check the API key or access token")
+    if isinstance(exc, RemoteUnavailable):
+        return SyncFailed(f"{target} is unavailable ({exc}); run again later, nothing is lost")
+    if isinstance(exc, ProblemError):
+        return SyncFailed(exc.detail or exc.title)
+    if not database_unavailable(exc):
+        return None
+    return SyncFailed(
+        "the database is unavailable; run again later, the sync resumes where it stopped"
+    )

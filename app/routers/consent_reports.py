@@ -75,16 +75,19 @@ async def export_consent_events(
             async for chunk in writer(stream_session, plan, settings):
                 yield chunk
 
-    extension = "ndjson" if format == "ndjson" else "csv"
     return StreamingResponse(
-        body(),
-        media_type=MEDIA[format],
-        headers={
-            consent_export.NEXT_CURSOR_HEADER: plan.next_cursor,
-            "Content-Disposition": f'attachment; filename="consent-events.{extension}"',
-            "Cache-Control": "no-store",
-        },
+        body(), media_type=MEDIA[format], headers=_export_headers(plan.next_cursor, format)
     )
+
+
+def _export_headers(next_cursor: str, format: str) -> dict[str, str]:
+    """A download, named for its format, with the cursor of the next incremental pull."""
+    extension = "ndjson" if format == "ndjson" else "csv"
+    return {
+        consent_export.NEXT_CURSOR_HEADER: next_cursor,
+        "Content-Disposition": f'attachment; filename="consent-events.{extension}"',
+        "Cache-Control": "no-store",
+    }
 
 
 @router.get(

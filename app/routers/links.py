@@ -9,7 +9,7 @@ from app.core.auth import Principal, require
 from app.core.db import SessionDep
 from app.core.errors import problem_responses
 from app.models.link import LinkCreate, LinkPublic
-from app.services.person import pages as person
+from app.services.person import links as person_links
 
 router = APIRouter(prefix="/v1", tags=["links"])
 Issuer = Annotated[Principal, Depends(require("links:create"))]
@@ -29,7 +29,7 @@ async def create_subject_links(
     body: LinkCreate | None = None,
 ) -> LinkPublic:
     """Signed unsubscribe and preference-page URLs, and the two e-mail headers (RFC 8058)."""
-    return await person.issue_links(
+    return await person_links.issue_links(
         session,
         principal,
         subject_id=subject_id,

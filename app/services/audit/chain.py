@@ -153,24 +153,7 @@ async def seal_pending(session: AsyncSession, signer: Signer) -> int:
     ).scalar_one()
     if not locked:
         return 0
-    head = (
-        await session.execute(
-            text(
-                "SELECT position, hash FROM audit_entries WHERE position IS NOT NULL"
-                " ORDER BY position DESC LIMIT 1"
-            )
-        )
-    ).first()
-    if head is None:  # every sealed entry may be in detached (archived) months
-        head = (
-            await session.execute(
-                text(
-                    "SELECT position, head_hash AS hash FROM audit_checkpoints"
-                    " ORDER BY position DESC LIMIT 1"
-                )
-            )
-        ).first()
-    position, prev = (head.position, head.hash) if head else (0, GENESIS)
+    position, prev = await _sealed_head(session)
     sealed = 0
     con = await connection_of(session)
     lo, hi = await _unsealed_bounds(con, 0)
@@ -197,6 +180,28 @@ async def seal_pending(session: AsyncSession, signer: Signer) -> int:
         await _checkpoint(session, signer, position, prev)
         sealed += len(rows)
     return sealed
+
+
+async def _sealed_head(session: AsyncSession) -> tuple[int, str]:
+    """The last sealed position and its hash (0 and GENESIS before the first seal)."""
+    head = (
+        await session.execute(
+            text(
+                "SELECT position, hash FROM audit_entries WHERE position IS NOT NULL"
+                " ORDER BY position DESC LIMIT 1"
+            )
+        )
+    ).first()
+    if head is None:  # every sealed entry may be in detached (archived) months
+        head = (
+            await session.execute(
+                text(
+                    "SELECT position, head_hash AS hash FROM audit_checkpoints"
+                    " ORDER BY position DESC LIMIT 1"
+                )
+            )
+        ).first()
+    return (head.position, head.hash) if head else (0, GENESIS)
 
 
 async def _checkpoint(session: AsyncSession, signer: Signer, position: int, head: str) -> None:
@@ -262,6 +267,27 @@ async def verify(session: AsyncSession, signer: Signer) -> Verification:
     ).all()
     wanted = {cp.position for cp in checkpoints}
     archived = await archived_positions(session)
+    walked = await _walk_chain(session, wanted, archived)
+    if isinstance(walked, Verification):
+        return walked
+    checked, chain_hashes = walked
+    for cp in checkpoints:
+        if not _checkpoint_valid(signer, cp, chain_hashes, archived):
+            return Verification(
+                False,
+                checked,
+                cp.position,
+                len(checkpoints),
+                "a checkpoint does not match the chain or its signature",
+            )
+    return Verification(True, checked, None, len(checkpoints), None)
+
+
+async def _walk_chain(
+    session: AsyncSession, wanted: set[int], archived: list[tuple[int, int]]
+) -> Verification | tuple[int, dict[int, str]]:
+    """Every entry in position order, its link and hash recomputed: the first failure, or
+    how many entries were checked and the chain's hashes at the `wanted` positions."""
     chain_hashes: dict[int, str] = {}
     expected, prev, checked = 1, GENESIS, 0
     after = 0
@@ -290,16 +316,7 @@ async def verify(session: AsyncSession, signer: Signer) -> Verification:
         if len(rows) < BATCH:
             break
         after = rows[-1].position
-    for cp in checkpoints:
-        if not _checkpoint_valid(signer, cp, chain_hashes, archived):
-            return Verification(
-                False,
-                checked,
-                cp.position,
-                len(checkpoints),
-                "a checkpoint does not match the chain or its signature",
-            )
-    return Verification(True, checked, None, len(checkpoints), None)
+    return checked, chain_hashes
 
 
 # A full walk is heavy (issue 14: 30 at once stalled every request): one at a time per

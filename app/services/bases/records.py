@@ -64,19 +64,50 @@ async def set_basis(
 ) -> LawfulBasisRecord:
     """Record the basis for (subject, purpose); it must be one the purpose allows."""
     await _live_subject(session, subject_id)
+    await _require_allowed(session, purpose, data.basis)
+    previous = await session.get(LawfulBasisRecord, (subject_id, purpose))
+    previous_value = _value(previous) if previous else None
+    record = await _write_basis(session, principal, subject_id, purpose, data, previous_value)
+    await audit.record(
+        session,
+        principal,
+        "basis.set",
+        "subject",
+        subject_id,
+        purpose=purpose,
+        basis=data.basis,
+        replaced=previous_value is not None,
+    )
+    await changes.append(
+        session, "basis.set", subject_id=subject_id, email_hash=None, purpose=purpose
+    )
+    return record
+
+
+async def _require_allowed(session: AsyncSession, purpose: str, basis: str) -> None:
+    """404 for an unknown purpose, 422 for a basis the purpose does not allow."""
     allowed = (
         await session.execute(select(col(Purpose.allowed_bases)).where(col(Purpose.key) == purpose))
     ).scalar_one_or_none()
     if allowed is None:
         raise NotFound(f"No purpose `{purpose}`.")
-    if data.basis not in allowed:
+    if basis not in allowed:
         raise Unprocessable(
             f"The purpose `{purpose}` may rest only on: {', '.join(sorted(allowed))}.",
             field="basis",
             allowed_bases=sorted(allowed),
         )
-    previous = await session.get(LawfulBasisRecord, (subject_id, purpose))
-    previous_value = _value(previous) if previous else None
+
+
+async def _write_basis(
+    session: AsyncSession,
+    principal: Principal,
+    subject_id: uuid.UUID,
+    purpose: str,
+    data: LawfulBasisSet,
+    previous_value: dict[str, Any] | None,
+) -> LawfulBasisRecord:
+    """The basis, inserted or replaced, and its history entry (`previous`: what it replaced)."""
     now = utcnow()
     values = {**data.model_dump(), "set_by": principal.name, "set_at": now}
     stmt = pg_insert(LawfulBasisRecord).values(subject_id=subject_id, purpose=purpose, **values)
@@ -93,19 +124,6 @@ async def set_basis(
             actor=principal.name,
             at=now,
         )
-    )
-    await audit.record(
-        session,
-        principal,
-        "basis.set",
-        "subject",
-        subject_id,
-        purpose=purpose,
-        basis=data.basis,
-        replaced=previous_value is not None,
-    )
-    await changes.append(
-        session, "basis.set", subject_id=subject_id, email_hash=None, purpose=purpose
     )
     return record
 

@@ -187,6 +187,15 @@ async def _record_for_known_subject(
     return Context.of(row.known_subject_id, row.known_email_hash, row), row
 
 
+def _gpc_conflict(current: Any | None, same_request: uuid.UUID | None) -> str | None:
+    """What a GPC withdrawal overrides, if it contradicts an explicit consent."""
+    if current is None or current.status != "given":
+        return None
+    if current.event_id == same_request:
+        return "GPC signal overrides the consent given in the same request"
+    return "GPC signal overrides an earlier explicit consent"
+
+
 async def _gpc_withdrawal(
     con: Conn,
     principal: Principal,
@@ -211,13 +220,6 @@ async def _gpc_withdrawal(
     current = await CURRENT.fetchrow(con, s=ctx.subject_id, p=GPC_PURPOSE)
     if current is not None and current.status == "withdrawn" and not always:
         return None
-    conflict = None
-    if current is not None and current.status == "given":
-        conflict = (
-            "GPC signal overrides the consent given in the same request"
-            if current.event_id == same_request
-            else "GPC signal overrides an earlier explicit consent"
-        )
     return await _write(
         con,
         principal,
@@ -230,7 +232,7 @@ async def _gpc_withdrawal(
         notice_text=None,
         evidence=evidence,
         occurred_at=max(utcnow(), occurred_at),
-        conflict=conflict,
+        conflict=_gpc_conflict(current, same_request),
     )
 
 
@@ -254,6 +256,30 @@ async def record_consent(
     return ConsentEventCreated.model_validate(payload)
 
 
+def _occurred_at(data: ConsentEventCreate) -> datetime:
+    """When the consent was given or withdrawn: as stated (never in the future), or now."""
+    now = utcnow()
+    occurred_at = data.occurred_at or now
+    if occurred_at > now + CLOCK_SKEW:
+        raise Unprocessable("`occurred_at` is in the future.", field="occurred_at")
+    return occurred_at
+
+
+def _created_document(row: Any, ctx: Context, signal: Any | None) -> dict[str, Any]:
+    """The ConsentEventCreated document: the event with its receipt, and the GPC withdrawal
+    recorded along with it, if any."""
+    receipt = build_receipt(
+        row,
+        purpose_description=ctx.description,
+        direct_marketing=ctx.direct_marketing,
+        policy_url=ctx.policy_url,
+        third_parties=ctx.third_parties,
+        settings=current_settings(),
+    )
+    extra = [event_document(signal)] if signal is not None else []
+    return {**event_document(row), "receipt": receipt, "also_recorded": extra}
+
+
 async def consent_payload(
     con: Conn | AsyncSession,
     principal: Principal,
@@ -264,12 +290,9 @@ async def consent_payload(
     """Append a consent event, move the current state, and return it with its receipt
     (the ConsentEventCreated document). On a bare connection in autocommit mode, only
     when `unit_of_work` says it is one statement."""
-    now = utcnow()
-    occurred_at = data.occurred_at or now
-    if occurred_at > now + CLOCK_SKEW:
-        raise Unprocessable("`occurred_at` is in the future.", field="occurred_at")
+    occurred_at = _occurred_at(data)
     driver = await connection_of(con)
-    extra: list[dict[str, Any]] = []
+    signal = None  # a GPC header's withdrawal, recorded after the requested event
     if unit_of_work(data, gpc) is UnitOfWork.STATEMENT:  # a subject id, no GPC
         ctx, row = await _record_for_known_subject(driver, principal, data, occurred_at)
     elif data.method == "gpc" and data.purpose == GPC_PURPOSE:  # the request is the signal
@@ -296,16 +319,7 @@ async def consent_payload(
                 evidence=None,
                 occurred_at=row.occurred_at,
             )
-            extra = [event_document(signal)] if signal is not None else []
-    receipt = build_receipt(
-        row,
-        purpose_description=ctx.description,
-        direct_marketing=ctx.direct_marketing,
-        policy_url=ctx.policy_url,
-        third_parties=ctx.third_parties,
-        settings=current_settings(),
-    )
-    return {**event_document(row), "receipt": receipt, "also_recorded": extra}
+    return _created_document(row, ctx, signal)
 
 
 async def withdraw_all(

@@ -115,14 +115,8 @@ async def _segments(
     return [entries[p] for p in sorted(entries)], checkpoints
 
 
-async def consent_proof(
-    session: AsyncSession,
-    signer: Signer,
-    settings: Settings,
-    *,
-    subject_id: uuid.UUID,
-    purpose: str | None,
-) -> dict[str, Any]:
+async def _require_known(session: AsyncSession, subject_id: uuid.UUID, purpose: str | None) -> None:
+    """404 for an unknown subject, 422 for an unknown purpose (one round trip for both)."""
     known = (
         await session.execute(
             text(
@@ -136,9 +130,12 @@ async def consent_proof(
         raise NotFound("No subject with this id.")
     if not known[1]:
         raise Unprocessable(f"Unknown purpose `{purpose}`.", field="purpose")
-    rows = list((await session.execute(EVENTS, {"s": subject_id, "p": purpose})).all())
+
+
+async def _notices(session: AsyncSession, rows: list[Any]) -> dict[str, str | None]:
+    """The text of each notice the events cite, by its sha256."""
     shas = sorted({r.notice_sha256 for r in rows if r.notice_sha256})
-    notices: dict[str, str | None] = dict(
+    return dict(
         (
             await session.execute(
                 text("SELECT sha256, text FROM consent_notices WHERE sha256 = ANY(:h)"),
@@ -146,6 +143,37 @@ async def consent_proof(
             )
         ).all()
     )
+
+
+def _controller(settings: Settings) -> dict[str, str]:
+    return {
+        "name": settings.controller_name,
+        "email": settings.controller_email,
+        "address": settings.controller_address,
+        "supervisory_authority": settings.supervisory_authority,
+    }
+
+
+def _complete(
+    rows: list[Any], positions: dict[str, int], checkpoints: list[dict[str, Any]]
+) -> bool:
+    """Every event has its recording entry, and a signed checkpoint covers each entry."""
+    return len(positions) == len(rows) and all(
+        any(cp["position"] >= p for cp in checkpoints) for p in positions.values()
+    )
+
+
+async def consent_proof(
+    session: AsyncSession,
+    signer: Signer,
+    settings: Settings,
+    *,
+    subject_id: uuid.UUID,
+    purpose: str | None,
+) -> dict[str, Any]:
+    await _require_known(session, subject_id, purpose)
+    rows = list((await session.execute(EVENTS, {"s": subject_id, "p": purpose})).all())
+    notices = await _notices(session, rows)
     positions = await _sealed(session, signer, [str(r.id) for r in rows])
     events = [_event(r, signer, notices) for r in rows]
     for item in events:
@@ -156,20 +184,14 @@ async def consent_proof(
         "subject_id": str(subject_id),
         "purpose": purpose,
         "generated_at": utcnow().isoformat(),
-        "controller": {
-            "name": settings.controller_name,
-            "email": settings.controller_email,
-            "address": settings.controller_address,
-            "supervisory_authority": settings.supervisory_authority,
-        },
+        "controller": _controller(settings),
         "verification": {
             "jwks": "/v1/keys",
             "algorithm": ALGORITHM,
             "key_id": signer.kid,
             "steps": HOW_TO_VERIFY,
         },
-        "complete": len(positions) == len(rows)
-        and all(any(cp["position"] >= p for cp in checkpoints) for p in positions.values()),
+        "complete": _complete(rows, positions, checkpoints),
         "events": events,
         "audit_entries": entries,
         "checkpoints": checkpoints,

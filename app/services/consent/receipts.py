@@ -18,6 +18,54 @@ PII_CATEGORIES = [
 ]
 
 
+def _controller(settings: Settings) -> dict[str, Any]:
+    return {
+        "piiController": settings.controller_name,
+        "contact": settings.controller_email,
+        "address": settings.controller_address,
+        "email": settings.controller_email,
+        "phone": settings.controller_phone,
+    }
+
+
+def _purpose(
+    event: Any,
+    purpose_description: str,
+    direct_marketing: bool,
+    third_parties: list[str],
+    settings: Settings,
+) -> dict[str, Any]:
+    termination = (
+        "Until withdrawn. Withdraw at any time, as easily as it was given, by asking "
+        f"{settings.controller_email}."
+    )
+    return {
+        "purpose": purpose_description,
+        "purposeCategory": ["direct marketing" if direct_marketing else event.purpose],
+        "consentType": "EXPLICIT",
+        "piiCategory": PII_CATEGORIES,
+        "primaryPurpose": True,
+        "termination": termination,
+        "thirdPartyDisclosure": bool(third_parties),
+        "thirdPartyName": ", ".join(third_parties) if third_parties else None,
+    }
+
+
+def _iso27560(event: Any, occurred: datetime, settings: Settings) -> dict[str, Any]:
+    """ISO/IEC TS 27560 consent record names where they differ from Kantara's."""
+    return {
+        "record_id": str(event.id),
+        "pii_principal_id": str(event.subject_id),
+        "timestamp": occurred.isoformat(),
+        "state": event.action,
+        "collection_method": event.method,
+        "policy_version": event.policy_version,
+        "notice": {"sha256": event.notice_sha256},
+        "recipient": event.recipient,
+        "supervisory_authority": settings.supervisory_authority,
+    }
+
+
 def build_receipt(
     event: Any,
     *,
@@ -28,27 +76,8 @@ def build_receipt(
     settings: Settings,
 ) -> dict[str, Any]:
     occurred: datetime = event.occurred_at
-    controller = {
-        "piiController": settings.controller_name,
-        "contact": settings.controller_email,
-        "address": settings.controller_address,
-        "email": settings.controller_email,
-        "phone": settings.controller_phone,
-    }
-    termination = (
-        "Until withdrawn. Withdraw at any time, as easily as it was given, by asking "
-        f"{settings.controller_email}."
-    )
-    purpose = {
-        "purpose": purpose_description,
-        "purposeCategory": ["direct marketing" if direct_marketing else event.purpose],
-        "consentType": "EXPLICIT",
-        "piiCategory": PII_CATEGORIES,
-        "primaryPurpose": True,
-        "termination": termination,
-        "thirdPartyDisclosure": bool(third_parties),
-        "thirdPartyName": ", ".join(third_parties) if third_parties else None,
-    }
+    controller = _controller(settings)
+    purpose = _purpose(event, purpose_description, direct_marketing, third_parties, settings)
     return {
         "version": "KI-CR-v1.1.0",
         "jurisdiction": "GB",
@@ -62,16 +91,5 @@ def build_receipt(
         "services": [{"service": event.purpose, "purposes": [purpose]}],
         "sensitive": False,
         "spiCat": [],
-        # ISO/IEC TS 27560 consent record names where they differ from Kantara's.
-        "iso27560": {
-            "record_id": str(event.id),
-            "pii_principal_id": str(event.subject_id),
-            "timestamp": occurred.isoformat(),
-            "state": event.action,
-            "collection_method": event.method,
-            "policy_version": event.policy_version,
-            "notice": {"sha256": event.notice_sha256},
-            "recipient": event.recipient,
-            "supervisory_authority": settings.supervisory_authority,
-        },
+        "iso27560": _iso27560(event, occurred, settings),
     }

@@ -123,14 +123,8 @@ def _consent(
     return event, problems
 
 
-def validate_row(line: int, raw: Any, cat: Catalogue, now: datetime) -> ValidRow | list[RowError]:
-    """The row as values to store, or every reason it is refused."""
-    if not isinstance(raw, dict):
-        return [RowError(line=line, field=None, why="each row must be a JSON object")]
-    try:
-        row = ROW.validate_python(raw)
-    except ValidationError as exc:
-        return _errors(line, exc)
+def _subject_problems(line: int, row: SubjectImportRow, cat: Catalogue) -> list[RowError]:
+    """What the catalogue refuses in the subject and its bases (the consents come after)."""
     problems = []
     if row.category not in cat.categories:
         problems.append(RowError(line=line, field="category", why="unknown category"))
@@ -142,15 +136,35 @@ def validate_row(line: int, raw: Any, cat: Catalogue, now: datetime) -> ValidRow
         if basis.purpose in seen:
             problems.append(RowError(line=line, field=f"bases.{i}.purpose", why="given twice"))
         seen.add(basis.purpose)
+    return problems
+
+
+def _checked_consents(
+    line: int,
+    row: SubjectImportRow,
+    subject_id: uuid.UUID,
+    cat: Catalogue,
+    now: datetime,
+    problems: list[RowError],
+) -> list[ConsentEventCreate]:
+    """The row's consents that parse; every reason to refuse one is added to `problems`."""
     events = []
-    subject_id = uuid.uuid4()
     for i, item in enumerate(row.consents):
         event, errs = _consent(line, i, item, subject_id, cat, now)
         problems += errs
         if event is not None:
             events.append(event)
-    if problems:
-        return problems
+    return events
+
+
+def _valid_row(
+    line: int,
+    row: SubjectImportRow,
+    subject_id: uuid.UUID,
+    events: list[ConsentEventCreate],
+    now: datetime,
+) -> ValidRow:
+    """The values to store, in the shape the staging tables take."""
     subject = row.model_dump(exclude={"bases", "consents"})
     subject["id"] = subject_id
     subject["email_hash"] = email_hash(row.email)
@@ -170,6 +184,22 @@ def validate_row(line: int, raw: Any, cat: Catalogue, now: datetime) -> ValidRow
         for e in events
     ]
     return ValidRow(line=line, subject=subject, bases=bases, consents=consents)
+
+
+def validate_row(line: int, raw: Any, cat: Catalogue, now: datetime) -> ValidRow | list[RowError]:
+    """The row as values to store, or every reason it is refused."""
+    if not isinstance(raw, dict):
+        return [RowError(line=line, field=None, why="each row must be a JSON object")]
+    try:
+        row = ROW.validate_python(raw)
+    except ValidationError as exc:
+        return _errors(line, exc)
+    problems = _subject_problems(line, row, cat)
+    subject_id = uuid.uuid4()
+    events = _checked_consents(line, row, subject_id, cat, now, problems)
+    if problems:
+        return problems
+    return _valid_row(line, row, subject_id, events, now)
 
 
 Line = tuple[int, Any]  # (line number, parsed object) or (line number, RowError)

@@ -102,13 +102,35 @@ async def run_import(
         sha256=sha256, rows=0, imported=0, rejected_rows=0, batch_size=batch_size,
         batches_committed=0, batches_rejected=0,
     )  # fmt: skip
-    reading = iter(_batches(lines, batch_size))
+    await _pipeline(
+        scope, principal, _batches(lines, batch_size), report,
+        catalogue=catalogue, done=done, on_batch=on_batch, validator=validator,
+    )  # fmt: skip
+    if on_batch is not None:
+        on_batch(report)
+    report.seconds = round(time.perf_counter() - started, 3)
+    report.subjects_per_second = round(report.imported / report.seconds, 1) if report.seconds else 0
+    return report
+
+
+async def _pipeline(
+    scope: BatchScope,
+    principal: Principal | None,
+    batches: Iterator[list[Line]],
+    report: ImportReport,
+    *,
+    catalogue: Catalogue,
+    done: set[str],
+    on_batch: Callable[[ImportReport], Any] | None,
+    validator: Executor | None,
+) -> None:
+    """Read and validate batch n+1 while batch n is stored; at most one store runs at once."""
     loop = asyncio.get_running_loop()
     storing: asyncio.Task[None] | None = None
     number = 0
     try:
         while True:
-            batch = await asyncio.to_thread(next, reading, None)
+            batch = await asyncio.to_thread(next, batches, None)
             if batch is None:
                 break
             report.rows += len(batch)
@@ -118,14 +140,7 @@ async def run_import(
             )  # fmt: skip
             if storing is not None:
                 await storing
-            if checked is None:
-                report.batches_skipped += 1
-                report.already_imported += len(batch)
-                storing = None
-            else:
-                storing = asyncio.create_task(
-                    _store(scope, principal, batch, checked, report, number, digest)
-                )
+            storing = _store_or_skip(scope, principal, batch, checked, report, number, digest)
             number += 1
             if on_batch is not None:
                 on_batch(report)
@@ -134,11 +149,23 @@ async def run_import(
     finally:
         if storing is not None and not storing.done():
             storing.cancel()
-    if on_batch is not None:
-        on_batch(report)
-    report.seconds = round(time.perf_counter() - started, 3)
-    report.subjects_per_second = round(report.imported / report.seconds, 1) if report.seconds else 0
-    return report
+
+
+def _store_or_skip(
+    scope: BatchScope,
+    principal: Principal | None,
+    batch: list[Line],
+    checked: tuple[list[ValidRow], list[RowError]] | None,
+    report: ImportReport,
+    number: int,
+    digest: str,
+) -> asyncio.Task[None] | None:
+    """Start storing a validated batch; one committed before (`checked` None) is skipped."""
+    if checked is None:
+        report.batches_skipped += 1
+        report.already_imported += len(batch)
+        return None
+    return asyncio.create_task(_store(scope, principal, batch, checked, report, number, digest))
 
 
 def _note(report: ImportReport, errors: list[RowError]) -> None:

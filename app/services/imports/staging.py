@@ -153,17 +153,10 @@ def _records(rows: list[ValidRow]) -> tuple[list[Any], list[Any], list[Any]]:
     return subjects, bases, consents
 
 
-async def store_batch(
-    session: AsyncSession,
-    principal: Principal | None,
-    rows: list[ValidRow],
-    *,
-    sha256: str,
-    input_sha256: str,
-    batch: int,
-) -> tuple[list[RowError], int, int]:
-    """Store the batch in the session's transaction. Returns (errors, bases, consents); on
-    errors nothing is inserted and the caller must roll the transaction back."""
+async def _stage(
+    session: AsyncSession, rows: list[ValidRow]
+) -> tuple[list[Any], list[Any], list[Any]]:
+    """Create the staging tables and COPY the batch in; (subjects, bases, consents) records."""
     for statement in CREATE_STAGING.split(";"):
         await session.execute(text(statement))  # also opens the transaction for the COPY
     subjects, bases, consents = _records(rows)
@@ -178,10 +171,18 @@ async def store_batch(
         await raw.copy_records_to_table(
             "import_stg_consents", records=consents, columns=CONSENT_COLUMNS
         )
+    return subjects, bases, consents
+
+
+async def _taken_emails(session: AsyncSession) -> list[RowError]:
     taken = [r[0] for r in await session.execute(text(TAKEN))]
-    if taken:
-        why = "a live subject already has this e-mail"
-        return [RowError(line=line, field="email", why=why) for line in taken], 0, 0
+    why = "a live subject already has this e-mail"
+    return [RowError(line=line, field="email", why=why) for line in taken]
+
+
+async def _insert_from_staging(
+    session: AsyncSession, principal: Principal | None, *, bases: bool, consents: bool
+) -> None:
     actor = principal.name if principal else "import"
     key_id = principal.key_id if principal else None
     await session.execute(text(INSERT_SUBJECTS))
@@ -194,6 +195,24 @@ async def store_batch(
         await session.execute(text(INSERT_STATE))
     # Every batch: the subjects created and the bases set reach sync, consents or not.
     await session.execute(text(INSERT_CHANGES))
+
+
+async def store_batch(
+    session: AsyncSession,
+    principal: Principal | None,
+    rows: list[ValidRow],
+    *,
+    sha256: str,
+    input_sha256: str,
+    batch: int,
+) -> tuple[list[RowError], int, int]:
+    """Store the batch in the session's transaction. Returns (errors, bases, consents); on
+    errors nothing is inserted and the caller must roll the transaction back."""
+    subjects, bases, consents = await _stage(session, rows)
+    errors = await _taken_emails(session)
+    if errors:
+        return errors, 0, 0
+    await _insert_from_staging(session, principal, bases=bool(bases), consents=bool(consents))
     await audit.record(
         session,
         principal,

@@ -8,44 +8,24 @@ The actor is the person holding the signed link, not an API key.
 
 import hashlib
 import re
-import uuid
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.auth import Principal
 from app.core.config import Settings
-from app.core.errors import Conflict, NotFound, ServiceUnavailable, Unprocessable
-from app.core.link_tokens import LinkClaims, sign_link
-from app.models.base import utcnow
+from app.core.errors import Conflict, NotFound, Unprocessable
+from app.core.link_tokens import LinkClaims
 from app.models.consent import ConsentEventCreate, EvidenceCreate
-from app.models.link import ONE_CLICK, EmailHeaders, LinkCreate, LinkPublic
 from app.models.rights import RightsRequestCreate
 from app.models.text import replace_unsafe
-from app.services.audit import entries as audit
-from app.services.catalogue import entries as catalogue
 from app.services.consent import events as consent
 from app.services.optouts import records as optouts
+from app.services.person.links import link_holder
 from app.services.rights import requests as rights
 from app.services.subjects import records as subjects
-
-# Audit entries and consent events name this actor: the person holding a signed link. Its
-# key id is the API key that minted the link (zero for links minted before that was kept).
-PERSON = Principal(
-    key_id=uuid.UUID(int=0), name="person (signed link)", role="subject", scopes=frozenset()
-)
-# Which keys may put a preference-page URL in an e-mail: the page shows the person's data
-# and acts for them, so only the CRM, which holds that data anyway, may mint one.
-PREFERENCE_LINK_SCOPE = "links:preference"
-
-
-def link_holder(claims: LinkClaims) -> Principal:
-    """The actor of whatever is done through this link: the person, on the minting key."""
-    return replace(PERSON, key_id=claims.minted_by or PERSON.key_id)
-
 
 ONE_CLICK_REASON = "one-click unsubscribe (RFC 8058)"
 PAGE_FORM_ID = "preference-page"
@@ -86,67 +66,6 @@ def notice_text(settings: Settings, description: str) -> str:
 
 def notice_sha(notice: str) -> str:
     return hashlib.sha256(notice.encode()).hexdigest()
-
-
-def _expiry(days: int) -> datetime:
-    return (utcnow() + timedelta(days=days)).replace(microsecond=0)
-
-
-async def issue_links(
-    session: AsyncSession,
-    principal: Principal,
-    *,
-    subject_id: uuid.UUID,
-    data: LinkCreate,
-    settings: Settings,
-) -> LinkPublic:
-    """Sign an unsubscribe link for a live subject (and a purpose), and a preference link
-    where the caller may mint one (PREFERENCE_LINK_SCOPE). Each carries the caller's key id."""
-    if settings.env != "development" and not settings.public_base_url.startswith("https://"):
-        raise ServiceUnavailable(
-            "Set CONSENT_PUBLIC_BASE_URL to this service's public https:// address."
-        )
-    subject = await subjects.get_subject(session, subject_id)
-    if subject.erased_at is not None or subject.email_hash is None:
-        raise Conflict("The subject has been erased or has no e-mail address.")
-    if data.purpose is not None:
-        await catalogue.require_purposes(session, [data.purpose])
-    base = settings.public_base_url.rstrip("/")
-    expiries = {"u": _expiry(settings.unsubscribe_link_days)}
-    if PREFERENCE_LINK_SCOPE in principal.scopes:
-        expiries["p"] = _expiry(settings.preference_link_days)
-    tokens = {
-        kind: sign_link(
-            settings,
-            kind=kind,  # type: ignore[arg-type]
-            subject_id=subject.id,
-            email_hash=subject.email_hash,
-            purpose=data.purpose,
-            expires_at=int(at.timestamp()),
-            minted_by=principal.key_id,
-        )
-        for kind, at in expiries.items()
-    }
-    await audit.record(
-        session,
-        principal,
-        "link.create",
-        "subject",
-        subject.id,
-        purpose=data.purpose,
-        unsubscribe_expires_at=expiries["u"].isoformat(),
-        preference_expires_at=expiries["p"].isoformat() if "p" in expiries else None,
-    )
-    unsubscribe_url = f"{base}/u/{tokens['u']}"
-    return LinkPublic(
-        unsubscribe_url=unsubscribe_url,
-        unsubscribe_expires_at=expiries["u"],
-        preference_url=f"{base}/p/{tokens['p']}" if "p" in tokens else None,
-        preference_expires_at=expiries.get("p"),
-        headers=EmailHeaders.model_validate(
-            {"List-Unsubscribe": f"<{unsubscribe_url}>", "List-Unsubscribe-Post": ONE_CLICK}
-        ),
-    )
 
 
 async def unsubscribe(session: AsyncSession, claims: LinkClaims) -> bool:
@@ -226,25 +145,7 @@ ORDER BY p.key, cs.recipient
 async def page_data(session: AsyncSession, claims: LinkClaims, settings: Settings) -> PageData:
     subject = await _live_subject(session, claims)
     rows = (await session.execute(PURPOSES_WITH_STATE, {"s": subject.id})).all()
-    purposes = []
-    for r in rows:
-        # Transfer consent is per recipient (§8): it can be withdrawn here, given elsewhere.
-        can_give = r.by_consent and r.key != "international_transfer" and r.status != "given"
-        row = PurposeRow(
-            key=r.key,
-            recipient=r.recipient,
-            recipient_name=r.recipient_name,
-            description=plain(r.description),
-            status=r.status,
-            since=r.occurred_at,
-            direct_marketing=r.direct_marketing,
-            can_give=can_give,
-        )
-        if can_give:
-            row.notice = notice_text(settings, r.description)
-            row.notice_sha256 = notice_sha(row.notice)
-        if row.status is not None or can_give:
-            purposes.append(row)
+    purposes = [row for r in rows if (row := _shown_purpose(r, settings)) is not None]
     # The purpose the e-mail was about comes first.
     purposes.sort(key=lambda p: p.key != claims.purpose)
     channels = (
@@ -274,6 +175,27 @@ async def page_data(session: AsyncSession, claims: LinkClaims, settings: Setting
             for r in requests
         ],
     )
+
+
+def _shown_purpose(r: Any, settings: Settings) -> PurposeRow | None:
+    """A PURPOSES_WITH_STATE row as the page shows it; None when it has no state and the
+    person cannot give consent to it here."""
+    # Transfer consent is per recipient (§8): it can be withdrawn here, given elsewhere.
+    can_give = r.by_consent and r.key != "international_transfer" and r.status != "given"
+    row = PurposeRow(
+        key=r.key,
+        recipient=r.recipient,
+        recipient_name=r.recipient_name,
+        description=plain(r.description),
+        status=r.status,
+        since=r.occurred_at,
+        direct_marketing=r.direct_marketing,
+        can_give=can_give,
+    )
+    if can_give:
+        row.notice = notice_text(settings, r.description)
+        row.notice_sha256 = notice_sha(row.notice)
+    return row if row.status is not None or can_give else None
 
 
 def _evidence(settings: Settings, user_agent: str | None) -> EvidenceCreate:

@@ -25,11 +25,47 @@ DATA_CATEGORIES = [
 
 
 async def processing_activities(session: AsyncSession, settings: Settings) -> dict[str, Any]:
-    async def rows(model: Any) -> list[Any]:
-        return list((await session.execute(select(model).order_by(col(model.key)))).scalars())
+    recipients = await _catalogue(session, Recipient)
+    purposes = _purposes(await _catalogue(session, Purpose), recipients)
+    return {
+        "article": "30(1)",
+        "generated_at": utcnow().isoformat(),
+        "controller": _controller(settings),
+        "purposes": purposes,
+        "categories_of_subjects": [
+            {"key": c.key, "description": c.description}
+            for c in await _catalogue(session, Category)
+        ],
+        "categories_of_data": DATA_CATEGORIES,
+        "sources": [
+            {"key": s.key, "description": s.description} for s in await _catalogue(session, Source)
+        ],
+        "recipients": [_recipient(r) for r in recipients],
+        "retention_rules": [
+            r.model_dump(mode="json") for r in await retention_rules.list_rules(session)
+        ],
+        "security_measures": list(settings.security_measures),
+    }
 
-    recipients = await rows(Recipient)
-    purposes = [
+
+async def _catalogue(session: AsyncSession, model: Any) -> list[Any]:
+    """A catalogue's entries, by key."""
+    return list((await session.execute(select(model).order_by(col(model.key)))).scalars())
+
+
+def _controller(settings: Settings) -> dict[str, Any]:
+    return {
+        "name": settings.controller_name,
+        "email": settings.controller_email,
+        "phone": settings.controller_phone,
+        "address": settings.controller_address,
+        "supervisory_authority": settings.supervisory_authority,
+    }
+
+
+def _purposes(purposes: list[Any], recipients: list[Any]) -> list[dict[str, Any]]:
+    """Each purpose with its bases and the recipients that receive data for it."""
+    return [
         {
             "key": p.key,
             "description": p.description,
@@ -37,38 +73,17 @@ async def processing_activities(session: AsyncSession, settings: Settings) -> di
             "direct_marketing": p.direct_marketing,
             "recipients": [r.key for r in recipients if p.key in r.purposes],
         }
-        for p in await rows(Purpose)
+        for p in purposes
     ]
+
+
+def _recipient(r: Any) -> dict[str, Any]:
     return {
-        "article": "30(1)",
-        "generated_at": utcnow().isoformat(),
-        "controller": {
-            "name": settings.controller_name,
-            "email": settings.controller_email,
-            "phone": settings.controller_phone,
-            "address": settings.controller_address,
-            "supervisory_authority": settings.supervisory_authority,
-        },
-        "purposes": purposes,
-        "categories_of_subjects": [
-            {"key": c.key, "description": c.description} for c in await rows(Category)
-        ],
-        "categories_of_data": DATA_CATEGORIES,
-        "sources": [{"key": s.key, "description": s.description} for s in await rows(Source)],
-        "recipients": [
-            {
-                "key": r.key,
-                "name": r.name,
-                "role": r.role,
-                "country": r.country,
-                "inside_eea_uk": r.inside_eea_uk,
-                "transfer_safeguard": r.transfer_safeguard,
-                "purposes": list(r.purposes),
-            }
-            for r in recipients
-        ],
-        "retention_rules": [
-            r.model_dump(mode="json") for r in await retention_rules.list_rules(session)
-        ],
-        "security_measures": list(settings.security_measures),
+        "key": r.key,
+        "name": r.name,
+        "role": r.role,
+        "country": r.country,
+        "inside_eea_uk": r.inside_eea_uk,
+        "transfer_safeguard": r.transfer_safeguard,
+        "purposes": list(r.purposes),
     }

@@ -86,6 +86,55 @@ async def _erase_batch(
     return erased, [r for r in rows if r.held_back]
 
 
+async def _erase_in_batches(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    principal: Principal,
+    todo: list[uuid.UUID],
+    *,
+    sweep_id: uuid.UUID,
+    now: datetime,
+    grace: int,
+    batch_size: int,
+    progress: Progress | None,
+) -> tuple[set[uuid.UUID], dict[uuid.UUID, Any]]:
+    """One transaction and one progress audit entry per batch; (erased ids, rows now held back)."""
+    erased: set[uuid.UUID] = set()
+    held: dict[uuid.UUID, Any] = {}
+    for start in range(0, len(todo), batch_size):
+        batch = todo[start : start + batch_size]
+        async with unit_of_work(sessionmaker) as session:
+            done, newly_held = await _erase_batch(session, principal, batch, now=now, grace=grace)
+            await audit.record(
+                session,
+                principal,
+                "retention.sweep.batch",
+                "retention_sweep",
+                sweep_id,
+                erased=len(done),
+                held_back=len(newly_held),
+            )
+        erased.update(done)
+        held.update({r.subject_id: r for r in newly_held})
+        if progress:
+            progress(len(batch))
+    return erased, held
+
+
+def _report_items(
+    found: list[Any], erased: set[uuid.UUID], held: dict[uuid.UUID, Any]
+) -> list[SweepItem]:
+    """The subjects erased or held back, each held one with its reasons as last re-checked."""
+    items = [
+        SweepItem.model_validate(_item(r))
+        for r in found
+        if r.subject_id in erased or r.subject_id in held
+    ]
+    for item in items:
+        if item.subject_id in held:
+            item.held_back = list(held[item.subject_id].held_back)
+    return items
+
+
 async def run(
     sessionmaker: async_sessionmaker[AsyncSession],
     principal: Principal,
@@ -106,32 +155,35 @@ async def run(
     held = {r.subject_id: r for r in found if r.held_back}
     if on_total:
         on_total(len(todo))
-    erased: set[uuid.UUID] = set()
-    for start in range(0, len(todo), batch_size):
-        batch = todo[start : start + batch_size]
-        async with unit_of_work(sessionmaker) as session:
-            done, newly_held = await _erase_batch(session, principal, batch, now=now, grace=grace)
-            await audit.record(
-                session,
-                principal,
-                "retention.sweep.batch",
-                "retention_sweep",
-                sweep_id,
-                erased=len(done),
-                held_back=len(newly_held),
-            )
-        erased.update(done)
-        held.update({r.subject_id: r for r in newly_held})
-        if progress:
-            progress(len(batch))
-    items = [
-        SweepItem.model_validate(_item(r))
-        for r in found
-        if r.subject_id in erased or r.subject_id in held
-    ]
-    for item in items:
-        if item.subject_id in held:
-            item.held_back = list(held[item.subject_id].held_back)
+    erased, newly_held = await _erase_in_batches(
+        sessionmaker,
+        principal,
+        todo,
+        sweep_id=sweep_id,
+        now=now,
+        grace=grace,
+        batch_size=batch_size,
+        progress=progress,
+    )
+    held.update(newly_held)
+    return await _record_and_report(
+        sessionmaker, principal, sweep_id, found, erased, held, now=now, grace=grace
+    )
+
+
+async def _record_and_report(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    principal: Principal,
+    sweep_id: uuid.UUID,
+    found: list[Any],
+    erased: set[uuid.UUID],
+    held: dict[uuid.UUID, Any],
+    *,
+    now: datetime,
+    grace: int,
+) -> SweepReport:
+    """The run's closing audit entry, in its own transaction, and the report returned."""
+    items = _report_items(found, erased, held)
     async with unit_of_work(sessionmaker) as session:
         await audit.record(
             session,

@@ -165,14 +165,9 @@ async def erase_subject(
     }
 
 
-async def _erase_in_part(
-    session: AsyncSession, principal: Principal, subject: Subject, blocking: list[Any]
-) -> dict[str, Any]:
-    """Keep what a running contract or a legal obligation needs; end every other purpose,
-    and make the end stick: consents are withdrawn and objections recorded, so that
-    re-recording a basis later does not quietly resume the processing."""
-    kept = sorted({r.purpose for r in blocking})
-    others = list(
+async def _purposes_not_kept(session: AsyncSession, kept: list[str]) -> list[str]:
+    """Every catalogue purpose outside `kept`, whether the subject has a basis for it or not."""
+    return list(
         (
             await session.execute(
                 text("SELECT key FROM purposes WHERE NOT (key = ANY(:kept)) ORDER BY key"),
@@ -180,7 +175,10 @@ async def _erase_in_part(
             )
         ).scalars()
     )
-    ended = list(
+
+
+async def _bases_not_kept(session: AsyncSession, subject: Subject, kept: list[str]) -> list[str]:
+    return list(
         (
             await session.execute(
                 text(
@@ -191,14 +189,12 @@ async def _erase_in_part(
             )
         ).scalars()
     )
-    for purpose in ended:
-        await bases.end_basis(session, principal, subject_id=subject.id, purpose=purpose)
-    await consent.withdraw_all(session, principal, subject=subject, purposes=others)
-    await objections.record(session, subject, others, source="erasure")
-    await session.execute(ERASE_EVIDENCE, {"s": subject.id})
+
+
+def _retained(blocking: list[Any]) -> list[dict[str, Any]]:
     # Basis and purpose only: the contract reference or obligation text stays in the CRM,
     # out of the outcome and the (unerasable) audit chain.
-    retained = [
+    return [
         {
             "purpose": r.purpose,
             "basis": r.basis,
@@ -206,6 +202,23 @@ async def _erase_in_part(
         }
         for r in blocking
     ]
+
+
+async def _erase_in_part(
+    session: AsyncSession, principal: Principal, subject: Subject, blocking: list[Any]
+) -> dict[str, Any]:
+    """Keep what a running contract or a legal obligation needs; end every other purpose,
+    and make the end stick: consents are withdrawn and objections recorded, so that
+    re-recording a basis later does not quietly resume the processing."""
+    kept = sorted({r.purpose for r in blocking})
+    others = await _purposes_not_kept(session, kept)
+    ended = await _bases_not_kept(session, subject, kept)
+    for purpose in ended:
+        await bases.end_basis(session, principal, subject_id=subject.id, purpose=purpose)
+    await consent.withdraw_all(session, principal, subject=subject, purposes=others)
+    await objections.record(session, subject, others, source="erasure")
+    await session.execute(ERASE_EVIDENCE, {"s": subject.id})
+    retained = _retained(blocking)
     await audit.record(
         session,
         principal,

@@ -134,68 +134,57 @@ async def _withdraw_consent(
     return {"outcome": {"withdrawn": withdrawn}}, None
 
 
+async def _opt_out_everywhere(
+    session: AsyncSession, principal: Principal, req: RightsRequest, email_hash: str
+) -> None:
+    await optouts.record_optout_hash(
+        session,
+        principal,
+        email_hash=email_hash,
+        channel="all",
+        source="rights_request",
+        reason=f"rights request {req.id}",
+    )
+
+
 async def _object_marketing(
     session: AsyncSession, principal: Principal, req: RightsRequest, data: Complete
 ) -> Result:
     # Art 21(3) is absolute and reaches every direct-marketing purpose, named or not.
     if req.email_hash is None:
         raise Unprocessable("The request names no e-mail to opt out.")
-    await optouts.record_optout_hash(
-        session,
-        principal,
-        email_hash=req.email_hash,
-        channel="all",
-        source="rights_request",
-        reason=f"rights request {req.id}",
-    )
+    await _opt_out_everywhere(session, principal, req, req.email_hash)
     return {"outcome": {"opted_out": True, "channel": "all"}}, None
 
 
-async def _object_processing(
-    session: AsyncSession, principal: Principal, req: RightsRequest, data: Complete
-) -> Result:
-    subject = await _subject(session, req)
-    if subject is None:
-        return {"outcome": {"held": False, "objected": []}}, None
-    marketing = set(
+async def _direct_marketing_purposes(session: AsyncSession) -> set[str]:
+    return set(
         (await session.execute(text("SELECT key FROM purposes WHERE direct_marketing"))).scalars()
     )
-    named = data.purposes or []
-    await catalogue.require_purposes(session, named)
-    opted_out = sorted(set(named) & marketing)
-    if opted_out and subject.email_hash:
-        # Objecting to a direct-marketing purpose is Art 21(2)-(3): absolute, whatever the
-        # basis, so it is recorded as an opt-out the gate applies to every basis.
-        await optouts.record_optout_hash(
-            session,
-            principal,
-            email_hash=subject.email_hash,
-            channel="all",
-            source="rights_request",
-            reason=f"rights request {req.id}",
-        )
-    # Every named purpose gets its objection (the gate answers `objected` for it), direct
-    # marketing included: the opt-out above comes in addition, never instead. With none
-    # named, the objection reaches what rests on legitimate interests (Art 21(1)).
-    purposes = (
-        list(dict.fromkeys(named))
-        if named
-        else list(
-            (
-                await session.execute(
-                    text(
-                        "SELECT purpose FROM lawful_bases WHERE subject_id = :s"
-                        " AND basis = 'legitimate_interests' ORDER BY purpose"
-                    ),
-                    {"s": subject.id},
-                )
-            ).scalars()
-        )
+
+
+async def _objected_purposes(
+    session: AsyncSession, subject: Subject, named: list[str]
+) -> list[str]:
+    """The named purposes (first mention first), or with none named every purpose resting on
+    legitimate interests (Art 21(1))."""
+    if named:
+        return list(dict.fromkeys(named))
+    return list(
+        (
+            await session.execute(
+                text(
+                    "SELECT purpose FROM lawful_bases WHERE subject_id = :s"
+                    " AND basis = 'legitimate_interests' ORDER BY purpose"
+                ),
+                {"s": subject.id},
+            )
+        ).scalars()
     )
-    await objections.record(session, subject, purposes, source="rights_request")
-    # Art 21(1) reaches processing on legitimate interests; an objection to a purpose on
-    # another basis is recorded but only bites if that basis changes to legitimate interests.
-    li = set(
+
+
+async def _on_legitimate_interests(session: AsyncSession, subject: Subject) -> set[str]:
+    return set(
         (
             await session.execute(
                 text(
@@ -206,6 +195,29 @@ async def _object_processing(
             )
         ).scalars()
     )
+
+
+async def _object_processing(
+    session: AsyncSession, principal: Principal, req: RightsRequest, data: Complete
+) -> Result:
+    subject = await _subject(session, req)
+    if subject is None:
+        return {"outcome": {"held": False, "objected": []}}, None
+    marketing = await _direct_marketing_purposes(session)
+    named = data.purposes or []
+    await catalogue.require_purposes(session, named)
+    opted_out = sorted(set(named) & marketing)
+    if opted_out and subject.email_hash:
+        # Objecting to a direct-marketing purpose is Art 21(2)-(3): absolute, whatever the
+        # basis, so it is recorded as an opt-out the gate applies to every basis.
+        await _opt_out_everywhere(session, principal, req, subject.email_hash)
+    # Every named purpose gets its objection (the gate answers `objected` for it), direct
+    # marketing included: the opt-out above comes in addition, never instead.
+    purposes = await _objected_purposes(session, subject, named)
+    await objections.record(session, subject, purposes, source="rights_request")
+    # Art 21(1) reaches processing on legitimate interests; an objection to a purpose on
+    # another basis is recorded but only bites if that basis changes to legitimate interests.
+    li = await _on_legitimate_interests(session, subject)
     outcome = {
         "objected": sorted(purposes),
         "opted_out_of_marketing": opted_out,

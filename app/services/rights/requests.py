@@ -7,7 +7,7 @@ the request (app.services.rights.fulfilment) in the same transaction.
 
 import statistics
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic_core import to_jsonable_python
@@ -103,33 +103,44 @@ async def _event(
     )
 
 
-async def create_request(
-    session: AsyncSession, principal: Principal, *, data: RightsRequestCreate
-) -> RightsRequest:
-    now = utcnow()
+def _received_at(data: RightsRequestCreate, now: datetime) -> datetime:
     received_at = data.received_at or now
     if received_at > now + CLOCK_SKEW:
         raise Unprocessable(
             "`received_at` is in the future: give when the request arrived (any past date).",
             field="received_at",
         )
-    subject_id, hashed = data.subject_id, None
+    return received_at
+
+
+async def _requester(
+    session: AsyncSession, data: RightsRequestCreate
+) -> tuple[uuid.UUID | None, str | None]:
+    """(subject id or None, e-mail hash) of the person the request is about."""
     if data.subject_id is not None:
         subject = await session.get(Subject, data.subject_id)
         if subject is None:
             raise NotFound("No subject with this id.")
-        hashed = subject.email_hash
-    else:
-        assert data.email is not None
-        hashed = email_hash(data.email)
-        # An e-mail we do not know is still a valid request: the answer may be "nothing held".
-        subject_id = (
-            await session.execute(
-                select(col(Subject.id)).where(
-                    col(Subject.email) == data.email, col(Subject.erased_at).is_(None)
-                )
+        return data.subject_id, subject.email_hash
+    assert data.email is not None
+    hashed = email_hash(data.email)
+    # An e-mail we do not know is still a valid request: the answer may be "nothing held".
+    subject_id = (
+        await session.execute(
+            select(col(Subject.id)).where(
+                col(Subject.email) == data.email, col(Subject.erased_at).is_(None)
             )
-        ).scalar_one_or_none()
+        )
+    ).scalar_one_or_none()
+    return subject_id, hashed
+
+
+async def create_request(
+    session: AsyncSession, principal: Principal, *, data: RightsRequestCreate
+) -> RightsRequest:
+    now = utcnow()
+    received_at = _received_at(data, now)
+    subject_id, hashed = await _requester(session, data)
     req = RightsRequest(
         id=uuid.uuid4(),
         type=data.type,
@@ -305,74 +316,53 @@ async def list_requests(
     return page_of(rows, limit, lambda r: encode_time_cursor(r.received_at, r.id), to_public)
 
 
-async def report(session: AsyncSession) -> RightsReport:
-    by_type = dict(
-        (
-            await session.execute(
-                select(col(RightsRequest.type), func.count()).group_by(col(RightsRequest.type))
-            )
-        ).all()
+async def _counts_by(session: AsyncSession, column: Any) -> dict[str, int]:
+    return dict(
+        (await session.execute(select(col(column), func.count()).group_by(col(column)))).all()
     )
-    by_status = dict(
-        (
-            await session.execute(
-                select(col(RightsRequest.status), func.count()).group_by(col(RightsRequest.status))
-            )
-        ).all()
-    )
-    overdue = (
-        await session.execute(
-            select(
-                col(RightsRequest.id),
-                col(RightsRequest.type),
-                col(RightsRequest.status),
-                col(RightsRequest.due_at),
-            )
-            .where(*_overdue())
-            .order_by(col(RightsRequest.due_at))
-        )
-    ).all()
-    durations = (
-        (
-            await session.execute(
-                select(
-                    func.extract(
-                        "epoch", col(RightsRequest.completed_at) - col(RightsRequest.received_at)
-                    )
-                ).where(col(RightsRequest.status) == "completed")
-            )
-        )
-        .scalars()
-        .all()
-    )
-    days = [float(d) / 86400 for d in durations]
-    ended_days = (
-        await session.execute(select(func.coalesce(func.sum(col(RightsRequest.paused_days)), 0)))
-    ).scalar_one()
-    running = (
-        (
-            await session.execute(
-                select(col(RightsRequest.paused_since)).where(
-                    col(RightsRequest.paused_since).is_not(None)
-                )
-            )
-        )
-        .scalars()
-        .all()
-    )
+
+
+async def _overdue_rows(session: AsyncSession) -> list[dict[str, str]]:
+    due_at = col(RightsRequest.due_at)
+    stmt = select(col(RightsRequest.id), col(RightsRequest.type), col(RightsRequest.status), due_at)
+    rows = (await session.execute(stmt.where(*_overdue()).order_by(due_at))).all()
+    return [
+        {"id": str(r.id), "type": r.type, "status": r.status, "due_at": str(r.due_at)} for r in rows
+    ]
+
+
+async def _days_to_complete(session: AsyncSession) -> list[float]:
+    took = col(RightsRequest.completed_at) - col(RightsRequest.received_at)
+    stmt = select(func.extract("epoch", took)).where(col(RightsRequest.status) == "completed")
+    return [float(d) / 86400 for d in (await session.execute(stmt)).scalars().all()]
+
+
+async def _pauses(session: AsyncSession) -> tuple[int, int]:
+    """(requests paused now, calendar days paused: ended pauses plus those still running)."""
+    ended = select(func.coalesce(func.sum(col(RightsRequest.paused_days)), 0))
+    ended_days = (await session.execute(ended)).scalar_one()
+    paused_since = col(RightsRequest.paused_since)
+    stmt = select(paused_since).where(paused_since.is_not(None))
+    running = (await session.execute(stmt)).scalars().all()
     now = utcnow()
     running_days = sum(days_paused(since, now) for since in running if since is not None)
+    return len(running), int(ended_days) + running_days
+
+
+async def report(session: AsyncSession) -> RightsReport:
+    by_type = await _counts_by(session, RightsRequest.type)
+    by_status = await _counts_by(session, RightsRequest.status)
+    overdue = await _overdue_rows(session)
+    days = await _days_to_complete(session)
+    paused, paused_days = await _pauses(session)
     return RightsReport(
         by_type=by_type,
         by_status=by_status,
-        overdue=[
-            {"id": str(r.id), "type": r.type, "status": r.status, "due_at": str(r.due_at)}
-            for r in overdue
-        ],
+        overdue=overdue,
         median_days_to_complete=round(statistics.median(days), 2) if days else None,
         completed=len(days),
-        paused=len(running),
-        days_paused=int(ended_days) + running_days,
+        paused=paused,
+        days_paused=paused_days,
     )
 
 

@@ -50,11 +50,18 @@ async def _retention(session: AsyncSession, subject: Subject) -> dict[str, Any]:
     return {"rule": row.rule, "months": row.months, "until": until}
 
 
-async def access_report(
-    session: AsyncSession, req: RightsRequest, subject: Subject | None
-) -> dict[str, Any]:
+def _no_data_held(base: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **base,
+        "held": False,
+        "message": "We hold no personal data about you beyond any opt-out listed here.",
+    }
+
+
+async def _common_part(session: AsyncSession, req: RightsRequest) -> dict[str, Any]:
+    """What every report carries, held or not: who we are, the rights, any opt-outs."""
     settings = current_settings()
-    base: dict[str, Any] = {
+    return {
         "controller": _controller(),
         "right_to_complain": f"You may complain to the {settings.supervisory_authority}.",
         "your_rights": RIGHTS,
@@ -65,13 +72,10 @@ async def access_report(
             h=req.email_hash,
         ),
     }
-    if subject is None:
-        return {
-            **base,
-            "held": False,
-            "message": "We hold no personal data about you beyond any opt-out listed here.",
-        }
-    purposes = await _rows(
+
+
+async def _purposes(session: AsyncSession, subject: Subject) -> list[dict[str, Any]]:
+    return await _rows(
         session,
         "SELECT b.purpose, p.description, b.basis, b.contract_ref, b.contract_start,"
         " b.contract_end, b.lia_ref, b.obligation,"
@@ -81,7 +85,10 @@ async def access_report(
         " WHERE b.subject_id = :s ORDER BY b.purpose",
         s=subject.id,
     )
-    history = [
+
+
+async def _consent_history(session: AsyncSession, subject: Subject) -> list[dict[str, Any]]:
+    return [
         {
             "event_id": str(e.id),
             "purpose": e.purpose,
@@ -94,36 +101,63 @@ async def access_report(
             session, subject_id=subject.id
         )
     ]
+
+
+async def _recent_decisions(
+    session: AsyncSession, req: RightsRequest, subject: Subject
+) -> list[dict[str, Any]]:
+    """Gate decisions in the twelve months before the request was received."""
     since = req.received_at - timedelta(days=365)
-    decisions = await _rows(
+    return await _rows(
         session,
         "SELECT purpose, recipient, allowed, reasons, decided_at FROM decisions"
         " WHERE subject_id = :s AND decided_at >= :since ORDER BY decided_at",
         s=subject.id,
         since=since,
     )
-    recipients = await _rows(
+
+
+async def _recipients(session: AsyncSession, subject: Subject) -> list[dict[str, Any]]:
+    return await _rows(
         session,
         "SELECT DISTINCT r.name, r.role, r.country, r.inside_eea_uk,"
         " r.transfer_safeguard FROM recipients r JOIN lawful_bases b"
         " ON b.purpose = ANY(r.purposes) WHERE b.subject_id = :s ORDER BY r.name",
         s=subject.id,
     )
+
+
+async def _source(session: AsyncSession, subject: Subject) -> dict[str, Any]:
     source = (
         await session.execute(
             text("SELECT key, description FROM sources WHERE key = :k"), {"k": subject.source}
         )
     ).one()
     return {
+        "key": source.key,
+        "description": source.description,
+        "detail": subject.source_detail,
+    }
+
+
+async def access_report(
+    session: AsyncSession, req: RightsRequest, subject: Subject | None
+) -> dict[str, Any]:
+    base = await _common_part(session, req)
+    if subject is None:
+        return _no_data_held(base)
+    # Awaited one by one, in this order: the session runs one statement at a time.
+    purposes = await _purposes(session, subject)
+    history = await _consent_history(session, subject)
+    decisions = await _recent_decisions(session, req, subject)
+    recipients = await _recipients(session, subject)
+    source = await _source(session, subject)
+    return {
         **base,
         "held": True,
         "data": {f: getattr(subject, f) for f in PERSONAL_FIELDS},
         "category": subject.category,
-        "source": {
-            "key": source.key,
-            "description": source.description,
-            "detail": subject.source_detail,
-        },
+        "source": source,
         "status": "restricted" if subject.restricted else "active",
         "purposes": purposes,
         "consent_history": history,

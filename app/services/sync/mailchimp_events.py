@@ -95,6 +95,7 @@ async def _subject_for(session: AsyncSession, email: str | None) -> uuid.UUID | 
 
 
 async def handle(session: AsyncSession, form: dict[str, str]) -> WebhookAnswer:
+    """One delivered event: checked, recorded once (keyed by its payload), then acted on."""
     _check_text(form, "type")
     kind = (form.get("type") or "").strip()
     if not kind:
@@ -112,6 +113,31 @@ async def handle(session: AsyncSession, form: dict[str, str]) -> WebhookAnswer:
         raise Unprocessable("The event names no e-mail address.", field="data[email]")
     subject_id = await _subject_for(session, address)
     keep_addresses = kind == "upemail" and subject_id is not None
+    event_id = await _insert_event(
+        session,
+        form,
+        kind,
+        address,
+        subject_id,
+        old_email if keep_addresses else None,
+        new_email if keep_addresses else None,
+    )
+    if event_id is None:
+        return WebhookAnswer(type=kind, recorded=False)  # a replay
+    await _act_on(session, form, kind, address, subject_id, event_id)
+    return WebhookAnswer(type=kind, recorded=True)
+
+
+async def _insert_event(
+    session: AsyncSession,
+    form: dict[str, str],
+    kind: str,
+    address: str,
+    subject_id: uuid.UUID | None,
+    old_email: str | None,
+    new_email: str | None,
+) -> uuid.UUID | None:
+    """The event's row; None when the same event was recorded before (a replay)."""
     row = (
         await session.execute(
             INSERT_EVENT,
@@ -123,14 +149,25 @@ async def handle(session: AsyncSession, form: dict[str, str]) -> WebhookAnswer:
                 "subject_id": subject_id,
                 "email_hash": email_hash(address),
                 "reason": (form.get("data[reason]") or None) and form["data[reason]"][:100],
-                "old_email": old_email if keep_addresses else None,
-                "new_email": new_email if keep_addresses else None,
+                "old_email": old_email,
+                "new_email": new_email,
                 "fired_at": _fired_at(form.get("fired_at")),
             },
         )
     ).first()
-    if row is None:
-        return WebhookAnswer(type=kind, recorded=False)  # a replay
+    return None if row is None else row.id
+
+
+async def _act_on(
+    session: AsyncSession,
+    form: dict[str, str],
+    kind: str,
+    address: str,
+    subject_id: uuid.UUID | None,
+    event_id: uuid.UUID,
+) -> None:
+    """A newly recorded event's effect: the person's unsubscribe is an opt-out (our own,
+    echoed back, is not); a cleaned or changed address goes to the change feed, audited."""
     if (
         kind == "unsubscribe"
         and not (await session.execute(OUR_UNSUBSCRIBE, {"e": address})).scalar()
@@ -152,10 +189,9 @@ async def handle(session: AsyncSession, form: dict[str, str]) -> WebhookAnswer:
             WEBHOOK,
             f"mailchimp.{kind}",
             "mailchimp_event",
-            row.id,
+            event_id,
             subject_id=str(subject_id),
         )
-    return WebhookAnswer(type=kind, recorded=True)
 
 
 async def list_events(

@@ -9,9 +9,11 @@ contact only while the purpose is direct marketing in the catalogue (the gate's 
 
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.auth import Principal
@@ -88,7 +90,23 @@ async def take_optouts(
     result.unknown = len(named) - len(wanted)
     if not wanted:
         return result
-    rows = (
+    rows = await _opted_out_subjects(session, wanted, purpose)
+    result.unknown += len(wanted) - len(rows)
+    judged: list[tuple[str, uuid.UUID]] = []
+    for row in rows:
+        cid = wanted[row.ord - 1][0]
+        await _record_optout(session, principal, row, cid, purpose, result)
+        judged.append((cid, row.id))
+    if judged:
+        result.verdicts = await _judge_subjects(session, principal, judged, purpose, recipient)
+    return result
+
+
+async def _opted_out_subjects(
+    session: AsyncSession, wanted: list[tuple[str, str]], purpose: str
+) -> Sequence[Row[Any]]:
+    """OPTED_OUT's rows for the (contact id, address) pairs, in their order (`ord`, 1-based)."""
+    return (
         await session.execute(
             OPTED_OUT,
             {
@@ -98,40 +116,55 @@ async def take_optouts(
             },
         )
     ).all()
-    result.unknown += len(wanted) - len(rows)
-    judged: list[tuple[str, uuid.UUID]] = []
-    for row in rows:
-        cid = wanted[row.ord - 1][0]
-        if row.basis == "consent":
-            if not row.withdrawn_here and await _withdraw(session, principal, row.id, cid, purpose):
-                result.withdrawn += 1
-        elif await objections.record(session, row, [purpose], source=SOURCE):
-            result.objected += 1
-            await audit.record(
-                session,
-                principal,
-                "objection.create",
-                "objection",
-                row.id,
-                purpose=purpose,
-                source=SOURCE,
-                basis=row.basis,
-                contact=evidence_id(cid),
-            )
-        judged.append((cid, row.id))
-    if judged:
-        items = await decisions.decide_batch(
+
+
+async def _record_optout(
+    session: AsyncSession,
+    principal: Principal,
+    row: Row[Any],
+    cid: str,
+    purpose: str,
+    result: OptOuts,
+) -> None:
+    """One opted-out subject's no, counted in `result`: a withdrawal where the basis is
+    consent (unless this contact's is already recorded), else an objection, audited."""
+    if row.basis == "consent":
+        if not row.withdrawn_here and await _withdraw(session, principal, row.id, cid, purpose):
+            result.withdrawn += 1
+    elif await objections.record(session, row, [purpose], source=SOURCE):
+        result.objected += 1
+        await audit.record(
             session,
             principal,
-            subjects=[sid for _, sid in judged],
+            "objection.create",
+            "objection",
+            row.id,
             purpose=purpose,
-            recipient=recipient,
+            source=SOURCE,
+            basis=row.basis,
+            contact=evidence_id(cid),
         )
-        result.verdicts = [
-            Verdict(cid, item.subject_id, item.allowed)
-            for (cid, _), item in zip(judged, items, strict=True)
-        ]
-    return result
+
+
+async def _judge_subjects(
+    session: AsyncSession,
+    principal: Principal,
+    judged: list[tuple[str, uuid.UUID]],
+    purpose: str,
+    recipient: str | None,
+) -> list[Verdict]:
+    """The gate's answer for each (contact id, subject id), in order."""
+    items = await decisions.decide_batch(
+        session,
+        principal,
+        subjects=[sid for _, sid in judged],
+        purpose=purpose,
+        recipient=recipient,
+    )
+    return [
+        Verdict(cid, item.subject_id, item.allowed)
+        for (cid, _), item in zip(judged, items, strict=True)
+    ]
 
 
 async def _withdraw(
