@@ -1,4 +1,4 @@
-"""`consent-api sync mailchimp|surveymonkey`: sync a marketing tool with the gate (issue 10)."""
+"""`consent-api sync mailchimp|surveymonkey|status`: sync a marketing tool with the gate."""
 
 import argparse
 import asyncio
@@ -9,11 +9,43 @@ from app.cli.common import database_url, migrate
 from app.core.config import current_settings
 
 
+def _status() -> None:
+    from app.integrations.status import status_lines
+
+    settings = current_settings()
+    url = database_url(settings)
+    migrate(url)
+    print("\n".join(asyncio.run(status_lines(settings, url))))
+
+
+def _setup_webhook() -> None:
+    from app.integrations.status import webhook
+    from app.integrations.worker import SyncFailed, check_settings, failure
+
+    settings = current_settings()
+    try:
+        check_settings("mailchimp", settings)
+        print(asyncio.run(webhook(settings)))
+    except SyncFailed as exc:
+        raise SystemExit(f"consent-api sync: {exc}") from None
+    except Exception as exc:
+        failed = failure("mailchimp", exc)
+        if failed is None:
+            raise
+        raise SystemExit(f"consent-api sync: {failed}") from None
+
+
 def _sync(args: argparse.Namespace) -> None:
-    """Sync with MailChimp or SurveyMonkey (issue 10)."""
+    """Sync with MailChimp or SurveyMonkey; `status` shows positions and what waits."""
     from app.core.observability import configure_logging
     from app.integrations.worker import SyncFailed, check_settings, run
 
+    if args.target == "status":
+        return _status()
+    if args.setup_webhook:
+        if args.target != "mailchimp":
+            raise SystemExit("consent-api sync: --setup-webhook is for mailchimp")
+        return _setup_webhook()
     settings = current_settings()
     try:
         check_settings(args.target, settings)
@@ -37,7 +69,12 @@ def _sync(args: argparse.Namespace) -> None:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     sync = sub.add_parser("sync", help="sync MailChimp or SurveyMonkey with the gate")
-    sync.add_argument("target", choices=("mailchimp", "surveymonkey"))
+    sync.add_argument("target", choices=("mailchimp", "surveymonkey", "status"))
     sync.add_argument("--once", action="store_true", help="one pass, then exit")
+    sync.add_argument(
+        "--setup-webhook",
+        action="store_true",
+        help="create or correct the list's MailChimp webhook (sources user and admin, not api)",
+    )
     sync.add_argument("--audience", metavar="PURPOSE", help="the purpose whose audience to sync")
     sync.set_defaults(func=_sync)

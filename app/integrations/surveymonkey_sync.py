@@ -8,19 +8,41 @@ are deleted as the change feed reports the erasure."""
 
 import asyncio
 import logging
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from app.core.config import Settings
+from app.core.crypto import email_hash
 from app.integrations.http import PoliteClient
 from app.integrations.mailchimp import NotConfigured
+from app.integrations.outcomes import judge
 from app.integrations.progress import Progress
 from app.integrations.runner import in_transaction, run_forever
+from app.models.base import utcnow
 from app.services.changes import feed as changes
 from app.services.gate import audiences
-from app.services.sync import state, surveys, system_principal
+from app.services.sync import outbox, state, surveys, system_principal
+from app.services.sync.outbox import Intent, Outcome
+from app.services.sync.surveys import Verdict
 
 log = logging.getLogger("consent_api.sync")
 PER_PAGE = 1000
+
+
+def _doomed(verdicts: list[Verdict], contacts: list[tuple[str, str]]) -> list[Intent]:
+    """The contacts the gate denies, as removals (named by the keyed hash of the address)."""
+    addresses = dict(contacts)
+    return [
+        Intent(v.contact_id, "delete_contact", v.subject_id, _keyed(addresses.get(v.contact_id)))
+        for v in verdicts
+        if not v.keep
+    ]
+
+
+def _keyed(address: str | None) -> str | None:
+    address = (address or "").strip().lower()
+    return email_hash(address) if "@" in address else None
 
 
 class SurveymonkeySync:
@@ -31,8 +53,10 @@ class SurveymonkeySync:
         *,
         purpose: str | None = None,
         progress: Progress | None = None,
+        clock: Callable[[], datetime] = utcnow,
         **client_kw: Any,
     ) -> None:
+        self.clock = clock
         if not settings.surveymonkey_access_token or not settings.surveymonkey_contact_list_id:
             raise NotConfigured(
                 "set CONSENT_SURVEYMONKEY_ACCESS_TOKEN and CONSENT_SURVEYMONKEY_CONTACT_LIST_ID"
@@ -57,14 +81,18 @@ class SurveymonkeySync:
             **client_kw,
         )
 
-    async def run_once(self) -> None:
+    async def run_once(self, *, eager: bool = True) -> None:
         await in_transaction(self.maker, audiences.check_target, self.purpose, self.recipient)
+        due = await in_transaction(
+            self.maker, outbox.due, self.target, now=self.clock(), removals_at_once=eager
+        )
+        await self._delete(due)  # removals refused before: every one until it is done
         await self.take_optouts()
         await self.follow_feed()
         await self.prune_list()
 
     async def run_forever(self) -> None:
-        await run_forever(self.run_once, self.settings)
+        await run_forever(lambda: self.run_once(eager=False), self.settings)
 
     async def _pages(self, path: str, **params: Any) -> Any:
         page = 1
@@ -86,7 +114,7 @@ class SurveymonkeySync:
         `surveys.take_optouts`); then the contacts of our subjects the gate now denies are
         removed. An address that is no subject of ours is left to the controller."""
         self.progress.start("surveymonkey opt-outs")
-        doomed: list[str] = []
+        doomed: list[Intent] = []
         async for data in self._pages("/contacts", status="optout"):
             contacts = [(str(c["id"]), str(c.get("email", ""))) for c in data]
             taken = await in_transaction(
@@ -97,7 +125,7 @@ class SurveymonkeySync:
                 purpose=self.purpose,
                 recipient=self.recipient,
             )
-            doomed += [v.contact_id for v in taken.verdicts if not v.keep]
+            doomed += _doomed(taken.verdicts, contacts)
             self.progress.advance(
                 len(data),
                 withdrawn=taken.withdrawn,
@@ -110,7 +138,7 @@ class SurveymonkeySync:
     async def prune_list(self) -> None:
         """Judge every contact of the list; remove those the gate would not allow."""
         self.progress.start("surveymonkey contact list")
-        doomed: list[str] = []
+        doomed: list[Intent] = []
         async for data in self._pages(f"/contact_lists/{self.list_id}/contacts"):
             contacts = [(str(c["id"]), str(c.get("email", ""))) for c in data]
             verdicts = await in_transaction(
@@ -125,26 +153,30 @@ class SurveymonkeySync:
                 (v.subject_id, v.contact_id, "active") for v in verdicts if v.keep and v.subject_id
             ]
             await in_transaction(self.maker, state.remember, self.target, kept)
-            doomed += [v.contact_id for v in verdicts if not v.keep]
+            doomed += _doomed(verdicts, contacts)
             self.progress.advance(len(data))
         await self._delete(doomed)
         self.progress.finish(removed=len(doomed))
 
-    async def _delete(self, contact_ids: list[str]) -> None:
-        async def one(cid: str) -> str | None:
-            answer = await self.http.call("DELETE", f"/contacts/{cid}")
-            if answer.ok or answer.status == 404:
-                return cid
-            log.warning(
-                "surveymonkey refused a call; skipped",
-                extra={"action": "delete contact", "status": answer.status, "contact_id": cid},
-            )
-            return None
+    async def _delete(self, doomed: list[Intent]) -> None:
+        """Each removal written to the outbox, made, and its outcome recorded: one refused
+        stays waiting and is made again on every pass until it is done."""
+        if not doomed:
+            return
+        await in_transaction(self.maker, outbox.intend, self.target, doomed, now=self.clock())
+
+        async def one(intent: Intent) -> Outcome:
+            answer = await self.http.call("DELETE", f"/contacts/{intent.remote_id}")
+            return judge(intent, answer, target=self.target)
 
         async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(one(cid)) for cid in contact_ids]
-        done = [t.result() for t in tasks]
-        await in_transaction(self.maker, state.forget_remote, self.target, [c for c in done if c])
+            tasks = [group.create_task(one(i)) for i in doomed]
+        await in_transaction(self.maker, self._record, [t.result() for t in tasks])
+
+    async def _record(self, session: Any, outcomes: list[Outcome]) -> None:
+        await outbox.record(session, self.target, outcomes, now=self.clock())
+        gone = [o.remote_id for o in outcomes if o.state == "done"]
+        await state.forget_remote(session, self.target, gone)
 
     async def follow_feed(self) -> None:
         """Erasures reach SurveyMonkey: the erased subject's contact is deleted."""
@@ -160,7 +192,7 @@ class SurveymonkeySync:
                 c.subject_id for c in page.items if c.kind == "subject.erased" and c.subject_id
             ]
             held = await in_transaction(self.maker, state.members, self.target, erased)
-            await self._delete(list(held.values()))
+            await self._delete([Intent(cid, "delete_contact", sid) for sid, cid in held.items()])
             await in_transaction(
                 self.maker, state.record_batch, self.target, feed_after=page.next_after
             )

@@ -79,7 +79,7 @@ async def run(
         else:
             await worker.run_forever()
     except Exception as exc:
-        failed = _failure(target, exc)
+        failed = failure(target, exc)
         if failed is None:
             raise
         raise failed from exc
@@ -91,9 +91,12 @@ async def run(
     return {"target": target, "pushed": getattr(worker, "pushed", 0), "seconds": seconds}
 
 
-def _failure(target: str, exc: Exception) -> SyncFailed | None:
+def failure(target: str, exc: Exception) -> SyncFailed | None:
     """The one line the operator reads for a failure we can explain; None for any other
     (it propagates as it is)."""
+    if isinstance(exc, BaseExceptionGroup):  # concurrent calls: the first one explains it
+        inner = [failure(target, e) if isinstance(e, Exception) else None for e in exc.exceptions]
+        return inner[0] if all(inner) else None
     if isinstance(exc, NotConfigured):
         return SyncFailed(str(exc))
     if isinstance(exc, RemoteRefused):

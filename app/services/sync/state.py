@@ -96,19 +96,6 @@ async def remember(session: AsyncSession, target: str, held: Iterable[Held]) -> 
     )
 
 
-async def unsubscribed_by_us(
-    session: AsyncSession, target: str, remote_ids: Sequence[str]
-) -> set[str]:
-    rows = await session.execute(
-        text(
-            "SELECT remote_id FROM sync_members WHERE target = :t"
-            " AND remote_status = 'unsubscribed' AND remote_id = ANY(CAST(:ids AS text[]))"
-        ),
-        {"t": target, "ids": list(remote_ids)},
-    )
-    return set(rows.scalars())
-
-
 async def forget(session: AsyncSession, target: str, subject_ids: Iterable[uuid.UUID]) -> None:
     ids = list(subject_ids)
     if ids:
@@ -146,3 +133,9 @@ async def record_batch(
     await remember(session, target, pushed)
     await forget(session, target, removed)
     await save(session, target, **position)  # type: ignore[arg-type]
+
+
+async def positions(session: AsyncSession) -> list[SyncState]:
+    """Every target's position (`consent-api sync status`)."""
+    rows = await session.execute(text("SELECT * FROM sync_state ORDER BY target"))
+    return [SyncState.model_validate(r._mapping) for r in rows]
