@@ -97,12 +97,15 @@ class MailchimpCalls:
             done.add(await self.call(intent, result))
         return done
 
-    async def call(self, intent: Intent, result: GateResult | None = None) -> Done:
-        """One call and its outcome; what the list holds afterwards."""
+    async def call(
+        self, intent: Intent, result: GateResult | None = None, *, resubscribe: bool = False
+    ) -> Done:
+        """One call and its outcome; what the list holds afterwards. `resubscribe`: see
+        `MailchimpApi.upsert` (reconciliation; a retry is the plain upsert)."""
         sid = intent.subject_id
         if intent.action == "upsert":
             assert result is not None and result.member is not None
-            answer = await self.api.upsert(result.member)
+            answer = await self.api.upsert(result.member, resubscribe=resubscribe)
         elif intent.action == "unsubscribe":
             answer = await self.api.unsubscribe(intent.remote_id)
         else:

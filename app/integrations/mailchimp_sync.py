@@ -14,6 +14,7 @@ from typing import Any
 from app.core.config import Settings
 from app.core.crypto import email_hash
 from app.core.errors import Unprocessable
+from app.integrations import reconcile as reconciliation
 from app.integrations.http import Answer
 from app.integrations.mailchimp import BATCH_LIMIT, MailchimpApi, subscriber_hash
 from app.integrations.mailchimp_calls import Done, MailchimpCalls
@@ -97,7 +98,16 @@ class MailchimpSync:
         await self.read_back()
 
     async def run_forever(self) -> None:
-        await run_forever(lambda: self.run_once(eager=False), self.settings)
+        await run_forever(self.following_pass, self.settings)
+
+    async def following_pass(self) -> None:
+        """A pass of a worker that keeps following, and the reconciliation when it is due."""
+        await self.run_once(eager=False)
+        await reconciliation.if_due(self)
+
+    async def reconcile(self, *, dry_run: bool = False, unknown: str = "report") -> dict[str, Any]:
+        """Make the whole list equal to the gate's audience (`MailchimpReconcile`)."""
+        return await reconciliation.MailchimpReconcile(self, dry_run=dry_run, unknown=unknown).run()
 
     # --- the outbox: calls refused before, tried again ----------------------------------
     async def retry_due(self, *, eager: bool) -> None:

@@ -7,10 +7,12 @@ from app.core.config import Settings
 from app.core.db import create_engine, create_sessionmaker
 from app.integrations.mailchimp import MailchimpApi
 from app.integrations.mailchimp_webhook import setup_webhook
+from app.integrations.reconcile import Counts
 from app.integrations.runner import in_transaction
 from app.services.sync import outbox, state
 
 SHOWN = 100
+COUNTS = list(Counts().as_dict())  # in this order (the database keeps no order)
 
 
 async def status_lines(settings: Settings, database_url: str) -> list[str]:
@@ -30,7 +32,8 @@ async def status_lines(settings: Settings, database_url: str) -> list[str]:
 def _position(t: Any) -> str:
     reconciled = "never"
     if t.reconciled_at is not None:
-        counts = ", ".join(f"{k} {v}" for k, v in (t.reconcile_summary or {}).items())
+        summary = t.reconcile_summary or {}
+        counts = ", ".join(f"{k} {summary[k]}" for k in COUNTS if k in summary)
         reconciled = f"{t.reconciled_at.isoformat(timespec='seconds')} ({counts})"
     return (
         f"{t.target}: feed position {t.feed_after}, first sync"

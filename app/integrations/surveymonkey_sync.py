@@ -14,10 +14,12 @@ from typing import Any
 
 from app.core.config import Settings
 from app.core.crypto import email_hash
+from app.integrations import reconcile as reconciliation
 from app.integrations.http import PoliteClient
 from app.integrations.mailchimp import NotConfigured
 from app.integrations.outcomes import judge
 from app.integrations.progress import Progress
+from app.integrations.reconcile import Counts
 from app.integrations.runner import in_transaction, run_forever
 from app.models.base import utcnow
 from app.services.changes import feed as changes
@@ -38,6 +40,20 @@ def _doomed(verdicts: list[Verdict], contacts: list[tuple[str, str]]) -> list[In
         for v in verdicts
         if not v.keep
     ]
+
+
+def _count(counts: Counts, verdicts: list[Verdict]) -> None:
+    """A page of contacts in reconciliation's shape: removed contacts are `unsubscribed`
+    (an unknown address is removed too); nobody is ever added here."""
+    for v in verdicts:
+        counts.members += 1
+        if v.keep:
+            counts.in_sync += 1
+        elif v.subject_id is None:
+            counts.unknown += 1
+            counts.unknown_unsubscribed += 1
+        else:
+            counts.unsubscribed += 1
 
 
 def _keyed(address: str | None) -> str | None:
@@ -92,7 +108,19 @@ class SurveymonkeySync:
         await self.prune_list()
 
     async def run_forever(self) -> None:
-        await run_forever(lambda: self.run_once(eager=False), self.settings)
+        await run_forever(self.following_pass, self.settings)
+
+    async def following_pass(self) -> None:
+        """A pass of a worker that keeps following, and the reconciliation when it is due."""
+        await self.run_once(eager=False)
+        await reconciliation.if_due(self)
+
+    async def reconcile(self, *, dry_run: bool = False, unknown: str = "report") -> dict[str, Any]:
+        """The contact list judged whole (`prune_list`), reported in the shape MailChimp's
+        reconciliation has. `unknown` has no say here: an address that is no subject of
+        ours is denied by the gate and deleted, as on every pass."""
+        counts = await self.prune_list(dry_run=dry_run)
+        return await reconciliation.finish(self, counts, dry_run=dry_run, unknown="unsubscribe")
 
     async def _pages(self, path: str, **params: Any) -> Any:
         page = 1
@@ -135,13 +163,15 @@ class SurveymonkeySync:
         await self._delete(doomed)
         self.progress.finish(removed=len(doomed))
 
-    async def prune_list(self) -> None:
-        """Judge every contact of the list; remove those the gate would not allow."""
+    async def prune_list(self, *, dry_run: bool = False) -> Counts:
+        """Judge every contact of the list; remove those the gate would not allow. A dry
+        run (reconciliation) removes nothing and keeps nothing it judged."""
         self.progress.start("surveymonkey contact list")
+        counts = Counts()
         doomed: list[Intent] = []
         async for data in self._pages(f"/contact_lists/{self.list_id}/contacts"):
             contacts = [(str(c["id"]), str(c.get("email", ""))) for c in data]
-            verdicts = await in_transaction(
+            verdicts = await reconciliation.step(dry_run)(
                 self.maker,
                 surveys.judge_contacts,
                 self.principal,
@@ -152,17 +182,21 @@ class SurveymonkeySync:
             kept = [
                 (v.subject_id, v.contact_id, "active") for v in verdicts if v.keep and v.subject_id
             ]
-            await in_transaction(self.maker, state.remember, self.target, kept)
+            if not dry_run:
+                await in_transaction(self.maker, state.remember, self.target, kept)
             doomed += _doomed(verdicts, contacts)
+            _count(counts, verdicts)
             self.progress.advance(len(data))
-        await self._delete(doomed)
+        counts.refused = 0 if dry_run else await self._delete(doomed)
         self.progress.finish(removed=len(doomed))
+        return counts
 
-    async def _delete(self, doomed: list[Intent]) -> None:
+    async def _delete(self, doomed: list[Intent]) -> int:
         """Each removal written to the outbox, made, and its outcome recorded: one refused
-        stays waiting and is made again on every pass until it is done."""
+        stays waiting and is made again on every pass until it is done. How many were
+        refused."""
         if not doomed:
-            return
+            return 0
         await in_transaction(self.maker, outbox.intend, self.target, doomed, now=self.clock())
 
         async def one(intent: Intent) -> Outcome:
@@ -171,7 +205,9 @@ class SurveymonkeySync:
 
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(one(i)) for i in doomed]
-        await in_transaction(self.maker, self._record, [t.result() for t in tasks])
+        outcomes = [t.result() for t in tasks]
+        await in_transaction(self.maker, self._record, outcomes)
+        return sum(o.state != "done" for o in outcomes)
 
     async def _record(self, session: Any, outcomes: list[Outcome]) -> None:
         await outbox.record(session, self.target, outcomes, now=self.clock())

@@ -75,6 +75,9 @@ class FakeMailchimp:
         self.lists: dict[str, dict[str, dict[str, Any]]] = {lid: {} for lid in list_ids}
         self.forgotten: dict[str, set[str]] = {lid: set() for lid in list_ids}
         self.webhooks: dict[str, dict[str, dict[str, Any]]] = {lid: {} for lid in list_ids}
+        # Members whose unsubscribe came through the API (an admin's): MailChimp lets the API
+        # subscribe them again; one who unsubscribed themselves is in a compliance state.
+        self.api_unsubscribed: dict[str, set[str]] = {lid: set() for lid in list_ids}
         self.faults = Faults()
         routes = [
             Route("/3.0/ping", self.ping, methods=["GET"]),
@@ -102,6 +105,18 @@ class FakeMailchimp:
 
     def statuses(self, list_id: str) -> dict[str, str]:
         return {h: m["status"] for h, m in self.lists[list_id].items()}
+
+    def add_by_hand(self, list_id: str, email: str, status: str = "subscribed") -> str:
+        """Someone adds a member in MailChimp's web app: the member's hash."""
+        member = self._new_member(list_id, email, status, {})
+        self.lists[list_id][member["id"]] = member
+        return str(member["id"])
+
+    def unsubscribe_by_member(self, list_id: str, email: str) -> None:
+        """The person clicks unsubscribe in a campaign (no webhook reaches us)."""
+        member = self.lists[list_id][md5(email)]
+        member["status"], member["last_changed"] = "unsubscribed", now()
+        self.api_unsubscribed[list_id].discard(member["id"])
 
     def _auth(self, app: Any) -> Any:
         async def guarded(scope: dict, receive: Any, send: Any) -> None:
@@ -280,14 +295,19 @@ class FakeMailchimp:
         if status is not None:
             if status not in STATUSES:
                 return error(400, detail="Invalid status.")
+            by_api = h in self.api_unsubscribed[list_id]
             if status == "subscribed" and existing["status"] in ("unsubscribed", "cleaned"):
-                return error(
-                    400,
-                    "Member In Compliance State",
-                    "The contact is in a compliance state and cannot be subscribed.",
-                )
+                if not (existing["status"] == "unsubscribed" and by_api):
+                    return error(
+                        400,
+                        "Member In Compliance State",
+                        "The contact is in a compliance state and cannot be subscribed.",
+                    )
             if existing["status"] != status:
                 existing["status"], existing["last_changed"] = status, now()
+                self.api_unsubscribed[list_id].discard(h)
+                if status == "unsubscribed":
+                    self.api_unsubscribed[list_id].add(h)
         existing["merge_fields"].update(body.get("merge_fields") or {})
         new_email = body.get("email_address")
         if request.method == "PATCH" and new_email and md5(new_email) != h:

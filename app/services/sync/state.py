@@ -1,9 +1,11 @@
 """The sync worker's database side: its position per target and the members each target
 holds. Every function here runs inside the caller's transaction and never commits."""
 
+import json
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -55,6 +57,20 @@ async def save(
             "r": readback_since,
             "now": utcnow(),
         },
+    )
+
+
+async def reconciled(
+    session: AsyncSession, target: str, *, at: datetime, summary: dict[str, Any]
+) -> None:
+    """The last reconciliation of a target's list: when, and its counts (`sync status`)."""
+    await load(session, target)
+    await session.execute(
+        text(
+            "UPDATE sync_state SET reconciled_at = :at, reconcile_summary = CAST(:s AS jsonb),"
+            " updated_at = :now WHERE target = :t"
+        ),
+        {"t": target, "at": at, "s": json.dumps(summary), "now": utcnow()},
     )
 
 
