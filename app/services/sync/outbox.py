@@ -145,7 +145,10 @@ async def unsubscribed_by_us(
     session: AsyncSession, target: str, members: Sequence[tuple[str, datetime | None]]
 ) -> set[str]:
     """Of (subscriber hash, MailChimp's `last_changed`), the members whose current status
-    our own unsubscribe set: it is done and MailChimp has changed nothing since it answered."""
+    our own unsubscribe set: one of ours was done (its answer's `last_changed` is kept) and
+    MailChimp has changed nothing since. A repeat of it waiting in the outbox (refused, to
+    be tried again) does not make that status the person's: it would become an opt-out
+    they never made, which no later consent could lift."""
     if not members:
         return set()
     rows = await session.execute(
@@ -153,7 +156,7 @@ async def unsubscribed_by_us(
             "SELECT o.remote_id FROM sync_outbox o"
             " JOIN unnest(CAST(:r AS text[]), CAST(:c AS timestamptz[])) AS m(r, changed)"
             "   ON o.remote_id = m.r"
-            " WHERE o.target = :t AND o.action = 'unsubscribe' AND o.state = 'done'"
+            " WHERE o.target = :t AND o.action = 'unsubscribe'"
             " AND m.changed IS NOT NULL AND o.remote_changed_at >= m.changed"
         ),
         {"t": target, "r": [m[0] for m in members], "c": [m[1] for m in members]},
