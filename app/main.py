@@ -51,6 +51,7 @@ from app.routers import (
     rights,
     subjects,
     sync_events,
+    sync_failures,
     webhooks,
 )
 from app.services.access import key_fingerprints
@@ -81,6 +82,7 @@ API_ROUTERS = (
     proofs,
     audiences,
     sync_events,
+    sync_failures,
     consent_reports,
     imports,
 )

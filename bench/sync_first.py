@@ -6,7 +6,12 @@ MailChimp, runs `consent-api sync mailchimp --once` as a child process, and prin
 per second (the worker's own clock, from start to the last batch committed) and the
 worker's peak RSS (its rusage). Not a test: the numbers depend on the machine.
 
-    python -m bench.sync_first [--subjects 100000]
+    python -m bench.sync_first [--subjects 100000] [--reconcile]
+
+With `--reconcile`, after the first sync the worker reconciles the whole list
+(`consent-api sync mailchimp --reconcile`: the fake pages 1,000 members per call, each
+judged by the gate), timed the same way: members read per second and peak RSS
+(targets: at least 5,000/s, at most 150 MB).
 """
 
 import argparse
@@ -103,7 +108,9 @@ def wait_for(url: str) -> None:
     raise SystemExit("bench: the fake MailChimp did not start")
 
 
-def run_worker(database_url: str, base_url: str, data_dir: str) -> tuple[dict, int, float]:
+def run_worker(
+    database_url: str, base_url: str, data_dir: str, *extra: str
+) -> tuple[dict, int, float]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONSENT_")}
     env.update(
         CONSENT_DATABASE_URL=database_url,
@@ -115,7 +122,7 @@ def run_worker(database_url: str, base_url: str, data_dir: str) -> tuple[dict, i
     )
     # BENCH_WRAP="-m pyinstrument -o prof.txt" profiles the worker.
     wrap = os.environ.get("BENCH_WRAP", "").split()
-    command = [sys.executable, *wrap, "-m", "app.cli", "sync", "mailchimp", "--once"]
+    command = [sys.executable, *wrap, "-m", "app.cli", "sync", "mailchimp", "--once", *extra]
     started = time.perf_counter()
     child = subprocess.Popen(
         command,
@@ -137,6 +144,7 @@ def run_worker(database_url: str, base_url: str, data_dir: str) -> tuple[dict, i
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subjects", type=int, default=100_000)
+    parser.add_argument("--reconcile", action="store_true", help="then time a reconciliation")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     from sqlalchemy.engine import make_url
@@ -164,6 +172,8 @@ def main() -> None:
             base = f"http://127.0.0.1:{port}/3.0"
             wait_for(f"{base}/ping")
             summary, rss_kib, wall = run_worker(url, base, str(root / "data"))
+            if args.reconcile:
+                reconciled = run_worker(url, base, str(root / "data"), "--reconcile")
             held = httpx.get(
                 f"{base}/lists/{LIST_ID}/members",
                 params={"status": "subscribed", "count": 1},
@@ -177,6 +187,19 @@ def main() -> None:
     print(f"first sync: {seconds:.1f} s -> {pushed / seconds:,.0f} members/s (target >= 5,000)")
     print(f"worker wall time incl. start-up and migration check: {wall:.1f} s")
     print(f"worker peak RSS: {rss_kib / 1024:.0f} MB (target < 150 MB)")
+    if args.reconcile:
+        _print_reconciliation(*reconciled)
+
+
+def _print_reconciliation(summary: dict, rss_kib: int, wall: float) -> None:
+    counts = summary["reconciled"]
+    print(
+        f"reconciliation: {counts['members']} members read in {wall:.1f} s (worker wall time,"
+        f" start-up included) -> {counts['members'] / wall:,.0f} members/s (target >= 5,000);"
+        f" in sync {counts['in_sync']}, changed"
+        f" {counts['unsubscribed'] + counts['subscribed'] + counts['opted_out']}"
+    )
+    print(f"reconciliation worker peak RSS: {rss_kib / 1024:.0f} MB (target <= 150 MB)")
 
 
 if __name__ == "__main__":

@@ -74,6 +74,7 @@ ACCESS: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/changes"): READERS | {SYNC},
     ("GET", "/v1/audiences/{purpose}"): READERS | {SYNC, CRM},
     ("GET", "/v1/sync/mailchimp-events"): CRM_READ,
+    ("GET", "/v1/sync/failures"): READERS | {SYNC},
     ("GET", "/v1/webhooks/mailchimp"): OWN_CREDENTIAL,
     ("POST", "/v1/webhooks/mailchimp"): OWN_CREDENTIAL,
     # Bulk consent records (issue 13): crm and auditors

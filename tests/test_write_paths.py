@@ -32,8 +32,10 @@ OPTOUTS = "app/services/optouts/records.py"
 OBJECTIONS = "app/services/optouts/objections.py"
 AUDIT = "app/services/audit/entries.py"
 FEED = "app/services/changes/feed.py"
+CLOCK = "app/services/changes/clock.py"
 IDEMPOTENCY = "app/core/idempotency.py"
 ERASURE = "app/services/rights/erasure.py"
+OUTBOX = "app/services/sync/outbox.py"
 
 # (table, verb) -> {module: why}. Creating and appending have one home each; changing and
 # removing are listed writer by writer, each for a fact of its own (erasure, sealing...).
@@ -60,6 +62,12 @@ ALLOWED: dict[tuple[str, str], dict[str, str]] = {
     ("audit_entries", "UPDATE"): {"app/services/audit/chain.py": "the sealer chains entries"},
     ("changes", "INSERT"): {FEED: "append a change-feed entry"},
     ("changes", "UPDATE"): {FEED: "the sequencer numbers entries"},
+    ("gate_moments", "INSERT"): {CLOCK: "a moment at which time alone changes the gate"},
+    ("gate_moments", "UPDATE"): {CLOCK: "the clock marks a moment fed"},
+    ("gate_moments", "DELETE"): {CLOCK: "a moment withdrawn (or its subject erased)"},
+    ("sync_outbox", "INSERT"): {OUTBOX: "a sync call's intent, before the call"},
+    ("sync_outbox", "UPDATE"): {OUTBOX: "a sync call's outcome"},
+    ("sync_outbox", "DELETE"): {OUTBOX: "a waiting addition replaced by the gate's new answer"},
     ("idempotency_keys", "INSERT"): {IDEMPOTENCY: "claim an Idempotency-Key"},
     ("idempotency_keys", "UPDATE"): {IDEMPOTENCY: "store the first answer"},
     ("idempotency_keys", "DELETE"): {

@@ -37,6 +37,7 @@ READ_SCOPES = frozenset(
         "audit:read",
         "reports:read",
         "metrics:read",
+        "sync:read",
     }
 )
 
@@ -82,6 +83,7 @@ ROLE_SCOPES: dict[str, frozenset[str]] = {
             "optouts:read",
             "decisions:ask",
             "links:create",  # unsubscribe links only (no links:preference)
+            "sync:read",  # the calls refused (GET /v1/sync/failures)
         }
     ),
     "auditor": READ_SCOPES,

@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     sync_max_attempts: int = 8  # per remote call, for 429, 5xx and dropped connections
     sync_backoff_seconds: float = 1.0  # first backoff; doubles, with jitter, up to a minute
     sync_poll_seconds: float = 5.0  # between passes, without --once
+    # A worker started without --once reconciles the whole list with the gate's audience
+    # when the last reconciliation is older than this many hours; 0 turns it off.
+    sync_reconcile_hours: float = 24.0
 
     # issue 14: outages, greedy clients, hostile input.
     # Client-side limits so that a stopped or frozen PostgreSQL gives a prompt 503, never a hang.

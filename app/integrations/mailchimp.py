@@ -80,7 +80,10 @@ class MailchimpApi:
         }
         return await self.http.call("POST", f"/lists/{self.list_id}", json=body)
 
-    async def upsert(self, member: AudienceMember) -> Answer:
+    async def upsert(self, member: AudienceMember, *, resubscribe: bool = False) -> Answer:
+        """`resubscribe` (reconciliation only, for a member our own unsubscribe or an
+        archive took off): subscribed again. MailChimp itself refuses it for a member who
+        unsubscribed by their own action (`Member In Compliance State`)."""
         assert member.email is not None
         body = {
             "email_address": member.email,
@@ -89,6 +92,8 @@ class MailchimpApi:
             "status_if_new": "subscribed",
             "merge_fields": self.merge_fields(member),
         }
+        if resubscribe:
+            body["status"] = "subscribed"
         path = f"/lists/{self.list_id}/members/{subscriber_hash(member.email)}"
         return await self.http.call("PUT", path, json=body)
 
@@ -112,19 +117,31 @@ class MailchimpApi:
         self, status: str, since: datetime | None
     ) -> AsyncIterator[list[dict[str, Any]]]:
         """Members with `status`, changed since `since` (with a few minutes' overlap)."""
+        params: dict[str, Any] = {"status": status}
+        if since is not None:
+            params["since_last_changed"] = (since - READBACK_OVERLAP).isoformat()
+        async for page in self._pages(params, what=f"{status} members"):
+            yield page
+
+    async def all_members(self) -> AsyncIterator[list[dict[str, Any]]]:
+        """The whole list, a page of 1,000 at a time (reconciliation)."""
+        async for page in self._pages({}, what="the list's members"):
+            yield page
+
+    async def _pages(
+        self, params: dict[str, Any], *, what: str
+    ) -> AsyncIterator[list[dict[str, Any]]]:
         offset = 0
         while True:
-            params: dict[str, Any] = {
-                "status": status,
+            query = {
+                **params,
                 "count": READ_PAGE,
                 "offset": offset,
                 "fields": "members.email_address,members.status,members.last_changed,total_items",
             }
-            if since is not None:
-                params["since_last_changed"] = (since - READBACK_OVERLAP).isoformat()
-            answer = await self.http.call("GET", f"/lists/{self.list_id}/members", params=params)
+            answer = await self.http.call("GET", f"/lists/{self.list_id}/members", params=query)
             if not answer.ok:
-                raise RuntimeError(f"reading {status} members failed with HTTP {answer.status}")
+                raise RuntimeError(f"reading {what} failed with HTTP {answer.status}")
             page = answer.body.get("members", [])
             if page:
                 yield page

@@ -7,21 +7,28 @@ Resumable: a crash repeats at most the batch it interrupted."""
 import asyncio
 import logging
 import uuid
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from app.core.config import Settings
 from app.core.crypto import email_hash
 from app.core.errors import Unprocessable
+from app.integrations import reconcile as reconciliation
 from app.integrations.http import Answer
 from app.integrations.mailchimp import BATCH_LIMIT, MailchimpApi, subscriber_hash
+from app.integrations.mailchimp_calls import Done, MailchimpCalls
+from app.integrations.outcomes import judge
 from app.integrations.progress import Progress
 from app.integrations.runner import in_transaction, run_forever
-from app.models.audience import AudienceMember, GateResult
+from app.models.audience import AudienceMember
 from app.models.base import utcnow
 from app.models.change import ChangePublic
+from app.models.sync import REMOVING
 from app.services.changes import feed as changes
 from app.services.gate import audiences
-from app.services.sync import mailchimp_events, state, system_principal
+from app.services.sync import mailchimp_events, outbox, state, system_principal
+from app.services.sync.outbox import Intent
 
 log = logging.getLogger("consent_api.sync")
 STARTED = uuid.UUID(int=0)  # first sync begun, nothing pushed yet (every id sorts after it)
@@ -36,40 +43,23 @@ OBJECTING = {
 }
 
 
-def _refused(
-    answer: Answer, action: str, *, subject_id: uuid.UUID | None, keyed_hash: str | None
-) -> None:
-    # MailChimp's `detail` may quote the address: only its status and title are logged. The
-    # subject is named by its id and the service's keyed hash of the address (HMAC under
-    # CONSENT_SECRET_KEY), never by MailChimp's subscriber hash: that is an unsalted MD5 of
-    # the address, which anyone holding a list of addresses can match.
-    title = answer.body.get("title") if isinstance(answer.body, dict) else None
-    log.warning(
-        "mailchimp refused a call; skipped",
-        extra={
-            "action": action,
-            "status": answer.status,
-            "title": title,
-            "subject_id": str(subject_id) if subject_id else None,
-            "email_hash": keyed_hash,
-        },
-    )
+def _batch_refusal(error: dict[str, Any]) -> Answer:
+    """A batch call's per-member error, as the answer a single call would have given."""
+    text = str(error.get("error") or "")
+    if "compliance state" in text:
+        title = "Member In Compliance State"
+    elif "permanently deleted" in text:
+        title = "Forgotten Email Not Subscribed"
+    else:
+        title = str(error.get("error_code") or "Invalid Resource")
+    return Answer(400, {"title": title})
 
 
-def _unsubscribe_intents(
-    results: list[GateResult], held: dict[uuid.UUID, str], objecting: set[uuid.UUID | None]
-) -> list[state.Held]:
-    """The unsubscribes a batch is about to make: each denied, unerased subject's member
-    held there (or, after an objecting entry, the member its address would be)."""
-    return [
-        (r.subject_id, member_hash, "unsubscribed")
-        for r in results
-        if r.subject_id is not None and not r.allowed and "subject_erased" not in r.reasons
-        for member_hash in [
-            held.get(r.subject_id) or (r.email_md5 if r.subject_id in objecting else None)
-        ]
-        if member_hash
-    ]
+def _when(value: object) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(value)) if value else None
+    except ValueError:
+        return None
 
 
 class MailchimpSync:
@@ -80,9 +70,11 @@ class MailchimpSync:
         *,
         purpose: str | None = None,
         progress: Progress | None = None,
+        clock: Callable[[], datetime] = utcnow,
         **client_kw: Any,
     ) -> None:
         self.settings = settings
+        self.clock = clock
         self.maker = maker
         self.api = MailchimpApi(settings, **client_kw)
         self.purpose = purpose or settings.mailchimp_purpose
@@ -92,17 +84,57 @@ class MailchimpSync:
         self.batch = max(1, min(settings.sync_batch_size, BATCH_LIMIT))
         self.progress = progress or Progress()
         self.pushed = 0
+        self.calls = MailchimpCalls(self.api, maker, self.target, clock)
 
-    async def run_once(self) -> None:
+    async def run_once(self, *, eager: bool = True) -> None:
+        """One pass. `eager` (a single run, `--once`) tries every waiting removal now, not
+        only those whose back-off has passed."""
         await in_transaction(self.maker, audiences.check_target, self.purpose, self.recipient)
         current = await in_transaction(self.maker, state.load, self.target)
+        await self.retry_due(eager=eager)
         if not current.initial_done:
             await self.first_sync(current.audience_after)
         await self.follow_feed()
         await self.read_back()
 
     async def run_forever(self) -> None:
-        await run_forever(self.run_once, self.settings)
+        await run_forever(self.following_pass, self.settings)
+
+    async def following_pass(self) -> None:
+        """A pass of a worker that keeps following, and the reconciliation when it is due."""
+        await self.run_once(eager=False)
+        await reconciliation.if_due(self)
+
+    async def reconcile(self, *, dry_run: bool = False, unknown: str = "report") -> dict[str, Any]:
+        """Make the whole list equal to the gate's audience (`MailchimpReconcile`)."""
+        return await reconciliation.MailchimpReconcile(self, dry_run=dry_run, unknown=unknown).run()
+
+    # --- the outbox: calls refused before, tried again ----------------------------------
+    async def retry_due(self, *, eager: bool) -> None:
+        """Waiting removals are made again as they are; a waiting addition is judged by the
+        gate again and carried out as the gate answers now."""
+        due = await in_transaction(
+            self.maker, outbox.due, self.target, now=self.clock(), removals_at_once=eager
+        )
+        removals = [i for i in due if i.action in REMOVING]
+        done = Done()
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(self.calls.call(i)) for i in removals]
+        for task in tasks:
+            done.add(task.result())
+        await in_transaction(self.maker, self.calls.record, done)
+        additions = [i for i in due if i.action not in REMOVING]
+        if additions:
+            await self._judge_again(additions)
+
+    async def _judge_again(self, additions: list[Intent]) -> None:
+        await in_transaction(
+            self.maker, outbox.forget_additions, self.target, [i.remote_id for i in additions]
+        )
+        ids = list(dict.fromkeys(i.subject_id for i in additions if i.subject_id is not None))
+        if ids:
+            done = await self._judge_and_call(ids, set())
+            await in_transaction(self.maker, self.calls.record, done)
 
     # --- MailChimp -> gate -------------------------------------------------------------
     async def read_back(self) -> None:
@@ -115,6 +147,8 @@ class MailchimpSync:
         await in_transaction(self.maker, state.save, self.target, readback_since=started)
 
     async def _import(self, session: Any, page: list[dict[str, Any]], kind: str) -> None:
+        if kind == "unsubscribe":
+            page = await self._not_ours(session, page)
         for member in page:
             form = {
                 "type": kind,
@@ -131,6 +165,17 @@ class MailchimpSync:
                     "mailchimp member not read back; skipped",
                     extra={"kind": kind, "field": exc.extra.get("field")},
                 )
+
+    async def _not_ours(self, session: Any, page: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Unsubscribed members, less those whose status our own unsubscribe set (done, and
+        MailChimp has changed nothing since its answer): the rest are the people's own."""
+        keyed = [(subscriber_hash(str(m.get("email_address") or "")), m) for m in page]
+        ours = await outbox.unsubscribed_by_us(
+            session,
+            self.target,
+            [(h, _when(m.get("last_changed"))) for h, m in keyed],
+        )
+        return [m for h, m in keyed if h not in ours]
 
     # --- gate -> MailChimp: first sync ---------------------------------------------------
     async def first_sync(self, after: uuid.UUID | None) -> None:
@@ -195,19 +240,33 @@ class MailchimpSync:
                 raise RuntimeError(
                     f"MailChimp refused the batch call: HTTP {answer.status} {title}"
                 )
-            for error in answer.body.get("errors", []):
-                address = str(error.get("email_address") or "").strip().lower()
-                _refused(
-                    Answer(400, {"title": error.get("error_code")}),
-                    "batch member",
-                    subject_id=by_email.get(address),
-                    keyed_hash=email_hash(address) if address else None,
-                )
+            await self._batch_errors(answer.body.get("errors", []), by_email)
             for m in answer.body.get("new_members", []) + answer.body.get("updated_members", []):
                 sid = by_email.get(str(m.get("email_address", "")).lower())
                 if sid is not None:
                     pushed.append((sid, m["id"], m.get("status", "subscribed")))
         return pushed
+
+    async def _batch_errors(
+        self, errors: list[dict[str, Any]], by_email: dict[str, uuid.UUID]
+    ) -> None:
+        """Members a batch call refused, into the outbox like any refused addition."""
+        judged = []
+        for error in errors:
+            address = str(error.get("email_address") or "").strip().lower()
+            if address not in by_email:
+                continue
+            intent = Intent(
+                subscriber_hash(address), "upsert", by_email[address], email_hash(address)
+            )
+            judged.append((intent, judge(intent, _batch_refusal(error), target=self.target)))
+        if judged:
+            await in_transaction(self.maker, self._record_refused, judged)
+
+    async def _record_refused(self, session: Any, judged: list[tuple[Intent, Any]]) -> None:
+        now = self.clock()
+        await outbox.intend(session, self.target, [i for i, _ in judged], now=now)
+        await outbox.record(session, self.target, [o for _, o in judged], now=now)
 
     # --- gate -> MailChimp: the change feed ----------------------------------------------
     def _relevant(self, change: ChangePublic) -> bool:
@@ -218,6 +277,8 @@ class MailchimpSync:
         )
 
     async def follow_feed(self) -> None:
+        """The feed, batch by batch: the position advances once the batch's calls are in
+        the outbox with their outcomes, refused or not (the outbox tries them again)."""
         self.progress.start(f"mailchimp changes for {self.purpose}")
         while True:
             current = await in_transaction(self.maker, state.load, self.target)
@@ -226,24 +287,20 @@ class MailchimpSync:
             )
             if not page.items:
                 break
-            pushed, removed = await self._apply(page.items)
-            await in_transaction(
-                self.maker,
-                state.record_batch,
-                self.target,
-                pushed=pushed,
-                removed=removed,
-                feed_after=page.next_after,
-            )
+            done = await self._apply(page.items)
+            await in_transaction(self.maker, self.calls.record, done, feed_after=page.next_after)
             self.progress.advance(len(page.items))
         self.progress.finish()
 
-    async def _apply(self, entries: list[ChangePublic]) -> tuple[list[state.Held], list[uuid.UUID]]:
+    async def _apply(self, entries: list[ChangePublic]) -> Done:
         relevant = [c for c in entries if self._relevant(c)]
         ids = list(dict.fromkeys(c.subject_id for c in relevant if c.subject_id is not None))
         if not ids:
-            return [], []
+            return Done()
         objecting = {c.subject_id for c in relevant if c.kind in OBJECTING}
+        return await self._judge_and_call(ids, objecting)
+
+    async def _judge_and_call(self, ids: list[uuid.UUID], objecting: set[uuid.UUID | None]) -> Done:
         held = await in_transaction(self.maker, state.members, self.target, ids)
         # The gate at the moment of the push, each decision stored before anything leaves.
         results = await in_transaction(
@@ -254,74 +311,7 @@ class MailchimpSync:
             purpose=self.purpose,
             recipient=self.recipient,
         )
-        # Written ahead: an unsubscribe MailChimp reports back (webhook or read-back) that
-        # we made ourselves is then not mistaken for the person's own opt-out.
-        intents = _unsubscribe_intents(results, held, objecting)
-        await in_transaction(self.maker, state.remember, self.target, intents)
-        return await self._push_each(results, held, objecting)
-
-    async def _push_each(
-        self,
-        results: list[GateResult],
-        held: dict[uuid.UUID, str],
-        objecting: set[uuid.UUID | None],
-    ) -> tuple[list[state.Held], list[uuid.UUID]]:
-        """Each judged subject's calls, concurrently: (members pushed, members removed)."""
-        async with asyncio.TaskGroup() as group:
-            tasks = [
-                group.create_task(self._one(r, held.get(r.subject_id), r.subject_id in objecting))
-                for r in results
-                if r.subject_id is not None
-            ]
-        pushed: list[state.Held] = []
-        removed: list[uuid.UUID] = []
-        for task in tasks:
-            outcome = task.result()
-            if outcome is None:
-                continue
-            if outcome[1] is None:
-                removed.append(outcome[0])
-            else:
-                pushed.append(outcome)  # type: ignore[arg-type]
-        return pushed, removed
-
-    async def _one(
-        self, result: GateResult, held: str | None, objecting: bool
-    ) -> tuple[uuid.UUID, str | None, str] | None:
-        """One subject's calls. Returns (subject, hash held now, its status there), or
-        (subject, None, "") when MailChimp no longer holds it, or None for no change."""
-        sid = result.subject_id
-        assert sid is not None
-        if "subject_erased" in result.reasons:
-            if held is None:
-                return None
-            answer = await self.api.delete_permanent(held)
-            if not answer.ok and answer.status != 404:
-                # Erased: the keyed hash went with the address; the id (a tombstone) remains.
-                _refused(answer, "delete-permanent", subject_id=sid, keyed_hash=None)
-                return None
-            return sid, None, ""
-        if result.allowed and result.member is not None:
-            member = result.member
-            new_hash = subscriber_hash(member.email or "")
-            if held is not None and held != new_hash:
-                moved = await self.api.change_address(held, member)
-                if moved.ok:
-                    return sid, new_hash, "subscribed"
-            answer = await self.api.upsert(member)
-            if not answer.ok:
-                _refused(answer, "upsert", subject_id=sid, keyed_hash=result.email_hash)
-                return None
-            return sid, new_hash, str(answer.body.get("status", "subscribed"))
-        targets = {h for h in (held, result.email_md5 if objecting else None) if h}
-        done = None
-        for member_hash in sorted(targets):
-            answer = await self.api.unsubscribe(member_hash)
-            if answer.ok:
-                done = (sid, member_hash, "unsubscribed")
-            elif answer.status != 404:
-                _refused(answer, "unsubscribe", subject_id=sid, keyed_hash=result.email_hash)
-        return done
+        return await self.calls.carry_out(results, held, objecting)
 
     async def aclose(self) -> None:
         await self.api.aclose()

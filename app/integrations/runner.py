@@ -23,6 +23,16 @@ async def in_transaction(maker: Any, fn: Callable[..., Awaitable[T]], *args: Any
         return result
 
 
+async def in_rollback(maker: Any, fn: Callable[..., Awaitable[T]], *args: Any, **kw: Any) -> T:
+    """Run one service call and roll it back: a read, or a dry run's step (the decisions it
+    would store are not kept)."""
+    async with maker() as session:
+        try:
+            return await fn(session, *args, **kw)
+        finally:
+            await session.rollback()
+
+
 def database_unavailable(exc: BaseException) -> bool:
     """The database went away under the worker (stopped, restarting, frozen past the command
     timeout), wherever in a task group it surfaced. Anything else is a real fault."""

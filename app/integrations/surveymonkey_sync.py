@@ -8,19 +8,57 @@ are deleted as the change feed reports the erasure."""
 
 import asyncio
 import logging
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from app.core.config import Settings
+from app.core.crypto import email_hash
+from app.integrations import reconcile as reconciliation
 from app.integrations.http import PoliteClient
 from app.integrations.mailchimp import NotConfigured
+from app.integrations.outcomes import judge
 from app.integrations.progress import Progress
+from app.integrations.reconcile import Counts
 from app.integrations.runner import in_transaction, run_forever
+from app.models.base import utcnow
 from app.services.changes import feed as changes
 from app.services.gate import audiences
-from app.services.sync import state, surveys, system_principal
+from app.services.sync import outbox, state, surveys, system_principal
+from app.services.sync.outbox import Intent, Outcome
+from app.services.sync.surveys import Verdict
 
 log = logging.getLogger("consent_api.sync")
 PER_PAGE = 1000
+
+
+def _doomed(verdicts: list[Verdict], contacts: list[tuple[str, str]]) -> list[Intent]:
+    """The contacts the gate denies, as removals (named by the keyed hash of the address)."""
+    addresses = dict(contacts)
+    return [
+        Intent(v.contact_id, "delete_contact", v.subject_id, _keyed(addresses.get(v.contact_id)))
+        for v in verdicts
+        if not v.keep
+    ]
+
+
+def _count(counts: Counts, verdicts: list[Verdict]) -> None:
+    """A page of contacts in reconciliation's shape: removed contacts are `unsubscribed`
+    (an unknown address is removed too); nobody is ever added here."""
+    for v in verdicts:
+        counts.members += 1
+        if v.keep:
+            counts.in_sync += 1
+        elif v.subject_id is None:
+            counts.unknown += 1
+            counts.unknown_unsubscribed += 1
+        else:
+            counts.unsubscribed += 1
+
+
+def _keyed(address: str | None) -> str | None:
+    address = (address or "").strip().lower()
+    return email_hash(address) if "@" in address else None
 
 
 class SurveymonkeySync:
@@ -31,8 +69,10 @@ class SurveymonkeySync:
         *,
         purpose: str | None = None,
         progress: Progress | None = None,
+        clock: Callable[[], datetime] = utcnow,
         **client_kw: Any,
     ) -> None:
+        self.clock = clock
         if not settings.surveymonkey_access_token or not settings.surveymonkey_contact_list_id:
             raise NotConfigured(
                 "set CONSENT_SURVEYMONKEY_ACCESS_TOKEN and CONSENT_SURVEYMONKEY_CONTACT_LIST_ID"
@@ -57,14 +97,30 @@ class SurveymonkeySync:
             **client_kw,
         )
 
-    async def run_once(self) -> None:
+    async def run_once(self, *, eager: bool = True) -> None:
         await in_transaction(self.maker, audiences.check_target, self.purpose, self.recipient)
+        due = await in_transaction(
+            self.maker, outbox.due, self.target, now=self.clock(), removals_at_once=eager
+        )
+        await self._delete(due)  # removals refused before: every one until it is done
         await self.take_optouts()
         await self.follow_feed()
         await self.prune_list()
 
     async def run_forever(self) -> None:
-        await run_forever(self.run_once, self.settings)
+        await run_forever(self.following_pass, self.settings)
+
+    async def following_pass(self) -> None:
+        """A pass of a worker that keeps following, and the reconciliation when it is due."""
+        await self.run_once(eager=False)
+        await reconciliation.if_due(self)
+
+    async def reconcile(self, *, dry_run: bool = False, unknown: str = "report") -> dict[str, Any]:
+        """The contact list judged whole (`prune_list`), reported in the shape MailChimp's
+        reconciliation has. `unknown` has no say here: an address that is no subject of
+        ours is denied by the gate and deleted, as on every pass."""
+        counts = await self.prune_list(dry_run=dry_run)
+        return await reconciliation.finish(self, counts, dry_run=dry_run, unknown="unsubscribe")
 
     async def _pages(self, path: str, **params: Any) -> Any:
         page = 1
@@ -86,7 +142,7 @@ class SurveymonkeySync:
         `surveys.take_optouts`); then the contacts of our subjects the gate now denies are
         removed. An address that is no subject of ours is left to the controller."""
         self.progress.start("surveymonkey opt-outs")
-        doomed: list[str] = []
+        doomed: list[Intent] = []
         async for data in self._pages("/contacts", status="optout"):
             contacts = [(str(c["id"]), str(c.get("email", ""))) for c in data]
             taken = await in_transaction(
@@ -97,7 +153,7 @@ class SurveymonkeySync:
                 purpose=self.purpose,
                 recipient=self.recipient,
             )
-            doomed += [v.contact_id for v in taken.verdicts if not v.keep]
+            doomed += _doomed(taken.verdicts, contacts)
             self.progress.advance(
                 len(data),
                 withdrawn=taken.withdrawn,
@@ -107,13 +163,15 @@ class SurveymonkeySync:
         await self._delete(doomed)
         self.progress.finish(removed=len(doomed))
 
-    async def prune_list(self) -> None:
-        """Judge every contact of the list; remove those the gate would not allow."""
+    async def prune_list(self, *, dry_run: bool = False) -> Counts:
+        """Judge every contact of the list; remove those the gate would not allow. A dry
+        run (reconciliation) removes nothing and keeps nothing it judged."""
         self.progress.start("surveymonkey contact list")
-        doomed: list[str] = []
+        counts = Counts()
+        doomed: list[Intent] = []
         async for data in self._pages(f"/contact_lists/{self.list_id}/contacts"):
             contacts = [(str(c["id"]), str(c.get("email", ""))) for c in data]
-            verdicts = await in_transaction(
+            verdicts = await reconciliation.step(dry_run)(
                 self.maker,
                 surveys.judge_contacts,
                 self.principal,
@@ -124,27 +182,37 @@ class SurveymonkeySync:
             kept = [
                 (v.subject_id, v.contact_id, "active") for v in verdicts if v.keep and v.subject_id
             ]
-            await in_transaction(self.maker, state.remember, self.target, kept)
-            doomed += [v.contact_id for v in verdicts if not v.keep]
+            if not dry_run:
+                await in_transaction(self.maker, state.remember, self.target, kept)
+            doomed += _doomed(verdicts, contacts)
+            _count(counts, verdicts)
             self.progress.advance(len(data))
-        await self._delete(doomed)
+        counts.refused = 0 if dry_run else await self._delete(doomed)
         self.progress.finish(removed=len(doomed))
+        return counts
 
-    async def _delete(self, contact_ids: list[str]) -> None:
-        async def one(cid: str) -> str | None:
-            answer = await self.http.call("DELETE", f"/contacts/{cid}")
-            if answer.ok or answer.status == 404:
-                return cid
-            log.warning(
-                "surveymonkey refused a call; skipped",
-                extra={"action": "delete contact", "status": answer.status, "contact_id": cid},
-            )
-            return None
+    async def _delete(self, doomed: list[Intent]) -> int:
+        """Each removal written to the outbox, made, and its outcome recorded: one refused
+        stays waiting and is made again on every pass until it is done. How many were
+        refused."""
+        if not doomed:
+            return 0
+        await in_transaction(self.maker, outbox.intend, self.target, doomed, now=self.clock())
+
+        async def one(intent: Intent) -> Outcome:
+            answer = await self.http.call("DELETE", f"/contacts/{intent.remote_id}")
+            return judge(intent, answer, target=self.target)
 
         async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(one(cid)) for cid in contact_ids]
-        done = [t.result() for t in tasks]
-        await in_transaction(self.maker, state.forget_remote, self.target, [c for c in done if c])
+            tasks = [group.create_task(one(i)) for i in doomed]
+        outcomes = [t.result() for t in tasks]
+        await in_transaction(self.maker, self._record, outcomes)
+        return sum(o.state != "done" for o in outcomes)
+
+    async def _record(self, session: Any, outcomes: list[Outcome]) -> None:
+        await outbox.record(session, self.target, outcomes, now=self.clock())
+        gone = [o.remote_id for o in outcomes if o.state == "done"]
+        await state.forget_remote(session, self.target, gone)
 
     async def follow_feed(self) -> None:
         """Erasures reach SurveyMonkey: the erased subject's contact is deleted."""
@@ -160,7 +228,7 @@ class SurveymonkeySync:
                 c.subject_id for c in page.items if c.kind == "subject.erased" and c.subject_id
             ]
             held = await in_transaction(self.maker, state.members, self.target, erased)
-            await self._delete(list(held.values()))
+            await self._delete([Intent(cid, "delete_contact", sid) for sid, cid in held.items()])
             await in_transaction(
                 self.maker, state.record_batch, self.target, feed_after=page.next_after
             )

@@ -60,11 +60,15 @@ async def run(
     once: bool,
     audience: str | None = None,
     progress: Progress | None = None,
+    reconcile: dict[str, Any] | None = None,
     **kw: Any,
 ) -> dict[str, Any]:
+    """One pass (`once`), passes until stopped, or one reconciliation (`reconcile`: its
+    options `dry_run`, `unknown`), its counts returned under `reconciled`."""
     engine = create_engine(database_url, settings)
     started = time.perf_counter()
     worker = None
+    reconciled: dict[str, Any] | None = None
     try:
         worker = build(
             target,
@@ -74,12 +78,9 @@ async def run(
             progress=progress,
             **kw,
         )
-        if once:
-            await worker.run_once()
-        else:
-            await worker.run_forever()
+        reconciled = await _drive(worker, once=once, reconcile=reconcile)
     except Exception as exc:
-        failed = _failure(target, exc)
+        failed = failure(target, exc)
         if failed is None:
             raise
         raise failed from exc
@@ -88,12 +89,29 @@ async def run(
             await worker.aclose()
         await engine.dispose()
     seconds = time.perf_counter() - started
-    return {"target": target, "pushed": getattr(worker, "pushed", 0), "seconds": seconds}
+    summary = {"target": target, "pushed": getattr(worker, "pushed", 0), "seconds": seconds}
+    return summary if reconciled is None else {**summary, "reconciled": reconciled}
 
 
-def _failure(target: str, exc: Exception) -> SyncFailed | None:
+async def _drive(
+    worker: Any, *, once: bool, reconcile: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    if reconcile is not None:
+        result: dict[str, Any] = await worker.reconcile(**reconcile)
+        return result
+    if once:
+        await worker.run_once()
+    else:
+        await worker.run_forever()
+    return None
+
+
+def failure(target: str, exc: Exception) -> SyncFailed | None:
     """The one line the operator reads for a failure we can explain; None for any other
     (it propagates as it is)."""
+    if isinstance(exc, BaseExceptionGroup):  # concurrent calls: the first one explains it
+        inner = [failure(target, e) if isinstance(e, Exception) else None for e in exc.exceptions]
+        return inner[0] if all(inner) else None
     if isinstance(exc, NotConfigured):
         return SyncFailed(str(exc))
     if isinstance(exc, RemoteRefused):

@@ -28,6 +28,23 @@ class Change(SQLModel, table=True):
     at: datetime = timestamp_field()
 
 
+class GateMoment(SQLModel, table=True):
+    """An instant at which time alone changes the gate's answer for a subject (and purpose),
+    kept by the writes that create it (`app.services.changes.clock`), fed to the change feed
+    once passed (`fed_at`)."""
+
+    __tablename__ = "gate_moments"
+
+    id: int | None = Field(
+        default=None, sa_column=Column(BigInteger, Identity(always=True), primary_key=True)
+    )
+    subject_id: uuid.UUID = Field(foreign_key="subjects.id", ondelete="CASCADE")
+    purpose: str | None = Field(default=None, max_length=63)
+    kind: str = Field(max_length=40)
+    due_at: datetime = timestamp_field()
+    fed_at: datetime | None = timestamp_field(default=None, nullable=True)
+
+
 class ChangePublic(SQLModel):
     seq: int = Field(description="Feed position; pass the last one seen as `after`")
     kind: str = Field(
@@ -36,6 +53,9 @@ class ChangePublic(SQLModel):
         " consent.given,"
         " consent.withdrawn, consent.outdated (a policy version asking for consent again"
         " took effect), optout, objection, basis.set, basis.ended,"
+        " contract.ended, contract.started (a contract's end or start date passed),"
+        " interest.ceased (a prospect's interest ceased plus its grace period passed),"
+        " retention.due (a retention period ran out),"
         " mailchimp.cleaned, mailchimp.upemail"
     )
     subject_id: uuid.UUID | None

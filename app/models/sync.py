@@ -3,9 +3,10 @@ holds of ours, and the events MailChimp's webhook delivers."""
 
 import uuid
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import BigInteger, Column
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
 from app.models.base import timestamp_field
@@ -22,6 +23,10 @@ class SyncState(SQLModel, table=True):
     audience_after: uuid.UUID | None = None
     readback_since: datetime | None = timestamp_field(default=None, nullable=True)
     updated_at: datetime = timestamp_field()
+    reconciled_at: datetime | None = timestamp_field(default=None, nullable=True)
+    reconcile_summary: dict[str, Any] | None = Field(
+        default=None, sa_column=Column(JSONB, nullable=True)
+    )
 
 
 class SyncMember(SQLModel, table=True):
@@ -35,6 +40,56 @@ class SyncMember(SQLModel, table=True):
     remote_id: str = Field(max_length=64)
     remote_status: str = Field(default="subscribed", max_length=20)
     synced_at: datetime = timestamp_field()
+
+
+OutboxAction = Literal[
+    "upsert", "change_address", "unsubscribe", "delete_permanent", "delete_contact"
+]
+OutboxState = Literal["pending", "done", "given_up"]
+REMOVING: frozenset[str] = frozenset({"unsubscribe", "delete_permanent", "delete_contact"})
+
+
+class SyncOutbox(SQLModel, table=True):
+    """The newest call for one member of a target: the intent (written before the call),
+    its attempts and its outcome. `remote_id` is the target's own key (MailChimp's
+    subscriber hash, SurveyMonkey's contact id), needed to make the call again; it is
+    never shown or logged (`email_hash`, the service's keyed hash, names the member)."""
+
+    __tablename__ = "sync_outbox"
+
+    target: str = Field(primary_key=True, max_length=200)
+    remote_id: str = Field(primary_key=True, max_length=64)
+    subject_id: uuid.UUID | None = None
+    email_hash: str | None = Field(default=None, max_length=64)
+    action: str = Field(max_length=30)
+    removes: bool
+    state: str = Field(max_length=12)
+    attempts: int = 0
+    last_status: int | None = None
+    last_title: str | None = Field(default=None, max_length=100)
+    given_up_reason: str | None = Field(default=None, max_length=200)
+    next_try_at: datetime = timestamp_field()
+    remote_changed_at: datetime | None = timestamp_field(default=None, nullable=True)
+    created_at: datetime = timestamp_field()
+    updated_at: datetime = timestamp_field()
+
+
+class SyncFailurePublic(SQLModel):
+    """A call MailChimp or SurveyMonkey refused: waiting for its next try, or given up."""
+
+    target: str
+    subject_id: uuid.UUID | None
+    member: str | None = Field(
+        description="the service's keyed hash of the address (never the address)"
+    )
+    action: OutboxAction
+    state: Literal["waiting", "given_up"]
+    last_status: int | None
+    last_title: str | None
+    attempts: int
+    next_try_at: datetime | None = Field(description="waiting only")
+    given_up_reason: str | None = Field(description="given up only: why it never will succeed")
+    updated_at: datetime
 
 
 MailchimpEventType = Literal["unsubscribe", "cleaned", "upemail"]

@@ -25,12 +25,27 @@ class Faults:
     in_flight: int = 0
     max_in_flight: int = 0
     every: tuple[int, tuple] | None = None  # (n, fault): a fault on every n-th call
+    # [method, path part, times left, status, title]: a refusal for matching calls only
+    targeted: list[list] = field(default_factory=list)
 
     def fail_next(self, n: int, status: int, retry_after: str | None = None) -> None:
         self.plan.extend([("status", status, retry_after)] * n)
 
     def drop_next(self, n: int, *, after_apply: bool = False) -> None:
         self.plan.extend([("drop", after_apply)] * n)
+
+    def refuse(
+        self, method: str, contains: str, status: int, *, title: str | None = None, times: int = 1
+    ) -> None:
+        """Answer `status` (with MailChimp's `title`) to the next `times` matching calls."""
+        self.targeted.append([method, contains, times, status, title])
+
+    def _targeted(self, method: str, path: str) -> tuple | None:
+        for rule in self.targeted:
+            if rule[0] == method and rule[1] in path and rule[2] > 0:
+                rule[2] -= 1
+                return ("status", rule[3], None, rule[4])
+        return None
 
     def count(self, method: str | None = None, contains: str = "") -> int:
         return sum(
@@ -60,7 +75,9 @@ class FaultMiddleware:
         async def replay() -> dict:
             return {"type": "http.request", "body": body, "more_body": False}
 
-        fault = f.plan.popleft() if f.plan else None
+        fault = f._targeted(scope["method"], scope["path"])
+        if fault is None:
+            fault = f.plan.popleft() if f.plan else None
         if fault is None and f.every and (len(f.calls) + 1) % f.every[0] == 0:
             fault = f.every[1]
         f.in_flight += 1
@@ -75,9 +92,9 @@ class FaultMiddleware:
         try:
             await asyncio.sleep(0)  # let concurrent calls overlap, as on a network
             if fault and fault[0] == "status":
-                _, code, retry_after = fault
+                code, retry_after = fault[1], fault[2]
                 status["code"] = code
-                await self._error(send, code, retry_after)
+                await self._error(send, code, retry_after, fault[3] if len(fault) > 3 else None)
             elif fault and fault[0] == "drop":
                 if fault[1]:  # applied, then the answer is lost
 
@@ -104,8 +121,10 @@ class FaultMiddleware:
                 )
             )
 
-    async def _error(self, send: Any, code: int, retry_after: str | None) -> None:
-        content_type, payload = self.error_body(code)
+    async def _error(
+        self, send: Any, code: int, retry_after: str | None, title: str | None = None
+    ) -> None:
+        content_type, payload = self.error_body(code, title) if title else self.error_body(code)
         headers = [
             (b"content-type", content_type.encode()),
             (b"content-length", str(len(payload)).encode()),

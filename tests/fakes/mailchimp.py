@@ -22,6 +22,7 @@ from starlette.routing import Route
 from tests.fakes.faults import FaultMiddleware, Faults
 
 ERRORS_DOC = "https://mailchimp.com/developer/marketing/docs/errors/"
+WEBHOOK_EVENTS = ("subscribe", "unsubscribe", "profile", "cleaned", "upemail", "campaign")
 STATUSES = {"subscribed", "unsubscribed", "cleaned", "pending", "transactional"}
 TITLES = {
     400: "Invalid Resource",
@@ -73,6 +74,10 @@ class FakeMailchimp:
         self.api_key = api_key
         self.lists: dict[str, dict[str, dict[str, Any]]] = {lid: {} for lid in list_ids}
         self.forgotten: dict[str, set[str]] = {lid: set() for lid in list_ids}
+        self.webhooks: dict[str, dict[str, dict[str, Any]]] = {lid: {} for lid in list_ids}
+        # Members whose unsubscribe came through the API (an admin's): MailChimp lets the API
+        # subscribe them again; one who unsubscribed themselves is in a compliance state.
+        self.api_unsubscribed: dict[str, set[str]] = {lid: set() for lid in list_ids}
         self.faults = Faults()
         routes = [
             Route("/3.0/ping", self.ping, methods=["GET"]),
@@ -83,6 +88,8 @@ class FakeMailchimp:
                 self.member,
                 methods=["GET", "PUT", "PATCH"],
             ),
+            Route("/3.0/lists/{list_id}/webhooks", self.list_webhooks, methods=["GET", "POST"]),
+            Route("/3.0/lists/{list_id}/webhooks/{wid}", self.webhook, methods=["GET", "PATCH"]),
             Route(
                 "/3.0/lists/{list_id}/members/{h}/actions/delete-permanent",
                 self.delete_permanent,
@@ -98,6 +105,18 @@ class FakeMailchimp:
 
     def statuses(self, list_id: str) -> dict[str, str]:
         return {h: m["status"] for h, m in self.lists[list_id].items()}
+
+    def add_by_hand(self, list_id: str, email: str, status: str = "subscribed") -> str:
+        """Someone adds a member in MailChimp's web app: the member's hash."""
+        member = self._new_member(list_id, email, status, {})
+        self.lists[list_id][member["id"]] = member
+        return str(member["id"])
+
+    def unsubscribe_by_member(self, list_id: str, email: str) -> None:
+        """The person clicks unsubscribe in a campaign (no webhook reaches us)."""
+        member = self.lists[list_id][md5(email)]
+        member["status"], member["last_changed"] = "unsubscribed", now()
+        self.api_unsubscribed[list_id].discard(member["id"])
 
     def _auth(self, app: Any) -> Any:
         async def guarded(scope: dict, receive: Any, send: Any) -> None:
@@ -276,14 +295,19 @@ class FakeMailchimp:
         if status is not None:
             if status not in STATUSES:
                 return error(400, detail="Invalid status.")
+            by_api = h in self.api_unsubscribed[list_id]
             if status == "subscribed" and existing["status"] in ("unsubscribed", "cleaned"):
-                return error(
-                    400,
-                    "Member In Compliance State",
-                    "The contact is in a compliance state and cannot be subscribed.",
-                )
+                if not (existing["status"] == "unsubscribed" and by_api):
+                    return error(
+                        400,
+                        "Member In Compliance State",
+                        "The contact is in a compliance state and cannot be subscribed.",
+                    )
             if existing["status"] != status:
                 existing["status"], existing["last_changed"] = status, now()
+                self.api_unsubscribed[list_id].discard(h)
+                if status == "unsubscribed":
+                    self.api_unsubscribed[list_id].add(h)
         existing["merge_fields"].update(body.get("merge_fields") or {})
         new_email = body.get("email_address")
         if request.method == "PATCH" and new_email and md5(new_email) != h:
@@ -302,3 +326,46 @@ class FakeMailchimp:
         del members[h]
         self.forgotten[request.path_params["list_id"]].add(h)
         return Response(status_code=204)
+
+    # --- webhooks: {id, url, events{...}, sources{user, admin, api}, list_id} ---
+    def _hook(self, list_id: str, wid: str, body: dict[str, Any], old: dict | None) -> dict:
+        old = old or {"events": dict.fromkeys(WEBHOOK_EVENTS, False), "sources": {}}
+        events = {**old["events"], **{k: bool(v) for k, v in (body.get("events") or {}).items()}}
+        sources = {**dict.fromkeys(("user", "admin", "api"), False), **old["sources"]}
+        sources.update({k: bool(v) for k, v in (body.get("sources") or {}).items()})
+        return {
+            "id": wid,
+            "url": str(body.get("url") or old.get("url") or ""),
+            "events": {k: events.get(k, False) for k in WEBHOOK_EVENTS},
+            "sources": sources,
+            "list_id": list_id,
+            "_links": [],
+        }
+
+    async def list_webhooks(self, request: Request) -> Response:
+        list_id = request.path_params["list_id"]
+        if list_id not in self.webhooks:
+            return error(404)
+        hooks = self.webhooks[list_id]
+        if request.method == "GET":
+            items = list(hooks.values())
+            return ok({"webhooks": items, "list_id": list_id, "total_items": len(items)})
+        body = await self._json(request)
+        if not isinstance(body, dict) or not str(body.get("url") or "").startswith("http"):
+            return error(400, detail="The resource submitted could not be validated.")
+        wid = uuid.uuid4().hex[:10]
+        hooks[wid] = self._hook(list_id, wid, body, None)
+        return ok(hooks[wid])
+
+    async def webhook(self, request: Request) -> Response:
+        list_id, wid = request.path_params["list_id"], request.path_params["wid"]
+        hooks = self.webhooks.get(list_id, {})
+        if wid not in hooks:
+            return error(404)
+        if request.method == "GET":
+            return ok(hooks[wid])
+        body = await self._json(request)
+        if not isinstance(body, dict):
+            return error(400, detail="The resource submitted could not be validated.")
+        hooks[wid] = self._hook(list_id, wid, body, hooks[wid])
+        return ok(hooks[wid])

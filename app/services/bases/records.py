@@ -3,7 +3,7 @@
 import uuid
 from typing import Any
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, insert, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -18,8 +18,9 @@ from app.models.basis import (
 )
 from app.models.catalogue import Purpose
 from app.services.audit import entries as audit
+from app.services.changes import clock
 from app.services.changes import feed as changes
-from app.services.subjects.records import get_subject
+from app.services.subjects.records import get_subject, lock_subject
 
 # The import's set-based batch writes bases and their history with these (its rows are new
 # subjects: nothing to replace); `set_basis` writes the same columns through the models.
@@ -48,10 +49,39 @@ def _value(record: Any) -> dict[str, Any]:
     return out
 
 
-async def _live_subject(session: AsyncSession, subject_id: uuid.UUID) -> None:
-    subject = await get_subject(session, subject_id)
-    if subject.erased_at is not None:
+# Basis writers of one subject, one at a time (a transaction-level advisory lock in its own
+# key space: class BASES_LOCK, the subject's hash).
+BASES_LOCK = 7_310_557
+SERIALISE = text("SELECT pg_advisory_xact_lock(CAST(:k AS integer), hashtext(CAST(:s AS text)))")
+
+
+async def _lock_subject(session: AsyncSession, subject_id: uuid.UUID, *, live: bool) -> None:
+    """Before a basis is read and written: the subject row FOR SHARE (an erasure or an
+    update of the subject waits, or has finished and is seen; consent writers, FOR SHARE
+    too, are not held up; `live`: 409 for an erased subject), then the subject's basis
+    writers serialised, so each reads the basis the one before it wrote (one history chain)
+    and the subject's clock sees every basis. Row lock first: an erasure holding the row
+    (and ending bases) never waits on us."""
+    subject = await lock_subject(session, subject_id, shared=True)
+    if live and subject.erased_at is not None:
         raise Conflict("The subject has been erased.")
+    await session.execute(SERIALISE, {"k": BASES_LOCK, "s": str(subject_id)})
+
+
+async def _current(
+    session: AsyncSession, subject_id: uuid.UUID, purpose: str
+) -> LawfulBasisRecord | None:
+    """The basis as committed now (read after the locks, never from the session's cache)."""
+    return (
+        await session.execute(
+            select(LawfulBasisRecord)
+            .where(
+                col(LawfulBasisRecord.subject_id) == subject_id,
+                col(LawfulBasisRecord.purpose) == purpose,
+            )
+            .execution_options(populate_existing=True)
+        )
+    ).scalar_one_or_none()
 
 
 async def set_basis(
@@ -63,9 +93,9 @@ async def set_basis(
     data: LawfulBasisSet,
 ) -> LawfulBasisRecord:
     """Record the basis for (subject, purpose); it must be one the purpose allows."""
-    await _live_subject(session, subject_id)
+    await _lock_subject(session, subject_id, live=True)
     await _require_allowed(session, purpose, data.basis)
-    previous = await session.get(LawfulBasisRecord, (subject_id, purpose))
+    previous = await _current(session, subject_id, purpose)
     previous_value = _value(previous) if previous else None
     record = await _write_basis(session, principal, subject_id, purpose, data, previous_value)
     await audit.record(
@@ -81,6 +111,7 @@ async def set_basis(
     await changes.append(
         session, "basis.set", subject_id=subject_id, email_hash=None, purpose=purpose
     )
+    await clock.schedule(session, [subject_id])  # its contract's dates, its retention's
     return record
 
 
@@ -156,7 +187,7 @@ async def basis_history(
 async def end_basis(
     session: AsyncSession, principal: Principal, *, subject_id: uuid.UUID, purpose: str
 ) -> None:
-    await get_subject(session, subject_id)
+    await _lock_subject(session, subject_id, live=False)
     removed = (
         await session.execute(
             delete(LawfulBasisRecord)
@@ -184,3 +215,4 @@ async def end_basis(
     await changes.append(
         session, "basis.ended", subject_id=subject_id, email_hash=None, purpose=purpose
     )
+    await clock.schedule(session, [subject_id])

@@ -15,6 +15,7 @@ from app.core.auth import Principal
 from app.models.imports import RowError
 from app.services.audit import entries as audit
 from app.services.bases.records import INSERT_BASIS, INSERT_BASIS_HISTORY
+from app.services.changes import clock
 from app.services.changes.feed import INSERT_CHANGE
 from app.services.consent.statements import (
     INSERT_CONSENT_EVENT,
@@ -118,6 +119,8 @@ SELECT kind, subject_id, email_hash, purpose, now() FROM (
   FROM import_stg_consents
 ) feed ORDER BY step, ord
 """  # noqa: S608 - constant SQL
+# The batch's subjects' moments (contract dates, retention due dates) for the gate's clock.
+SCHEDULE_MOMENTS = clock.schedule_sql("SELECT id FROM import_stg_subjects")
 CHECKPOINT = """
 INSERT INTO import_batches (sha256, input_sha256, batch, rows, committed_at)
 VALUES (:sha, :input, :batch, :n, now())
@@ -195,6 +198,7 @@ async def _insert_from_staging(
         await session.execute(text(INSERT_STATE))
     # Every batch: the subjects created and the bases set reach sync, consents or not.
     await session.execute(text(INSERT_CHANGES))
+    await session.execute(text(SCHEDULE_MOMENTS), {"grace_days": clock.grace_days()})
 
 
 async def store_batch(

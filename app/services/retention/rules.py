@@ -10,6 +10,7 @@ from app.core.errors import NotFound
 from app.models.catalogue import Category
 from app.models.retention import RULE_ANCHORS, RetentionRulePublic, RetentionRuleUpdate
 from app.services.audit import entries as audit
+from app.services.changes import clock
 
 
 def grace_days() -> int:
@@ -49,6 +50,7 @@ async def put_rule(
     previous = {"rule": row.retention_rule, "months": row.retention_months}
     row.retention_rule, row.retention_months = data.rule, data.months
     await session.flush()
+    await clock.schedule(session, category=category)  # every due date of the category moves
     await audit.record(
         session,
         principal,

@@ -15,6 +15,7 @@ from app.models.rights import RightsRequest
 from app.models.subject import Subject
 from app.services.audit import entries as audit
 from app.services.bases import records as bases
+from app.services.changes import clock
 from app.services.consent import events as consent
 from app.services.optouts import objections
 
@@ -153,6 +154,7 @@ async def erase_subject(
     for stmt in (ERASE_SUBJECT, ERASE_EVIDENCE, *ERASE_NOTES):
         await session.execute(stmt, {"s": subject.id})
     await forget_requests(session, email_hash, subject.id)
+    await clock.schedule(session, [subject.id])  # an erased subject has no moment left
     # The opt-out itself stays (as a keyed hash); its free-text reason may name the person.
     await session.execute(
         text("UPDATE marketing_optouts SET reason = NULL WHERE email_hash = :h"), {"h": email_hash}

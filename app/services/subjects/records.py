@@ -18,6 +18,7 @@ from app.models.base import utcnow
 from app.models.catalogue import Category, Source
 from app.models.subject import Subject, SubjectCreate, SubjectPublic, SubjectUpdate, to_public
 from app.services.audit import entries as audit
+from app.services.changes import clock
 from app.services.changes import feed as changes
 from app.services.optouts import records as optouts
 
@@ -134,6 +135,7 @@ async def create_subject(
     await changes.append(
         session, "subject.created", subject_id=subject.id, email_hash=subject.email_hash
     )
+    await clock.schedule(session, [subject.id])  # its retention due date
     return subject
 
 
@@ -195,13 +197,17 @@ async def list_subjects(
     return page_of(rows, limit, lambda s: encode_time_cursor(s.created_at, s.id), to_public)
 
 
-async def lock_subject(session: AsyncSession, subject_id: uuid.UUID) -> Subject:
-    """The subject row, locked for this transaction (updates and erasure never interleave)."""
+async def lock_subject(
+    session: AsyncSession, subject_id: uuid.UUID, *, shared: bool = False
+) -> Subject:
+    """The subject row, locked for this transaction (updates and erasure never interleave).
+    `shared` (FOR SHARE, as consent events take it): erasure and updates wait, other shared
+    holders do not."""
     subject = (
         await session.execute(
             select(Subject)
             .where(col(Subject.id) == subject_id)
-            .with_for_update()
+            .with_for_update(read=shared)
             .execution_options(populate_existing=True)
         )
     ).scalar_one_or_none()
@@ -249,4 +255,6 @@ async def update_subject(
     await changes.append(
         session, "subject.updated", subject_id=subject.id, email_hash=subject.email_hash
     )
+    if fields.keys() & {"interest_ceased_at", "category"}:  # what its due date counts from
+        await clock.schedule(session, [subject.id])
     return subject

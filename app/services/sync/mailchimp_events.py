@@ -40,12 +40,6 @@ ON CONFLICT (event_key) DO NOTHING
 RETURNING id
 """)
 LIVE_SUBJECT = text("SELECT id FROM subjects WHERE email = :e AND erased_at IS NULL")
-# The sync worker unsubscribed this member itself (a withdrawal, a restriction...): MailChimp
-# reporting it back is an echo, not the person's opt-out.
-OUR_UNSUBSCRIBE = text(
-    "SELECT EXISTS (SELECT 1 FROM sync_members WHERE remote_id = md5(:e)"
-    " AND remote_status = 'unsubscribed' AND target LIKE 'mailchimp:%')"
-)
 
 
 def _event_key(form: dict[str, str]) -> str:
@@ -166,12 +160,11 @@ async def _act_on(
     subject_id: uuid.UUID | None,
     event_id: uuid.UUID,
 ) -> None:
-    """A newly recorded event's effect: the person's unsubscribe is an opt-out (our own,
-    echoed back, is not); a cleaned or changed address goes to the change feed, audited."""
-    if (
-        kind == "unsubscribe"
-        and not (await session.execute(OUR_UNSUBSCRIBE, {"e": address})).scalar()
-    ):
+    """A newly recorded event's effect: an unsubscribe is the person's opt-out (the list's
+    webhook leaves out calls made through the API, so the worker's own never arrive here:
+    `consent-api sync mailchimp --setup-webhook`); a cleaned or changed address goes to
+    the change feed, audited."""
+    if kind == "unsubscribe":
         await optouts.record_optout_hash(
             session,
             WEBHOOK,
@@ -180,7 +173,7 @@ async def _act_on(
             source="mailchimp",
             reason=f"MailChimp unsubscribe ({form.get('data[reason]') or 'no reason given'})"[:500],
         )
-    elif kind != "unsubscribe":
+    else:
         await changes.append(
             session, f"mailchimp.{kind}", subject_id=subject_id, email_hash=email_hash(address)
         )

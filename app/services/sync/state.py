@@ -1,9 +1,11 @@
 """The sync worker's database side: its position per target and the members each target
 holds. Every function here runs inside the caller's transaction and never commits."""
 
+import json
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -58,6 +60,20 @@ async def save(
     )
 
 
+async def reconciled(
+    session: AsyncSession, target: str, *, at: datetime, summary: dict[str, Any]
+) -> None:
+    """The last reconciliation of a target's list: when, and its counts (`sync status`)."""
+    await load(session, target)
+    await session.execute(
+        text(
+            "UPDATE sync_state SET reconciled_at = :at, reconcile_summary = CAST(:s AS jsonb),"
+            " updated_at = :now WHERE target = :t"
+        ),
+        {"t": target, "at": at, "s": json.dumps(summary), "now": utcnow()},
+    )
+
+
 async def members(
     session: AsyncSession, target: str, subject_ids: Sequence[uuid.UUID]
 ) -> dict[uuid.UUID, str]:
@@ -94,19 +110,6 @@ async def remember(session: AsyncSession, target: str, held: Iterable[Held]) -> 
             "st": [h[2] for h in rows],
         },
     )
-
-
-async def unsubscribed_by_us(
-    session: AsyncSession, target: str, remote_ids: Sequence[str]
-) -> set[str]:
-    rows = await session.execute(
-        text(
-            "SELECT remote_id FROM sync_members WHERE target = :t"
-            " AND remote_status = 'unsubscribed' AND remote_id = ANY(CAST(:ids AS text[]))"
-        ),
-        {"t": target, "ids": list(remote_ids)},
-    )
-    return set(rows.scalars())
 
 
 async def forget(session: AsyncSession, target: str, subject_ids: Iterable[uuid.UUID]) -> None:
@@ -146,3 +149,9 @@ async def record_batch(
     await remember(session, target, pushed)
     await forget(session, target, removed)
     await save(session, target, **position)  # type: ignore[arg-type]
+
+
+async def positions(session: AsyncSession) -> list[SyncState]:
+    """Every target's position (`consent-api sync status`)."""
+    rows = await session.execute(text("SELECT * FROM sync_state ORDER BY target"))
+    return [SyncState.model_validate(r._mapping) for r in rows]
