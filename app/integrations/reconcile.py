@@ -91,6 +91,7 @@ class MailchimpReconcile:
         self.sync, self.dry_run, self.unknown = sync, dry_run, unknown
         self.counts = Counts()
         self.seen: set[int] = set()
+        self.recorded: set[str] = set()  # keyed hashes on this page opted out already
 
     async def _db(self, fn: Any, *args: Any, **kw: Any) -> Any:
         """One step's transaction: committed, or rolled back in a dry run."""
@@ -126,6 +127,9 @@ class MailchimpReconcile:
             if m.get("status") == "unsubscribed"
         ]
         ours = await in_rollback(sync.maker, outbox.unsubscribed_by_us, sync.target, unsubscribed)
+        # Opt-outs recorded already (by an earlier run or the webhook) are not recorded again.
+        keyed = [email_hash(a) for a, m in rows if a and m.get("status") == "unsubscribed"]
+        self.recorded = await in_rollback(sync.maker, optouts.opted_out, keyed, channel="email")
         plan = PagePlan()
         for (address, member), item in zip(rows, items, strict=True):
             self._classify(address, str(member.get("status") or ""), item, ours, plan)
@@ -139,17 +143,18 @@ class MailchimpReconcile:
         self.counts.members += 1
         if item.subject_id is None:
             self._unknown(h, keyed, status, plan)
-        elif not item.allowed:
-            if status in REMOVABLE:
-                self.counts.unsubscribed += 1
-                plan.calls.append(Intent(h, "unsubscribe", item.subject_id, keyed))
-            else:
-                self.counts.in_sync += 1
-        elif status == "unsubscribed" and h not in ours:
+        elif not item.allowed and status in REMOVABLE:
+            self.counts.unsubscribed += 1
+            plan.calls.append(Intent(h, "unsubscribe", item.subject_id, keyed))
+        elif status == "unsubscribed" and h not in ours and keyed not in self.recorded:
+            # Denied or allowed, an unsubscribe the person made (their webhook lost) is kept:
+            # the gate's denial today may not outlive a consent given again tomorrow.
             self.counts.opted_out += 1  # the person's own: their opt-out, never undone
             if keyed:
                 plan.optouts.append(keyed)
-        elif status in KEPT:
+        elif status == "unsubscribed" and h not in ours:
+            self.counts.in_sync += 1  # their opt-out, recorded already
+        elif status in KEPT or not item.allowed:
             self.counts.in_sync += 1
         else:
             return  # archived, or unsubscribed by us: subscribed again by the audience walk

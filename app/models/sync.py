@@ -53,7 +53,10 @@ class SyncOutbox(SQLModel, table=True):
     """The newest call for one member of a target: the intent (written before the call),
     its attempts and its outcome. `remote_id` is the target's own key (MailChimp's
     subscriber hash, SurveyMonkey's contact id), needed to make the call again; it is
-    never shown or logged (`email_hash`, the service's keyed hash, names the member)."""
+    never shown or logged (`email_hash`, the service's keyed hash, names the member).
+    `created_at` is when the newest intent was written; `remote_changed_at` is MailChimp's
+    `last_changed` after a call of ours that set the member's status (NULL if it changed
+    nothing: the status was set before, by someone else)."""
 
     __tablename__ = "sync_outbox"
 

@@ -10,7 +10,7 @@ deleted address cannot be re-imported."""
 import base64
 import hashlib
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -45,8 +45,8 @@ def md5(email: str) -> str:
     return hashlib.md5(email.strip().lower().encode()).hexdigest()
 
 
-def now() -> str:
-    return datetime.now(UTC).replace(microsecond=0).isoformat()
+def real_time() -> datetime:
+    return datetime.now(UTC)
 
 
 def problem(status: int, title: str | None = None, detail: str | None = None) -> tuple[str, bytes]:
@@ -79,6 +79,8 @@ class FakeMailchimp:
         # subscribe them again; one who unsubscribed themselves is in a compliance state.
         self.api_unsubscribed: dict[str, set[str]] = {lid: set() for lid in list_ids}
         self.faults = Faults()
+        # MailChimp's clock (`last_changed`): a test that moves the worker's clock moves it too.
+        self.clock: Any = real_time
         routes = [
             Route("/3.0/ping", self.ping, methods=["GET"]),
             Route("/3.0/lists/{list_id}", self.batch, methods=["POST"]),
@@ -112,10 +114,16 @@ class FakeMailchimp:
         self.lists[list_id][member["id"]] = member
         return str(member["id"])
 
-    def unsubscribe_by_member(self, list_id: str, email: str) -> None:
-        """The person clicks unsubscribe in a campaign (no webhook reaches us)."""
+    def now(self, ago: timedelta = timedelta(0)) -> str:
+        return (self.clock() - ago).replace(microsecond=0).isoformat()
+
+    def unsubscribe_by_member(
+        self, list_id: str, email: str, ago: timedelta = timedelta(0)
+    ) -> None:
+        """The person clicks unsubscribe in a campaign, `ago` before now (no webhook
+        reaches us)."""
         member = self.lists[list_id][md5(email)]
-        member["status"], member["last_changed"] = "unsubscribed", now()
+        member["status"], member["last_changed"] = "unsubscribed", self.now(ago)
         self.api_unsubscribed[list_id].discard(member["id"])
 
     def _auth(self, app: Any) -> Any:
@@ -152,7 +160,7 @@ class FakeMailchimp:
             "unique_email_id": uuid.uuid4().hex[:10],
             "status": status,
             "merge_fields": dict(merge or {}),
-            "last_changed": now(),
+            "last_changed": self.now(),
             "list_id": list_id,
         }
 
@@ -228,7 +236,7 @@ class FakeMailchimp:
             else:
                 existing["merge_fields"].update(item.get("merge_fields") or {})
                 if existing["status"] != status:
-                    existing["status"], existing["last_changed"] = status, now()
+                    existing["status"], existing["last_changed"] = status, self.now()
                 updated.append(existing)
         return ok(
             {
@@ -304,7 +312,7 @@ class FakeMailchimp:
                         "The contact is in a compliance state and cannot be subscribed.",
                     )
             if existing["status"] != status:
-                existing["status"], existing["last_changed"] = status, now()
+                existing["status"], existing["last_changed"] = status, self.now()
                 self.api_unsubscribed[list_id].discard(h)
                 if status == "unsubscribed":
                     self.api_unsubscribed[list_id].add(h)
@@ -314,7 +322,7 @@ class FakeMailchimp:
             if md5(new_email) in members:
                 return error(400, "Member Exists", "The new address is already a list member.")
             del members[h]
-            existing.update(id=md5(new_email), email_address=new_email, last_changed=now())
+            existing.update(id=md5(new_email), email_address=new_email, last_changed=self.now())
             members[existing["id"]] = existing
         return ok(existing)
 

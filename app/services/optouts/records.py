@@ -75,6 +75,20 @@ async def record_optout_hash(
     return OptOutPublic.model_validate(row._mapping), created
 
 
+async def opted_out(session: AsyncSession, email_hashes: list[str], *, channel: str) -> set[str]:
+    """Of these keyed hashes, those with an opt-out on `channel` already."""
+    if not email_hashes:
+        return set()
+    rows = await session.execute(
+        text(
+            "SELECT email_hash FROM marketing_optouts"
+            " WHERE channel = :c AND email_hash = ANY(CAST(:h AS text[]))"
+        ),
+        {"c": channel, "h": email_hashes},
+    )
+    return set(rows.scalars())
+
+
 async def check(session: AsyncSession, *, email: str) -> OptOutCheck:
     channels = (
         (

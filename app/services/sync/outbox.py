@@ -20,6 +20,11 @@ from app.models.sync import REMOVING, SyncFailurePublic
 
 FIRST_RETRY = timedelta(minutes=1)
 LAST_RETRY = timedelta(hours=6)  # the back-off doubles from a minute up to this
+# A removal's answer whose `last_changed` is older than the intent by more than this did not
+# change the member: their status was set before we decided (by the person, whose webhook
+# was lost). Generous, because the opposite error is worse: our own unsubscribe taken for
+# the person's would become an opt-out they never made. Clocks within it are trusted.
+CLOCK_SLACK = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -55,7 +60,8 @@ ON CONFLICT (target, remote_id) DO UPDATE SET
   subject_id = EXCLUDED.subject_id, email_hash = EXCLUDED.email_hash,
   action = EXCLUDED.action, removes = EXCLUDED.removes, state = 'pending', attempts = 0,
   last_status = NULL, last_title = NULL, given_up_reason = NULL,
-  next_try_at = EXCLUDED.next_try_at, updated_at = EXCLUDED.updated_at
+  next_try_at = EXCLUDED.next_try_at, created_at = EXCLUDED.created_at,
+  updated_at = EXCLUDED.updated_at
 """)
 
 
@@ -87,7 +93,13 @@ UPDATE sync_outbox o SET
   last_status = v.status,
   last_title = v.title,
   given_up_reason = v.reason,
-  remote_changed_at = coalesce(v.changed, o.remote_changed_at),
+  remote_changed_at = CASE
+    WHEN v.changed IS NULL THEN o.remote_changed_at
+    -- a removal that found the member's status set before this intent (and not by an
+    -- earlier call of ours) changed nothing: that status is not ours
+    WHEN o.removes AND v.changed < o.created_at - CAST(:slack AS interval)
+         AND v.changed IS DISTINCT FROM o.remote_changed_at THEN NULL
+    ELSE v.changed END,
   next_try_at = CASE WHEN v.st = 'pending'
     THEN CAST(:now AS timestamptz) + least(
       CAST(:first AS interval) * power(2, o.attempts), CAST(:last AS interval))
@@ -113,6 +125,7 @@ async def record(
             "now": now,
             "first": FIRST_RETRY,
             "last": LAST_RETRY,
+            "slack": CLOCK_SLACK,
             "r": [o.remote_id for o in outcomes],
             "st": [o.state for o in outcomes],
             "status": [o.status for o in outcomes],
