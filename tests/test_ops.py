@@ -4,6 +4,8 @@ import json
 import uuid
 from pathlib import Path
 
+import pytest
+
 from app.openapi_export import render_openapi
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,16 +71,19 @@ def test_production_refuses_default_secrets(monkeypatch):
     for key in list(__import__("os").environ):
         if key.startswith("CONSENT_"):
             monkeypatch.delenv(key)
+    db = "postgresql+asyncpg://consent@db.internal/consent"
     with pytest.raises(ValidationError, match="CONSENT_SECRET_KEY"):
-        Settings(env="production")
+        Settings(env="production", database_url=db)
     with pytest.raises(ValidationError, match="CONSENT_SIGNING_KEY_PEM"):
-        Settings(env="production", secret_key="a-real-secret-of-some-length-0123456789")
+        Settings(env="production", database_url=db, secret_key="a-real-secret-of-some-length-0")
     with pytest.raises(ValidationError, match="too weak"):
-        Settings(env="production", secret_key="abc", signing_key_pem="pem")
+        Settings(env="production", database_url=db, secret_key="abc", signing_key_pem="pem")
     with pytest.raises(ValidationError, match="too weak"):
-        Settings(env="production", secret_key="ab" * 20, signing_key_pem="pem")
+        Settings(env="production", database_url=db, secret_key="ab" * 20, signing_key_pem="pem")
     strong = "Zq8-vTn3LwP0xYk7RbC2mHs9dJf4gUa1E"
-    ok = Settings(env="production", secret_key=strong, signing_key_pem="pem")
+    with pytest.raises(ValidationError, match="CONSENT_DATABASE_URL must be set"):
+        Settings(env="production", secret_key=strong, signing_key_pem="pem")
+    ok = Settings(env="production", database_url=db, secret_key=strong, signing_key_pem="pem")
     assert ok.env == "production"
     assert Settings().env == "development"  # the embedded default
 
@@ -102,3 +107,44 @@ def test_a_settings_error_is_one_line_without_the_secret(tmp_path):
     assert "XYZ123" not in r.stderr + r.stdout and "Traceback" not in r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("consent-api: invalid settings:"), r.stderr
+
+
+def test_production_with_nothing_set_names_every_missing_setting_and_starts_nothing(tmp_path):
+    """`serve` in production with no other setting: one line, every missing setting named,
+    exit 1, and no embedded PostgreSQL started (no data directory made)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONSENT_")}
+    env.update(CONSENT_ENV="production", CONSENT_DATA_DIR=str(tmp_path / "data"))
+    r = subprocess.run(
+        [sys.executable, "-m", "app.cli", "serve", "--port", "0"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert r.returncode == 1, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    for name in ("CONSENT_DATABASE_URL", "CONSENT_SECRET_KEY", "CONSENT_SIGNING_KEY_PEM"):
+        assert name in lines[0], (name, lines[0])
+    assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.pg_independent
+def test_the_image_fails_closed_and_checks_its_health():
+    """The image is production unless development is asked for: CONSENT_ENV=production, a
+    HEALTHCHECK on /readyz, a non-root user, the data directory a volume (development)."""
+    lines = [line.strip() for line in Path("Dockerfile").read_text().splitlines() if line.strip()]
+    instructions = [line for line in lines if not line.startswith("#")]
+    env = " ".join(line for line in instructions if line.startswith(("ENV", "CONSENT_")))
+    assert "CONSENT_ENV=production" in env
+    assert any(line.startswith("HEALTHCHECK") for line in instructions)
+    assert any("/readyz" in line for line in instructions)
+    users = [line.split()[1] for line in instructions if line.startswith("USER ")]
+    assert users and users[-1] not in ("root", "0")
+    assert any(line.startswith("VOLUME") for line in instructions)
+    assert "CONSENT_DATABASE_URL" not in env  # never a default database in the image

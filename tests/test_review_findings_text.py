@@ -179,6 +179,7 @@ def test_production_refuses_a_weak_webhook_secret(monkeypatch):
             monkeypatch.delenv(key)
     strong: dict[str, Any] = {
         "env": "production",
+        "database_url": "postgresql+asyncpg://consent@db.internal/consent",
         "secret_key": "Zq8-vTn3LwP0xYk7RbC2mHs9dJf4gUa1E",
         "signing_key_pem": "pem",
     }

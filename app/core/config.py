@@ -114,20 +114,30 @@ class Settings(BaseSettings):
     read_database_url: str | None = None
 
     @model_validator(mode="after")
-    def _refuse_default_secrets(self) -> "Settings":
+    def _refuse_development_setup(self) -> "Settings":
+        """Outside development the service fails closed: no embedded server, no default or
+        weak secret. Every problem is named at once, so one restart mends them all."""
         if self.env == "development":
             return self
+        problems = []
+        if not self.database_url:
+            problems.append(
+                "CONSENT_DATABASE_URL must be set outside development"
+                " (the embedded PostgreSQL is for development only)"
+            )
         secret = self.secret_key.get_secret_value()
         if secret == DEV_SECRET:
-            raise ValueError("CONSENT_SECRET_KEY must be set outside development")
-        if _weak(secret):
-            raise ValueError(_too_weak("CONSENT_SECRET_KEY"))
+            problems.append("CONSENT_SECRET_KEY must be set outside development")
+        elif _weak(secret):
+            problems.append(_too_weak("CONSENT_SECRET_KEY"))
         # The webhook's only credential (MailChimp cannot send a key): the same rules.
         webhook = self.mailchimp_webhook_secret
         if webhook is not None and _weak(webhook.get_secret_value()):
-            raise ValueError(_too_weak("CONSENT_MAILCHIMP_WEBHOOK_SECRET"))
+            problems.append(_too_weak("CONSENT_MAILCHIMP_WEBHOOK_SECRET"))
         if self.signing_key_pem is None:
-            raise ValueError("CONSENT_SIGNING_KEY_PEM must be set outside development")
+            problems.append("CONSENT_SIGNING_KEY_PEM must be set outside development")
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     # Issue 12: the person's own door (signed links, one-click unsubscribe, preference page).
