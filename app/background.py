@@ -9,7 +9,7 @@ echo personal data), and an hourly run creating the coming months' partitions
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 
 from prometheus_client import Gauge
@@ -24,7 +24,7 @@ from app.services.changes.feed import sequence_pending
 from app.services.partitions import ensure_partitions
 
 log = logging.getLogger("consent_api.sealer")
-INTERVAL_SECONDS = 0.5
+SEAL_SECONDS = 0.5
 PURGE_SECONDS = 60.0
 PARTITION_SECONDS = 3600.0
 CLOCK_SECONDS = 15.0
@@ -35,45 +35,60 @@ PENDING_MOMENTS = Gauge(
 )
 
 
-async def _loop(maker: async_sessionmaker[AsyncSession], signer: Signer) -> None:
+LAST_SUCCESS = Gauge(
+    "consent_background_last_success_timestamp_seconds",
+    "When each background task of this worker last finished a run without error",
+    ["task"],
+)
+MAX_BACKOFF_SECONDS = 60.0
+
+
+async def supervised(
+    name: str,
+    step: Callable[[], Awaitable[None]],
+    interval: float,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> None:
+    """Run `step` every `interval` seconds, for ever. A failure is logged with its traceback
+    and the step tried again after 2, 4, 8 ... seconds (at most a minute; a database that is
+    down is not hammered), back to `interval` after the first success."""
+    failures = 0
     while True:
         try:
-            async with maker() as session:
-                sealed = await seal_pending(session, signer)
-                await session.commit()
-            # Change-feed positions for committed rows (readers also sequence on demand).
-            async with maker() as session:
-                await sequence_pending(session)
-                await session.commit()
-            if sealed:
-                log.debug("sealed audit entries", extra={"count": sealed})
-        except Exception as exc:  # keep sealing after a transient database error
-            log.warning("sealing failed", extra={"error_class": type(exc).__name__})
-        await asyncio.sleep(INTERVAL_SECONDS)
+            await step()
+        except Exception:
+            failures += 1
+            log.warning(f"{name} failed; retried", exc_info=True, extra={"failures": failures})
+        else:
+            failures = 0
+            LAST_SUCCESS.labels(task=name).set_to_current_time()
+        await sleep(min(2.0**failures, MAX_BACKOFF_SECONDS) if failures else interval)
 
 
-async def _purge_loop(maker: async_sessionmaker[AsyncSession]) -> None:
-    while True:
-        await asyncio.sleep(PURGE_SECONDS)
-        try:
-            async with maker() as session:
-                await purge_expired(session)
-                await session.commit()
-        except Exception as exc:
-            log.warning("idempotency purge failed", extra={"error_class": type(exc).__name__})
+async def _seal(maker: async_sessionmaker[AsyncSession], signer: Signer) -> None:
+    async with maker() as session:
+        sealed = await seal_pending(session, signer)
+        await session.commit()
+    # Change-feed positions for committed rows (readers also sequence on demand).
+    async with maker() as session:
+        await sequence_pending(session)
+        await session.commit()
+    if sealed:
+        log.debug("sealed audit entries", extra={"count": sealed})
 
 
-async def _partition_loop(maker: async_sessionmaker[AsyncSession]) -> None:
-    while True:
-        try:
-            async with maker() as session:
-                created = await ensure_partitions(session)
-                await session.commit()
-            if created:
-                log.info("created partitions", extra={"count": created})
-        except Exception as exc:
-            log.warning("partition upkeep failed", extra={"error_class": type(exc).__name__})
-        await asyncio.sleep(PARTITION_SECONDS)
+async def _purge(maker: async_sessionmaker[AsyncSession]) -> None:
+    async with maker() as session:
+        await purge_expired(session)
+        await session.commit()
+
+
+async def _partitions(maker: async_sessionmaker[AsyncSession]) -> None:
+    async with maker() as session:
+        created = await ensure_partitions(session)
+        await session.commit()
+    if created:
+        log.info("created partitions", extra={"count": created})
 
 
 async def clock_tick(maker: async_sessionmaker[AsyncSession], now: datetime | None = None) -> int:
@@ -89,24 +104,20 @@ async def clock_tick(maker: async_sessionmaker[AsyncSession], now: datetime | No
     return fed
 
 
-async def _clock_loop(maker: async_sessionmaker[AsyncSession]) -> None:
-    while True:
-        try:
-            await clock_tick(maker)
-        except Exception as exc:  # keep the clock running after a transient database error
-            log.warning("gate clock failed", extra={"error_class": type(exc).__name__})
-        await asyncio.sleep(CLOCK_SECONDS)
-
-
 @contextlib.asynccontextmanager
 async def running_background_tasks(
     maker: async_sessionmaker[AsyncSession], signer: Signer
 ) -> AsyncIterator[None]:
+    async def clock() -> None:
+        await clock_tick(maker)
+
     tasks = [
-        asyncio.create_task(_loop(maker, signer)),
-        asyncio.create_task(_purge_loop(maker)),
-        asyncio.create_task(_partition_loop(maker)),
-        asyncio.create_task(_clock_loop(maker)),
+        asyncio.create_task(supervised("sealer", lambda: _seal(maker, signer), SEAL_SECONDS)),
+        asyncio.create_task(supervised("clock", clock, CLOCK_SECONDS)),
+        asyncio.create_task(supervised("idempotency purge", lambda: _purge(maker), PURGE_SECONDS)),
+        asyncio.create_task(
+            supervised("partitions", lambda: _partitions(maker), PARTITION_SECONDS)
+        ),
     ]
     try:
         yield

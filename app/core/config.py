@@ -89,6 +89,8 @@ class Settings(BaseSettings):
     db_pool_pre_ping: bool = False
     retry_after_seconds: int = 5
     readyz_timeout_seconds: float = 2.0
+    # /readyz says `degraded` when the oldest unsealed audit entry is older than this.
+    seal_stall_seconds: float = Field(default=300.0, gt=0)
     # Proxies whose Host / X-Forwarded-* headers are believed (uvicorn forwarded_allow_ips).
     trusted_proxies: list[str] = []
     # Failed authentications per client address before 429 (per process, sliding window).

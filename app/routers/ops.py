@@ -7,12 +7,21 @@ from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 
 from app.core.auth import Principal, require
 from app.core.db import SessionDep
+from app.core.driver import DatabaseDep
 from app.core.errors import problem_responses
+from app.services import health
 from app.services.sync import outbox
 
 router = APIRouter(tags=["operations"])
 SYNC_FAILURES = Gauge(
     "consent_sync_failures", "Refused sync calls not done (waiting or given up)", ["target"]
+)
+UNSEALED = Gauge("consent_audit_unsealed_entries", "Audit entries not yet in the hash chain")
+SEAL_LAG = Gauge(
+    "consent_audit_seal_lag_seconds", "Age of the oldest unsealed audit entry (0: none)"
+)
+CHANGES_BACKLOG = Gauge(
+    "consent_changes_backlog", "Change-feed entries committed but not yet given a position"
 )
 
 
@@ -22,11 +31,19 @@ SYNC_FAILURES = Gauge(
     responses={200: {"content": {"text/plain": {}}}, **problem_responses(401, 403)},
 )
 async def metrics(
-    session: SessionDep, _: Annotated[Principal, Depends(require("metrics:read"))]
+    session: SessionDep,
+    db: DatabaseDep,
+    _: Annotated[Principal, Depends(require("metrics:read"))],
 ) -> Response:
-    """Prometheus metrics: request counts and latency by route template; refused sync
-    calls per target (read from the database: the workers are processes of their own)."""
+    """Prometheus metrics: request counts and latency by route template; from the database
+    (the same for every worker and the sync processes): refused sync calls per target, the
+    audit sealer's and the feed sequencer's backlogs; per worker: the gate's clock's passed
+    moments not yet fed (as its last run saw them), each background task's last success."""
     SYNC_FAILURES.clear()
     for target, n in (await outbox.counts(session)).items():
         SYNC_FAILURES.labels(target=target).set(n)
+    backlog = await health.backlog(db)
+    UNSEALED.set(backlog.unsealed)
+    SEAL_LAG.set(backlog.seal_lag_seconds)
+    CHANGES_BACKLOG.set(backlog.unsequenced)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

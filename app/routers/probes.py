@@ -4,8 +4,9 @@ Included without the authentication default (app.main); nothing here reads perso
 The answers are constant bytes: probes are called often and validate nothing.
 """
 
+import orjson
 from fastapi import APIRouter, Request, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from app.core.driver import JSON, DatabaseDep
 from app.core.errors import ServiceUnavailable, problem_responses
@@ -15,7 +16,8 @@ router = APIRouter(tags=["operations"])
 
 
 class Health(BaseModel):
-    status: str
+    status: str = Field(description="ok (liveness); ready, or degraded with a reason")
+    reason: str | None = Field(default=None, description="degraded only: what is wrong")
 
 
 HEALTHY = b'{"status":"ok"}'
@@ -30,8 +32,14 @@ async def healthz() -> Response:
 
 @router.get("/readyz", response_model=Health, responses=problem_responses(503))
 async def readyz(request: Request, db: DatabaseDep) -> Response:
-    """The database answers, promptly."""
+    """The database answers, promptly: ready (200). Still 200 but `degraded`, with the
+    reason, when the audit chain has not been sealed for longer than
+    `CONSENT_SEAL_STALL_SECONDS`: requests are served, an operator must look."""
     settings = request.app.state.settings
-    if not await health.database_ready(db, settings.readyz_timeout_seconds):
+    lag = await health.seal_lag(db, settings.readyz_timeout_seconds)
+    if lag is None:
         raise ServiceUnavailable("The database does not answer.")
+    if lag > settings.seal_stall_seconds:
+        reason = f"the audit chain has not been sealed for {int(lag)} s"
+        return Response(orjson.dumps({"status": "degraded", "reason": reason}), media_type=JSON)
     return Response(READY, media_type=JSON)
