@@ -33,14 +33,14 @@ FROM generate_series(1, :n) i
 """)
 
 
-async def _stream(maker, writer, settings, *, trace: bool) -> tuple[float, int, int]:  # type: ignore[no-untyped-def]
+async def _stream(maker, writer, *, trace: bool) -> tuple[float, int, int]:  # type: ignore[no-untyped-def]
     """One export; timed without tracing, memory traced in a separate pass."""
     async with maker() as s:
         plan = await consent_export.plan(s, purpose=None, since=None, cursor=None)
         if trace:
             tracemalloc.start()
         t0, size = time.perf_counter(), 0
-        async for chunk in writer(s, plan, settings):
+        async for chunk in writer(s, plan):
             size += len(chunk)
         elapsed = time.perf_counter() - t0
         peak = tracemalloc.get_traced_memory()[1] if trace else 0
@@ -79,8 +79,8 @@ async def run(events: int, data_dir: Path) -> None:
             await s.execute(SEED, {"subjects": subjects, "n": events // 2})
             await s.commit()
         for fmt, writer in (("ndjson", consent_export.ndjson), ("csv", consent_export.csv_rows)):
-            elapsed, size, _ = await _stream(maker, writer, settings, trace=False)
-            _, _, peak = await _stream(maker, writer, settings, trace=True)
+            elapsed, size, _ = await _stream(maker, writer, trace=False)
+            _, _, peak = await _stream(maker, writer, trace=True)
             print(
                 f"{fmt:6} {total:>8} events: {total / elapsed:>8.0f} rows/s, "
                 f"{size / 1e6:7.1f} MB out, peak Python memory {peak / 1e6:5.1f} MB"

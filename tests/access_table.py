@@ -35,6 +35,9 @@ ACCESS: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/sources"): EVERY_ROLE,
     ("GET", "/v1/policies"): EVERY_ROLE,
     ("POST", "/v1/policies"): frozenset({ADMIN}),
+    # The controller's identity: a catalogue (API.md lists it there), so every role reads
+    ("GET", "/v1/controller"): EVERY_ROLE,
+    ("PUT", "/v1/controller"): frozenset({ADMIN}),
     # Subjects and lawful bases: crm; the website never lists subjects
     ("POST", "/v1/subjects"): frozenset({CRM}),
     ("POST", "/v1/subjects/import"): frozenset({CRM}),  # API.md "Bulk (crm)"

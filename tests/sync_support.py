@@ -22,7 +22,15 @@ from app.core.config import Settings
 from app.core.db import create_engine, ensure_database
 
 # Catalogues seeded by the migrations stay; everything a test writes goes.
-KEEP = {"alembic_version", "purposes", "recipients", "categories", "sources", "policies"}
+KEEP = {
+    "alembic_version",
+    "purposes",
+    "recipients",
+    "categories",
+    "sources",
+    "policies",
+    "controller",
+}
 
 
 @pytest.fixture(scope="session")

@@ -118,12 +118,12 @@ async def test_ten_thousand_events_match_the_ledger_row_for_row(client, auditor,
     assert not any(cell[:1] in ("=", "+", "-", "@") for line in table for cell in line)
 
 
-async def _peak_while_exporting(db, settings):
+async def _peak_while_exporting(db):
     plan = await consent_export.plan(db, purpose=None, since=None, cursor=None)
     tracemalloc.start()
     try:
         chunks, size = 0, 0
-        async for chunk in consent_export.ndjson(db, plan, settings):
+        async for chunk in consent_export.ndjson(db, plan):
             chunks += 1
             size += len(chunk)
         return chunks, size, tracemalloc.get_traced_memory()[1]
@@ -131,12 +131,12 @@ async def _peak_while_exporting(db, settings):
         tracemalloc.stop()
 
 
-async def test_the_export_streams_in_chunks_at_flat_memory(db, test_settings):
+async def test_the_export_streams_in_chunks_at_flat_memory(db):
     subjects = [await gs.subject(db) for _ in range(5)]
     await _ledger_of(db, subjects, n=N // 2)
-    chunks1, size1, peak1 = await _peak_while_exporting(db, test_settings)
+    chunks1, size1, peak1 = await _peak_while_exporting(db)
     await _ledger_of(db, subjects, n=N // 2)
-    chunks2, size2, peak2 = await _peak_while_exporting(db, test_settings)
+    chunks2, size2, peak2 = await _peak_while_exporting(db)
     assert chunks1 >= N // 2 // consent_export.CHUNK and chunks2 >= 2 * chunks1 - 1
     assert size2 > 1.9 * size1
     # Twice the events, the same memory: no more than one chunk is held at a time.

@@ -36,6 +36,7 @@ CLOCK = "app/services/changes/clock.py"
 IDEMPOTENCY = "app/core/idempotency.py"
 ERASURE = "app/services/rights/erasure.py"
 OUTBOX = "app/services/sync/outbox.py"
+CONTROLLER = "app/services/catalogue/controller.py"
 
 # (table, verb) -> {module: why}. Creating and appending have one home each; changing and
 # removing are listed writer by writer, each for a fact of its own (erasure, sealing...).
@@ -68,6 +69,7 @@ ALLOWED: dict[tuple[str, str], dict[str, str]] = {
     ("sync_outbox", "INSERT"): {OUTBOX: "a sync call's intent, before the call"},
     ("sync_outbox", "UPDATE"): {OUTBOX: "a sync call's outcome"},
     ("sync_outbox", "DELETE"): {OUTBOX: "a waiting addition replaced by the gate's new answer"},
+    ("controller", "INSERT"): {CONTROLLER: "replace the controller's identity (upsert)"},
     ("idempotency_keys", "INSERT"): {IDEMPOTENCY: "claim an Idempotency-Key"},
     ("idempotency_keys", "UPDATE"): {IDEMPOTENCY: "store the first answer"},
     ("idempotency_keys", "DELETE"): {

@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     # (app.core.direct); false serves them through FastAPI like every other route.
     direct_routes: bool = True
 
+    # The controller's identity as the policy gives it (§1, §11). Read once, by migration
+    # 0019, to seed the `controller` catalogue row; from then on that row is the only source
+    # (PUT /v1/controller changes it) and these settings are not read again.
     controller_name: str = "JI Group"
     controller_email: str = "datacontroller@jisoftware.co.uk"
     controller_phone: str = "+44-(0)1234-214004"

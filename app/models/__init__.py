@@ -7,6 +7,7 @@ from app.models import (  # noqa: F401
     catalogue,
     change,
     consent,
+    controller,
     decision,
     imports,
     optout,

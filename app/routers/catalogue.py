@@ -1,4 +1,5 @@
-"""Catalogues: purposes, recipients, policies (every role reads, admin writes)."""
+"""Catalogues: purposes, recipients, policies, the controller (every role reads, admin
+writes)."""
 
 from typing import Annotated, Any
 
@@ -25,6 +26,8 @@ from app.models.catalogue import (
     Source,
     SourcePublic,
 )
+from app.models.controller import ControllerPublic, ControllerUpdate
+from app.services.catalogue import controller as controller_identity
 from app.services.catalogue import entries as catalogue
 
 router = APIRouter(prefix="/v1", tags=["catalogues"])
@@ -133,3 +136,23 @@ async def create_policy(
         return 201, PolicyPublic.model_validate(policy)
 
     return await idempotent(session, principal, request, body, create)
+
+
+@router.get("/controller", response_model=ControllerPublic, responses=READ_ERRORS)
+async def get_controller(session: SessionDep, _: Reader) -> ControllerPublic:
+    """Who the controller is: the identity receipts, consent proofs, the record of
+    processing, access reports and the person's pages show."""
+    return await controller_identity.identity(session)
+
+
+@router.put(
+    "/controller",
+    response_model=ControllerPublic,
+    responses={200: {"description": "Replaced"}, **problem_responses(401, 403, 413, 422)},
+)
+async def put_controller(
+    body: ControllerUpdate, session: SessionDep, principal: Admin
+) -> ControllerPublic:
+    """Replace the controller's identity (every field; an optional one left out becomes
+    null). Everything issued from then on shows it, receipts of earlier events included."""
+    return await controller_identity.put(session, principal, data=body)

@@ -66,13 +66,12 @@ async def export_consent_events(
     null, `subject_erased` is true). The response header `X-Next-Cursor` carries the
     cursor for the next incremental pull (no trailing line). Streamed at flat memory."""
     plan = await consent_export.plan(session, purpose=purpose, since=since, cursor=cursor)
-    settings = request.app.state.settings
     writer = consent_export.ndjson if format == "ndjson" else consent_export.csv_rows
 
     async def body():  # type: ignore[no-untyped-def]
         # The request's session is committed and closed before streaming starts.
         async with request.app.state.sessionmaker() as stream_session:
-            async for chunk in writer(stream_session, plan, settings):
+            async for chunk in writer(stream_session, plan):
                 yield chunk
 
     return StreamingResponse(

@@ -57,6 +57,6 @@ async def get_consent_proof(
     """The consent events, receipts, notices and sealed audit entries with their checkpoint."""
     settings = request.app.state.settings
     proof = await consent_proof(
-        session, get_signer(settings), settings, subject_id=subject_id, purpose=purpose
+        session, get_signer(settings), subject_id=subject_id, purpose=purpose
     )
     return JSONResponse(proof)

@@ -32,6 +32,7 @@ from app.core.link_tokens import (
 )
 from app.core.rate_limit import SlidingWindowLimiter
 from app.models.link import ONE_CLICK
+from app.services.catalogue import controller as controller_identity
 from app.services.person import pages as person
 
 router = APIRouter(tags=["person pages"])
@@ -105,14 +106,36 @@ def _secure(response: Response) -> Response:
     return response
 
 
-def _render(request: Request, name: str, status: int = 200, **context: Any) -> Response:
-    context.setdefault("controller", request.app.state.settings.controller_name)
+async def _controller(request: Request, session: AsyncSession | None) -> dict[str, Any]:
+    """Who the page says we are, from the catalogue: through the request's session where it
+    has one, else a session of its own (the link checks need none)."""
+    if session is not None:
+        return await controller_identity.shown(session)
+    async with request.app.state.sessionmaker() as own:
+        return await controller_identity.shown(own)
+
+
+async def _render(
+    request: Request,
+    name: str,
+    status: int = 200,
+    *,
+    session: AsyncSession | None = None,
+    **context: Any,
+) -> Response:
+    if "controller_contact" not in context:
+        context["controller_contact"] = await _controller(request, session)
+    context.setdefault("controller", context["controller_contact"]["name"])
     return _secure(templates.TemplateResponse(request, name, context, status_code=status))
 
 
-def error_page(request: Request, status: int) -> Response:
+async def error_page(
+    request: Request, status: int, session: AsyncSession | None = None
+) -> Response:
     title, hint = ERRORS.get(status, ERRORS[400])
-    return _render(request, "person/error.html", status, title=title, hint=hint)
+    return await _render(
+        request, "person/error.html", status, session=session, title=title, hint=hint
+    )
 
 
 def _limiter(request: Request) -> SlidingWindowLimiter:
@@ -126,25 +149,25 @@ def _limiter(request: Request) -> SlidingWindowLimiter:
     return limiter
 
 
-def _claims(request: Request, token: str, kind: Kind) -> LinkClaims | Response:
+async def _claims(request: Request, token: str, kind: Kind) -> LinkClaims | Response:
     """The token's claims, or the error page to answer with (nothing is changed)."""
     if not _limiter(request).allow(token_fingerprint(token)):
-        return error_page(request, 429)
+        return await error_page(request, 429)
     try:
         return verify_link(request.app.state.settings, token, kind=kind)
     except ExpiredToken:
-        return error_page(request, 410)
+        return await error_page(request, 410)
     except InvalidToken:
-        return error_page(request, 404)
+        return await error_page(request, 404)
 
 
 async def _failed(request: Request, session: AsyncSession, exc: Exception) -> Response:
     await session.rollback()  # nothing half-done is committed
     if isinstance(exc, person.LinkGone):
-        return error_page(request, 410)
+        return await error_page(request, 410, session)
     if isinstance(exc, ProblemError) and exc.status in ERRORS:
-        return error_page(request, exc.status)
-    return error_page(request, 400)
+        return await error_page(request, exc.status, session)
+    return await error_page(request, 400, session)
 
 
 @router.get("/p/assets/{name}", include_in_schema=False)
@@ -159,10 +182,10 @@ async def person_asset(name: str) -> Response:
 @router.get("/u/{token}", response_class=HTMLResponse, responses=HTML_ERRORS)
 async def unsubscribe_page(token: str, request: Request) -> Response:
     """A confirmation page with one button; a GET never changes anything (mail scanners)."""
-    claims = _claims(request, token, "u")
+    claims = await _claims(request, token, "u")
     if isinstance(claims, Response):
         return claims
-    return _render(request, "person/unsubscribe.html", token=token, one_click=ONE_CLICK)
+    return await _render(request, "person/unsubscribe.html", token=token, one_click=ONE_CLICK)
 
 
 @router.post(
@@ -175,36 +198,37 @@ async def one_click_unsubscribe(token: str, request: Request, session: SessionDe
     """RFC 8058 one-click unsubscribe: records an e-mail marketing opt-out; 200, no redirect.
 
     No API key and no cookies: the signed token is the credential. Repeating is harmless."""
-    claims = _claims(request, token, "u")
+    claims = await _claims(request, token, "u")
     if isinstance(claims, Response):
         return claims
     try:
         form = await request.form()
     except Exception:  # a malformed body: say so, change nothing
-        return error_page(request, 400)
+        return await error_page(request, 400, session)
     if form.get("List-Unsubscribe") != "One-Click":
-        return error_page(request, 400)
+        return await error_page(request, 400, session)
     try:
         await person.unsubscribe(session, claims)
     except FAILURES as exc:
         return await _failed(request, session, exc)
-    return _render(request, "person/unsubscribed.html")
+    return await _render(request, "person/unsubscribed.html", session=session)
 
 
 @router.get("/p/{token}", response_class=HTMLResponse, responses=HTML_ERRORS)
 async def preference_page(token: str, request: Request, session: SessionDep) -> Response:
     """The person's preference page: consents, opt-outs, requests, and forms to change them."""
-    claims = _claims(request, token, "p")
+    claims = await _claims(request, token, "p")
     if isinstance(claims, Response):
         return claims
     settings: Settings = request.app.state.settings
     try:
-        data = await person.page_data(session, claims, settings)
+        data = await person.page_data(session, claims)
     except person.LinkGone as exc:
         return await _failed(request, session, exc)
-    return _render(
+    return await _render(
         request,
         "person/preferences.html",
+        controller_contact=data.controller,
         token=token,
         csrf=form_token(settings, token),
         data=data,
@@ -214,13 +238,13 @@ async def preference_page(token: str, request: Request, session: SessionDep) -> 
     )
 
 
-def _form_claims(request: Request, token: str, csrf: str) -> LinkClaims | Response:
-    claims = _claims(request, token, "p")
+async def _form_claims(request: Request, token: str, csrf: str) -> LinkClaims | Response:
+    claims = await _claims(request, token, "p")
     if isinstance(claims, Response):
         return claims
     cross_site = request.headers.get("sec-fetch-site") == "cross-site"
     if cross_site or not check_form_token(request.app.state.settings, token, csrf):
-        return error_page(request, 403)
+        return await error_page(request, 403)
     return claims
 
 
@@ -237,7 +261,7 @@ async def withdraw_consent(
     purpose: FormText = "",
     recipient: FormText = "",
 ) -> Response:
-    claims = _form_claims(request, token, csrf)
+    claims = await _form_claims(request, token, csrf)
     if isinstance(claims, Response):
         return claims
     try:
@@ -264,7 +288,7 @@ async def give_consent(
     notice_sha256: FormText = "",
     policy_version: FormText = "",
 ) -> Response:
-    claims = _form_claims(request, token, csrf)
+    claims = await _form_claims(request, token, csrf)
     if isinstance(claims, Response):
         return claims
     try:
@@ -286,7 +310,7 @@ async def give_consent(
 async def opt_out_of_marketing(
     token: str, request: Request, session: SessionDep, csrf: FormText = ""
 ) -> Response:
-    claims = _form_claims(request, token, csrf)
+    claims = await _form_claims(request, token, csrf)
     if isinstance(claims, Response):
         return claims
     try:
@@ -305,7 +329,7 @@ async def start_rights_request(
     type: FormText = "",
     details: FormText = "",
 ) -> Response:
-    claims = _form_claims(request, token, csrf)
+    claims = await _form_claims(request, token, csrf)
     if isinstance(claims, Response):
         return claims
     try:

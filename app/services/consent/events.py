@@ -16,7 +16,6 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.auth import Principal
-from app.core.config import current_settings
 from app.core.driver import Conn, UnitOfWork, connection_of
 from app.core.errors import Conflict, NotFound, Unprocessable
 from app.models.base import utcnow
@@ -27,6 +26,8 @@ from app.models.consent import (
     ConsentEventCreated,
     Evidence,
 )
+from app.models.controller import ControllerPublic
+from app.services.catalogue import controller as controller_identity
 from app.services.catalogue import entries as catalogue
 from app.services.consent.reading import event_document
 from app.services.consent.receipts import build_receipt
@@ -50,6 +51,7 @@ class Context:
     direct_marketing: bool
     policy_url: str | None
     third_parties: list[str]
+    controller: ControllerPublic | None = None  # None: no receipt is built
 
     @classmethod
     def of(cls, subject_id: uuid.UUID, email_hash: str | None, lookup: Any) -> "Context":
@@ -62,6 +64,7 @@ class Context:
             lookup.direct_marketing,
             lookup.policy_url,
             list(lookup.third_parties),
+            controller_identity.parse(lookup.controller),
         )
 
 
@@ -181,6 +184,7 @@ async def _record_for_known_subject(
     assert row is not None  # one row always: the lookup's
     if row.id is None:
         _refuse_unknown(data, row.purpose_key, row.known_policy_version, row.recipient_key)
+        controller_identity.parse(row.controller)  # no receipt without a controller
         if row.known_subject_id is None:
             raise NotFound("No such subject.")
         raise Conflict("The subject has been erased.")
@@ -268,13 +272,14 @@ def _occurred_at(data: ConsentEventCreate) -> datetime:
 def _created_document(row: Any, ctx: Context, signal: Any | None) -> dict[str, Any]:
     """The ConsentEventCreated document: the event with its receipt, and the GPC withdrawal
     recorded along with it, if any."""
+    assert ctx.controller is not None  # Context.of read it with the lookup
     receipt = build_receipt(
         row,
         purpose_description=ctx.description,
         direct_marketing=ctx.direct_marketing,
         policy_url=ctx.policy_url,
         third_parties=ctx.third_parties,
-        settings=current_settings(),
+        controller=ctx.controller,
     )
     extra = [event_document(signal)] if signal is not None else []
     return {**event_document(row), "receipt": receipt, "also_recorded": extra}

@@ -20,9 +20,10 @@ import orjson
 from sqlalchemy import BigInteger, DateTime, String, bindparam, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.config import Settings
 from app.core.errors import Unprocessable
 from app.core.pagination import decode_cursor, encode_cursor
+from app.models.controller import ControllerPublic
+from app.services.catalogue import controller as controller_identity
 from app.services.catalogue import entries as catalogue
 from app.services.consent.receipts import build_receipt
 from app.services.rights.exports import csv_cell
@@ -118,6 +119,7 @@ class ExportPlan:
     next_cursor: str
     purposes: dict[str, tuple[str, bool, list[str]]]  # description, marketing, third parties
     policy_urls: dict[str, str | None]
+    controller: ControllerPublic  # as the export begins: every receipt in it names the same
 
 
 def _decode(cursor: str | None) -> int:
@@ -159,10 +161,11 @@ async def plan(
         next_cursor=encode_cursor([upto]),
         purposes=purposes,
         policy_urls=policy_urls,
+        controller=await controller_identity.identity(session),
     )
 
 
-def _receipt(row: Any, p: ExportPlan, settings: Settings) -> dict[str, Any]:
+def _receipt(row: Any, p: ExportPlan) -> dict[str, Any]:
     description, marketing, third_parties = p.purposes[row.purpose]
     return build_receipt(
         row,
@@ -170,7 +173,7 @@ def _receipt(row: Any, p: ExportPlan, settings: Settings) -> dict[str, Any]:
         direct_marketing=marketing,
         policy_url=p.policy_urls.get(row.policy_version or ""),
         third_parties=third_parties,
-        settings=settings,
+        controller=p.controller,
     )
 
 
@@ -205,18 +208,16 @@ def _event(row: Any) -> dict[str, Any]:
     return {f: getattr(row, f) for f in EVENT_FIELDS}
 
 
-async def ndjson(session: AsyncSession, p: ExportPlan, settings: Settings) -> AsyncIterator[bytes]:
+async def ndjson(session: AsyncSession, p: ExportPlan) -> AsyncIterator[bytes]:
     """One JSON object per line: the event's fields and its `receipt`."""
     async for rows in _chunks(session, p):
         yield b"".join(
-            orjson.dumps({**_event(r), "receipt": _receipt(r, p, settings)}, default=str) + b"\n"
+            orjson.dumps({**_event(r), "receipt": _receipt(r, p)}, default=str) + b"\n"
             for r in rows
         )
 
 
-async def csv_rows(
-    session: AsyncSession, p: ExportPlan, settings: Settings
-) -> AsyncIterator[bytes]:
+async def csv_rows(session: AsyncSession, p: ExportPlan) -> AsyncIterator[bytes]:
     """A header line, then one row per event; every cell defused against formulas."""
     out = io.StringIO()
     writer = csv.writer(out)
@@ -226,7 +227,7 @@ async def csv_rows(
         out.seek(0)
         out.truncate()
         for r in rows:
-            receipt = _receipt(r, p, settings)
+            receipt = _receipt(r, p)
             values = [*(_value(v) for v in _event(r).values())]
             values += [_value(get(receipt)) for get in RECEIPT_FIELDS.values()]
             writer.writerow([csv_cell(v) for v in values])

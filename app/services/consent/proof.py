@@ -16,12 +16,12 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.config import Settings
 from app.core.errors import NotFound, Unprocessable
 from app.core.signing import ALGORITHM, Signer
 from app.models.base import utcnow
 from app.services.audit import chain as audit_chain
 from app.services.audit.chain import ENTRY_COLUMNS, chain_entry
+from app.services.catalogue import controller as controller_identity
 from app.services.consent import reading as consent
 
 EVENTS = text(
@@ -145,15 +145,6 @@ async def _notices(session: AsyncSession, rows: list[Any]) -> dict[str, str | No
     )
 
 
-def _controller(settings: Settings) -> dict[str, str]:
-    return {
-        "name": settings.controller_name,
-        "email": settings.controller_email,
-        "address": settings.controller_address,
-        "supervisory_authority": settings.supervisory_authority,
-    }
-
-
 def _complete(
     rows: list[Any], positions: dict[str, int], checkpoints: list[dict[str, Any]]
 ) -> bool:
@@ -166,7 +157,6 @@ def _complete(
 async def consent_proof(
     session: AsyncSession,
     signer: Signer,
-    settings: Settings,
     *,
     subject_id: uuid.UUID,
     purpose: str | None,
@@ -184,7 +174,7 @@ async def consent_proof(
         "subject_id": str(subject_id),
         "purpose": purpose,
         "generated_at": utcnow().isoformat(),
-        "controller": _controller(settings),
+        "controller": await controller_identity.shown(session),
         "verification": {
             "jwks": "/v1/keys",
             "algorithm": ALGORITHM,

@@ -7,7 +7,6 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.config import current_settings
 from app.core.errors import NotFound
 from app.core.pagination import Page, decode_time_cursor, encode_time_cursor, page_of
 from app.models.consent import (
@@ -15,6 +14,7 @@ from app.models.consent import (
     ConsentStatePublic,
     Evidence,
 )
+from app.services.catalogue import controller as controller_identity
 from app.services.consent.receipts import build_receipt
 from app.services.subjects import records as subjects
 
@@ -94,15 +94,17 @@ async def current_state(
     return [ConsentStatePublic.model_validate(r._mapping) for r in rows]
 
 
-# Events with what their receipts name (purpose, policy, third parties), oldest first.
-EVENTS_WITH_CONTEXT = """
+# Events with what their receipts name (purpose, policy, third parties, the controller),
+# oldest first: a `.format(where=...)` template.
+EVENTS_WITH_CONTEXT = f"""
 SELECT e.*, p.description, p.direct_marketing, pol.url AS policy_url,
        ARRAY(SELECT name FROM recipients r WHERE e.purpose = ANY (r.purposes)
-             ORDER BY name) AS third_parties
+             ORDER BY name) AS third_parties,
+       {controller_identity.IDENTITY_SQL} AS controller
 FROM consent_events e JOIN purposes p ON p.key = e.purpose
 LEFT JOIN policies pol ON pol.version = e.policy_version
-WHERE {where} ORDER BY e.occurred_at, e.id
-"""
+WHERE {{where}} ORDER BY e.occurred_at, e.id
+"""  # noqa: S608 - constant SQL
 BY_EVENT = text(EVENTS_WITH_CONTEXT.format(where="e.id = :id"))
 BY_SUBJECT = text(EVENTS_WITH_CONTEXT.format(where="e.subject_id = :id"))
 
@@ -114,7 +116,7 @@ def receipt_of(row: Any) -> dict[str, Any]:
         direct_marketing=row.direct_marketing,
         policy_url=row.policy_url,
         third_parties=list(row.third_parties),
-        settings=current_settings(),
+        controller=controller_identity.parse(row.controller),
     )
 
 

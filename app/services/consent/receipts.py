@@ -5,7 +5,7 @@ always be re-issued and never disagrees with the event."""
 from datetime import datetime
 from typing import Any
 
-from app.core.config import Settings
+from app.models.controller import ControllerPublic
 
 PII_CATEGORIES = [
     "name",
@@ -18,13 +18,14 @@ PII_CATEGORIES = [
 ]
 
 
-def _controller(settings: Settings) -> dict[str, Any]:
+def _kantara(controller: ControllerPublic) -> dict[str, Any]:
+    """The controller's catalogue row under Kantara's names."""
     return {
-        "piiController": settings.controller_name,
-        "contact": settings.controller_email,
-        "address": settings.controller_address,
-        "email": settings.controller_email,
-        "phone": settings.controller_phone,
+        "piiController": controller.name,
+        "contact": controller.email,
+        "address": controller.address,
+        "email": controller.email,
+        "phone": controller.phone,
     }
 
 
@@ -33,11 +34,11 @@ def _purpose(
     purpose_description: str,
     direct_marketing: bool,
     third_parties: list[str],
-    settings: Settings,
+    controller: ControllerPublic,
 ) -> dict[str, Any]:
     termination = (
         "Until withdrawn. Withdraw at any time, as easily as it was given, by asking "
-        f"{settings.controller_email}."
+        f"{controller.email}."
     )
     return {
         "purpose": purpose_description,
@@ -51,7 +52,7 @@ def _purpose(
     }
 
 
-def _iso27560(event: Any, occurred: datetime, settings: Settings) -> dict[str, Any]:
+def _iso27560(event: Any, occurred: datetime, controller: ControllerPublic) -> dict[str, Any]:
     """ISO/IEC TS 27560 consent record names where they differ from Kantara's."""
     return {
         "record_id": str(event.id),
@@ -62,7 +63,7 @@ def _iso27560(event: Any, occurred: datetime, settings: Settings) -> dict[str, A
         "policy_version": event.policy_version,
         "notice": {"sha256": event.notice_sha256},
         "recipient": event.recipient,
-        "supervisory_authority": settings.supervisory_authority,
+        "supervisory_authority": controller.supervisory_authority,
     }
 
 
@@ -73,11 +74,12 @@ def build_receipt(
     direct_marketing: bool,
     policy_url: str | None,
     third_parties: list[str],
-    settings: Settings,
+    controller: ControllerPublic,
 ) -> dict[str, Any]:
+    """The receipt of one event; `controller` is the catalogue row as it is now (a receipt
+    issued again after the controller changed names the new one)."""
     occurred: datetime = event.occurred_at
-    controller = _controller(settings)
-    purpose = _purpose(event, purpose_description, direct_marketing, third_parties, settings)
+    purpose = _purpose(event, purpose_description, direct_marketing, third_parties, controller)
     return {
         "version": "KI-CR-v1.1.0",
         "jurisdiction": "GB",
@@ -86,10 +88,10 @@ def build_receipt(
         "consentReceiptID": str(event.id),
         "language": "en",
         "piiPrincipalId": str(event.subject_id),
-        "piiControllers": [controller],
+        "piiControllers": [_kantara(controller)],
         "policyUrl": policy_url,
         "services": [{"service": event.purpose, "purposes": [purpose]}],
         "sensitive": False,
         "spiCat": [],
-        "iso27560": _iso27560(event, occurred, settings),
+        "iso27560": _iso27560(event, occurred, controller),
     }

@@ -4,24 +4,26 @@ every writer composes: this package's single writes and the import's set-based b
 
 from app.core.driver import prepare
 from app.services.audit.entries import INSERT_AUDIT_ENTRY
+from app.services.catalogue.controller import IDENTITY_SQL
 from app.services.changes.feed import INSERT_CHANGE
 from app.services.optouts.objections import INSERT_OBJECTION
 
 # What a consent needs to know: the subject, the purpose, the policy version and the
-# recipient (each NULL when unknown), and what the receipt shows.
-CONTEXT = """
+# recipient (each NULL when unknown), and what the receipt shows (the controller included).
+CONTEXT = f"""
 SELECT s.id AS subject_id, s.email_hash, s.erased_at,
        p.key AS purpose_key, p.description, p.direct_marketing,
        pol.version AS policy_version, pol.url AS policy_url,
        (SELECT key FROM recipients WHERE key = CAST(:recipient AS text)) AS recipient_key,
        ARRAY(SELECT name FROM recipients WHERE CAST(:purpose AS text) = ANY (purposes)
-             ORDER BY name) AS third_parties
+             ORDER BY name) AS third_parties,
+       {IDENTITY_SQL} AS controller
 FROM (SELECT 1) one
 LEFT JOIN subjects s ON s.id = CAST(:sid AS uuid)
      OR (s.email = CAST(:email AS text) AND s.erased_at IS NULL)
 LEFT JOIN purposes p ON p.key = CAST(:purpose AS text)
 LEFT JOIN policies pol ON pol.version = CAST(:policy AS text)
-"""
+"""  # noqa: S608 - constant SQL
 LOOKUP = prepare(CONTEXT)
 
 # The one write of a consent event's facts, as fragments every writer composes (this
@@ -87,17 +89,18 @@ audited AS (
 WRITE = prepare("WITH" + WRITE_CTES.format(proceed="true") + "SELECT * FROM ev")  # noqa: S608 - constant SQL
 
 # The usual consent (a known subject id, no GPC) in one round trip: the lookup, and the
-# write only where the lookup found everything the request names. The lookup's columns
+# write only where the lookup found everything the request names (and the controller the
+# receipt names). The lookup's columns
 # come back beside the event's (the event's are NULL when nothing was written).
 EVERYTHING_NAMED_IS_KNOWN = """(
-  SELECT c.purpose_key IS NOT NULL
+  SELECT c.purpose_key IS NOT NULL AND c.controller IS NOT NULL
     AND (CAST(:policy AS text) IS NULL OR c.policy_version IS NOT NULL)
     AND (CAST(:recipient AS text) IS NULL OR c.recipient_key IS NOT NULL)
   FROM ctx c)"""
 CONTEXT_BESIDE_EVENT = """
 SELECT c.subject_id AS known_subject_id, c.email_hash AS known_email_hash,
   c.purpose_key, c.description, c.direct_marketing, c.policy_version AS known_policy_version,
-  c.policy_url, c.recipient_key, c.third_parties, ev.*
+  c.policy_url, c.recipient_key, c.third_parties, c.controller, ev.*
 FROM ctx c LEFT JOIN ev ON true"""
 LOOKUP_AND_WRITE = prepare(
     f"WITH ctx AS ({CONTEXT}),"

@@ -21,6 +21,7 @@ from app.core.link_tokens import LinkClaims
 from app.models.consent import ConsentEventCreate, EvidenceCreate
 from app.models.rights import RightsRequestCreate
 from app.models.text import replace_unsafe
+from app.services.catalogue import controller as controller_identity
 from app.services.consent import events as consent
 from app.services.optouts import records as optouts
 from app.services.person.links import link_holder
@@ -52,13 +53,14 @@ def plain(description: str) -> str:
     return _SECTION_REF.sub("", description)
 
 
-def notice_text(settings: Settings, description: str) -> str:
-    """The exact wording shown beside a "give consent" button, and stored with the event.
+def notice_text(controller: str, description: str) -> str:
+    """The exact wording shown beside a "give consent" button, and stored with the event,
+    naming the controller as its catalogue row does now (a new name is a new notice).
     A control character in the catalogue's description is replaced (as the page shows it):
     the notice must pass the checks every recorded notice passes."""
     what = replace_unsafe(plain(description), allow_newline=True)
     return (
-        f"I agree that {settings.controller_name} may use my name and e-mail address for: "
+        f"I agree that {controller} may use my name and e-mail address for: "
         f"{what}. I can withdraw this at any time on this page or from the "
         "link in any e-mail you send me."
     )
@@ -106,6 +108,7 @@ class PageData:
     purposes: list[PurposeRow]
     optout_channels: list[str]
     requests: list[dict[str, Any]] = field(default_factory=list)
+    controller: dict[str, Any] = field(default_factory=dict)  # who the page says we are
 
 
 async def _live_subject(session: AsyncSession, claims: LinkClaims) -> Any:
@@ -142,10 +145,11 @@ ORDER BY p.key, cs.recipient
 """)
 
 
-async def page_data(session: AsyncSession, claims: LinkClaims, settings: Settings) -> PageData:
+async def page_data(session: AsyncSession, claims: LinkClaims) -> PageData:
     subject = await _live_subject(session, claims)
+    controller = await controller_identity.shown(session)
     rows = (await session.execute(PURPOSES_WITH_STATE, {"s": subject.id})).all()
-    purposes = [row for r in rows if (row := _shown_purpose(r, settings)) is not None]
+    purposes = [row for r in rows if (row := _shown_purpose(r, controller["name"])) is not None]
     # The purpose the e-mail was about comes first.
     purposes.sort(key=lambda p: p.key != claims.purpose)
     channels = (
@@ -174,10 +178,11 @@ async def page_data(session: AsyncSession, claims: LinkClaims, settings: Setting
             {**r._mapping, "label": REQUEST_TYPES.get(r.type, r.type.replace("_", " "))}
             for r in requests
         ],
+        controller=controller,
     )
 
 
-def _shown_purpose(r: Any, settings: Settings) -> PurposeRow | None:
+def _shown_purpose(r: Any, controller: str) -> PurposeRow | None:
     """A PURPOSES_WITH_STATE row as the page shows it; None when it has no state and the
     person cannot give consent to it here."""
     # Transfer consent is per recipient (§8): it can be withdrawn here, given elsewhere.
@@ -193,7 +198,7 @@ def _shown_purpose(r: Any, settings: Settings) -> PurposeRow | None:
         can_give=can_give,
     )
     if can_give:
-        row.notice = notice_text(settings, r.description)
+        row.notice = notice_text(controller, r.description)
         row.notice_sha256 = notice_sha(row.notice)
     return row if row.status is not None or can_give else None
 
@@ -267,7 +272,7 @@ async def give(
     ).scalar_one_or_none()
     if description is None:
         raise Unprocessable("This choice cannot be given here.")
-    notice = notice_text(settings, description)
+    notice = notice_text((await controller_identity.identity(session)).name, description)
     policy = await current_policy(session)
     if notice_sha(notice) != shown_sha256 or policy != shown_policy:
         raise Conflict("The wording or the privacy policy changed; please read it again.")

@@ -10,6 +10,7 @@ from sqlmodel import col
 from app.core.config import Settings
 from app.models.base import utcnow
 from app.models.catalogue import Category, Purpose, Recipient, Source
+from app.services.catalogue import controller as controller_identity
 from app.services.retention import rules as retention_rules
 
 # §3: the fields held, and no others (data minimisation).
@@ -30,7 +31,7 @@ async def processing_activities(session: AsyncSession, settings: Settings) -> di
     return {
         "article": "30(1)",
         "generated_at": utcnow().isoformat(),
-        "controller": _controller(settings),
+        "controller": await controller_identity.shown(session),
         "purposes": purposes,
         "categories_of_subjects": [
             {"key": c.key, "description": c.description}
@@ -51,16 +52,6 @@ async def processing_activities(session: AsyncSession, settings: Settings) -> di
 async def _catalogue(session: AsyncSession, model: Any) -> list[Any]:
     """A catalogue's entries, by key."""
     return list((await session.execute(select(model).order_by(col(model.key)))).scalars())
-
-
-def _controller(settings: Settings) -> dict[str, Any]:
-    return {
-        "name": settings.controller_name,
-        "email": settings.controller_email,
-        "phone": settings.controller_phone,
-        "address": settings.controller_address,
-        "supervisory_authority": settings.supervisory_authority,
-    }
 
 
 def _purposes(purposes: list[Any], recipients: list[Any]) -> list[dict[str, Any]]:

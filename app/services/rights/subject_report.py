@@ -6,10 +6,10 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.config import current_settings
 from app.models.base import LONDON, utcnow
 from app.models.rights import RightsRequest
 from app.models.subject import PERSONAL_FIELDS, Subject
+from app.services.catalogue import controller as controller_identity
 from app.services.consent import reading as consent_reading
 from app.services.retention import rules as retention_rules
 from app.services.retention.due import subject_due_at
@@ -25,16 +25,6 @@ RIGHTS = [
     "withdrawal of consent at any time (Art 7(3))",
 ]
 PORTABLE_BASES = ("consent", "contract")
-
-
-def _controller() -> dict[str, str]:
-    s = current_settings()
-    return {
-        "name": s.controller_name,
-        "email": s.controller_email,
-        "phone": s.controller_phone,
-        "address": s.controller_address,
-    }
 
 
 async def _rows(session: AsyncSession, sql: str, **params: Any) -> list[dict[str, Any]]:
@@ -60,10 +50,10 @@ def _no_data_held(base: dict[str, Any]) -> dict[str, Any]:
 
 async def _common_part(session: AsyncSession, req: RightsRequest) -> dict[str, Any]:
     """What every report carries, held or not: who we are, the rights, any opt-outs."""
-    settings = current_settings()
+    controller = await controller_identity.shown(session)
     return {
-        "controller": _controller(),
-        "right_to_complain": f"You may complain to the {settings.supervisory_authority}.",
+        "controller": controller,
+        "right_to_complain": f"You may complain to the {controller['supervisory_authority']}.",
         "your_rights": RIGHTS,
         "opt_outs": await _rows(
             session,
