@@ -57,7 +57,11 @@ ALLOWED: dict[tuple[str, str], dict[str, str]] = {
     ("lawful_basis_history", "INSERT"): {BASES: "a basis' history"},
     ("lawful_basis_history", "UPDATE"): {ERASURE: "erase the notes in a basis' history"},
     ("marketing_optouts", "INSERT"): {OPTOUTS: "record an opt-out (and carry it to a new address)"},
-    ("marketing_optouts", "UPDATE"): {ERASURE: "erase an opt-out's free-text reason"},
+    ("marketing_optouts", "UPDATE"): {
+        ERASURE: "erase an opt-out's free-text reason",
+        OPTOUTS: "move an opt-out to the newest e-mail hash key",
+    },
+    ("marketing_optouts", "DELETE"): {OPTOUTS: "a duplicate left by a move to the newest key"},
     ("objections", "INSERT"): {OBJECTIONS: "record an objection (Art 21)"},
     ("audit_entries", "INSERT"): {AUDIT: "append an audit entry"},
     ("audit_entries", "UPDATE"): {"app/services/audit/chain.py": "the sealer chains entries"},

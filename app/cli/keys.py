@@ -4,6 +4,7 @@ import argparse
 import asyncio
 import json
 
+from app.cli import key_rotation
 from app.cli.common import CliError, database_url, in_transaction, migrate
 from app.core.config import Settings, current_settings
 
@@ -60,3 +61,4 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     revoke.add_argument("name")
     keys_sub.add_parser("list", help="list keys (never the key itself)")
     keys.set_defaults(func=_keys)
+    key_rotation.add_parser(keys_sub)  # its own func: not an API-key command

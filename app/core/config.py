@@ -31,8 +31,13 @@ class Settings(BaseSettings):
     env: Literal["development", "production"] = "development"
     database_url: str | None = None
     data_dir: Path = Path(".consent-data")
-    # Keys the HMAC of e-mails (opt-outs, change feed); must be stable across restarts.
+    # The root secret: per-use keys are derived from it (app.core.keys); it also keys the
+    # HMAC of e-mails while CONSENT_EMAIL_HASH_KEYS is unset.
     secret_key: SecretStr = SecretStr(DEV_SECRET)
+    # "id:secret,id:secret", newest first: the newest hashes e-mails from now on, the others
+    # only match what they hashed (rotate with `consent-api keys rotate-email-hash`). Ids are
+    # 0-32767; 0 is the key used while this is unset (the root secret).
+    email_hash_keys: SecretStr | None = None
     mailchimp_webhook_secret: SecretStr | None = None
     # PEM of the Ed25519 key that signs audit checkpoints and consent receipts.
     # Unset in development: generated once into the data directory.
@@ -169,6 +174,21 @@ class Settings(BaseSettings):
                     "CONSENT_LINK_KEYS must be `kid:secret,...`: ids of 1-16 letters, digits,"
                     " `_` or `-`; secrets of at least 32 characters"
                 )
+        return value
+
+    @field_validator("email_hash_keys")
+    @classmethod
+    def _email_hash_keys_format(cls, value: SecretStr | None) -> SecretStr | None:
+        ids = []
+        for item in value.get_secret_value().split(",") if value else []:
+            kid, sep, secret = item.strip().partition(":")
+            if not sep or not re.fullmatch(r"\d{1,5}", kid) or int(kid) > 32767:
+                raise ValueError("CONSENT_EMAIL_HASH_KEYS must be `id:secret,...` with ids 0-32767")
+            if _weak(secret) and not (kid == "0"):
+                raise ValueError(_too_weak("each key of CONSENT_EMAIL_HASH_KEYS"))
+            ids.append(int(kid))
+        if len(ids) != len(set(ids)):
+            raise ValueError("CONSENT_EMAIL_HASH_KEYS names one id twice")
         return value
 
     # Issue 11: retention and the auditor's pages.

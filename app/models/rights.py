@@ -5,7 +5,7 @@ from datetime import date, datetime
 from typing import Any, Literal, Self
 
 from pydantic import ConfigDict, model_validator
-from sqlalchemy import BigInteger, Column, Identity, Index, String, text
+from sqlalchemy import BigInteger, Column, Identity, Index, SmallInteger, String, text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlmodel import Field, SQLModel
 
@@ -57,6 +57,7 @@ class RightsRequest(SQLModel, table=True):
     subject_id: uuid.UUID | None = Field(default=None, foreign_key="subjects.id")
     email: str | None = Field(default=None, max_length=254)  # erased with the subject
     email_hash: str | None = Field(default=None, max_length=64)
+    email_hash_key: int = Field(default=0, sa_type=SmallInteger)  # which key made the hash
     details: str | None = Field(default=None, max_length=5000)
     status: str = Field(max_length=20)
     received_at: datetime = timestamp_field()

@@ -5,7 +5,7 @@ decision never replays history."""
 import uuid
 from datetime import datetime
 
-from sqlalchemy import Index
+from sqlalchemy import Index, SmallInteger
 from sqlmodel import Field, SQLModel
 
 from app.models.base import timestamp_field
@@ -49,6 +49,7 @@ class MarketingOptOut(SQLModel, table=True):
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
     email_hash: str = Field(max_length=64)
+    email_hash_key: int = Field(default=0, sa_type=SmallInteger)  # which key made the hash
     channel: str = Field(max_length=10)  # email | phone | all
     source: str = Field(max_length=30)
     reason: str | None = Field(default=None, max_length=500)

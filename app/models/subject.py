@@ -5,7 +5,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import ConfigDict, StringConstraints
-from sqlalchemy import Index, text
+from sqlalchemy import Index, SmallInteger, text
 from sqlmodel import Field, SQLModel
 
 from app.models.base import DateOrDateTime, timestamp_field, utcnow
@@ -65,6 +65,7 @@ class Subject(SQLModel, table=True):
     email: str | None = Field(default=None, max_length=254)
     # HMAC of the normalised e-mail: how the gate matches opt-outs without clear text.
     email_hash: str | None = Field(default=None, max_length=64, index=True)
+    email_hash_key: int = Field(default=0, sa_type=SmallInteger)  # which key made the hash
     name: str | None = Field(default=None, max_length=200)
     phone: str | None = Field(default=None, max_length=50)
     mobile: str | None = Field(default=None, max_length=50)

@@ -3,7 +3,7 @@
 import uuid
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, or_, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -258,3 +258,16 @@ async def update_subject(
     if fields.keys() & {"interest_ceased_at", "category"}:  # what its due date counts from
         await clock.schedule(session, [subject.id])
     return subject
+
+
+REHASH = text("""
+UPDATE subjects s SET email_hash = v.new, email_hash_key = :kid
+FROM unnest(CAST(:ids AS uuid[]), CAST(:new AS text[])) AS v(id, new) WHERE s.id = v.id
+""")
+
+
+async def rehash(
+    session: AsyncSession, ids: list[uuid.UUID], hashes: list[str], *, key_id: int
+) -> None:
+    """Store these subjects' address hashes as made by hash key `key_id` (a rotation)."""
+    await session.execute(REHASH, {"ids": ids, "new": hashes, "kid": key_id})
