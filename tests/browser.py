@@ -4,6 +4,10 @@ The live server runs the whole app (its own engine, background sealer included) 
 in a thread on 127.0.0.1, against a database of its own on the suite's PostgreSQL server:
 what a browser does there is committed for real, so it must not leak into the rolled-back
 world of the other tests. Pages are driven with Playwright through Debian's chromium.
+
+Every page a browser test visits is checked with axe-core (`Page.check_accessibility`):
+a serious or critical violation fails the test, and a test that leaves a page it visited
+unchecked fails at teardown, so a new page cannot slip past the check.
 """
 
 import asyncio
@@ -28,6 +32,9 @@ from app.core.config import Settings
 from app.core.db import create_engine, create_sessionmaker, ensure_database
 from app.main import create_app
 from app.services.access import api_keys
+
+# axe-core's impacts that fail a test (minor and moderate ones are reported, not fatal).
+FAILING_IMPACTS = frozenset({"serious", "critical"})
 
 CHROMIUM = os.environ.get("CONSENT_TEST_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "screenshots"
@@ -127,10 +134,37 @@ async def browser() -> AsyncIterator[Any]:
 
 @dataclass
 class Page:
-    """A fresh browser context and page, with every request URL it made."""
+    """A fresh browser context and page, with every request URL it made and every document
+    it showed (checked with axe or not yet)."""
 
     page: Any
     requested: list[str]
+    visited: list[str] = field(default_factory=list)
+    checked: set[int] = field(default_factory=set)  # indexes into `visited`
+
+    def _navigated(self, frame: Any) -> None:
+        if frame == self.page.main_frame:
+            self.visited.append(frame.url)
+
+    async def check_accessibility(self) -> None:
+        """axe-core on the page as it is now; fails on any serious or critical violation.
+        Playwright's evaluate runs axe through the DevTools protocol, which the page's CSP
+        (no script at all) does not govern, so the test needs no `bypass_csp`."""
+        from axe_playwright_python.async_playwright import Axe
+
+        results = await Axe().run(self.page)
+        failing = [v for v in results.response["violations"] if v["impact"] in FAILING_IMPACTS]
+        report = "\n".join(
+            f"{v['id']} ({v['impact']}, {len(v['nodes'])} elements): {v['help']}; e.g. "
+            + "; ".join(", ".join(n["target"]) for n in v["nodes"][:3])
+            for v in failing
+        )
+        self.checked.add(len(self.visited) - 1)  # checked, whatever the outcome
+        assert not failing, f"axe on {self.page.url}:\n{report}"
+
+    def unchecked(self) -> list[str]:
+        """Documents the test showed and left without an axe check."""
+        return [url for i, url in enumerate(self.visited) if i not in self.checked]
 
     def outside(self, base_url: str) -> list[str]:
         """Requests that left the live server (CDNs, fonts, trackers...)."""
@@ -149,7 +183,10 @@ async def page(browser: Any) -> AsyncIterator[Page]:
     pg = await context.new_page()
     requested: list[str] = []
     pg.on("request", lambda request: requested.append(request.url))
+    shown = Page(pg, requested)
+    pg.on("framenavigated", shown._navigated)
     try:
-        yield Page(pg, requested)
+        yield shown
+        assert not shown.unchecked(), f"pages never checked with axe: {shown.unchecked()}"
     finally:
         await context.close()

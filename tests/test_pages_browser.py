@@ -1,7 +1,8 @@
 """The auditor's pages in a real browser (Debian's chromium through Playwright) against a
 live server: offline API docs, the overview's numbers against the API's, an overdue
 request highlighted, the record of processing listing the whole catalogue. Nothing any
-page loads may come from anywhere but the service. Screenshots: test-artifacts/screenshots.
+page loads may come from anywhere but the service. Every page shown is checked with
+axe-core (tests/browser.py). Screenshots: test-artifacts/screenshots.
 """
 
 import asyncio
@@ -48,9 +49,11 @@ async def _arrange(live):
 async def _sign_in(page, live, auditor):
     await page.page.goto(f"{live.url}/v1/reports/overview")
     assert "/auditor/login" in page.page.url  # a browser without a session is sent to sign in
+    await page.check_accessibility()
     await page.page.fill("#api_key", auditor["Authorization"].removeprefix("Bearer "))
     await page.page.click("button[type=submit]")
     await page.page.wait_for_selector("#open-requests")
+    await page.check_accessibility()
 
 
 async def _text(page, selector):
@@ -63,10 +66,12 @@ async def test_docs_render_offline(live_server, page):
     operations = await page.page.locator(".opblock-summary-path").count()
     assert operations > 30
     assert "/v1/retention/sweep" in await page.page.content()
+    await page.check_accessibility()
     await page.screenshot("docs")
     assert page.outside(live_server.url) == []
     await page.page.goto(f"{live_server.url}/redoc")  # removed: ReDoc calls its CDN
     await page.page.wait_for_selector(".opblock-summary", timeout=30000)
+    await page.check_accessibility()
     assert page.page.url.endswith("/docs") and page.outside(live_server.url) == []
 
 
@@ -139,6 +144,7 @@ async def test_ropa_page_lists_every_purpose_and_recipient(live_server, page):
     await _sign_in(page, live_server, auditor)
     await page.page.goto(f"{live_server.url}/v1/reports/processing-activities")
     await page.page.wait_for_selector("#purposes")
+    await page.check_accessibility()
     async with live_server.client() as http:
         purposes = (await http.get("/v1/purposes", headers=auditor)).json()["items"]
         recipients = (await http.get("/v1/recipients", headers=auditor)).json()["items"]
@@ -158,14 +164,25 @@ async def test_ropa_page_lists_every_purpose_and_recipient(live_server, page):
 
 async def test_a_signed_link_opens_the_overview(live_server, page):
     token = pages.issue_link_token(live_server.settings, role="auditor", minutes=5)
+    # The "signed in" page moves on at once (a meta refresh): hold that move with a 204
+    # (a browser stays where it is) long enough to check the page itself.
+    overview = "**/v1/reports/overview"
+    await page.page.route(overview, lambda route: route.fulfill(status=204))
     await page.page.goto(f"{live_server.url}/auditor/link/{token}")
+    await page.page.get_by_role("heading", name="Signed in").wait_for()
+    await page.check_accessibility()
+    await page.page.unroute(overview)
+    await page.page.click("text=Continue to the overview")
     await page.page.wait_for_selector("#open-requests")
     assert page.page.url.endswith("/v1/reports/overview")
+    await page.check_accessibility()
     cookies = await page.page.context.cookies()
     session = next(c for c in cookies if c["name"] == pages.SESSION_COOKIE)
     assert session["httpOnly"] and session["sameSite"] == "Strict"
     await page.page.click("text=Sign out")
     await page.page.wait_for_selector("#api_key")
+    await page.check_accessibility()
     await page.page.goto(f"{live_server.url}/v1/reports/overview")
     assert "/auditor/login" in page.page.url
+    await page.check_accessibility()
     assert page.outside(live_server.url) == []

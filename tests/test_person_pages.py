@@ -1,6 +1,8 @@
 """The person's pages in a real headless browser (Debian's chromium through Playwright),
-against a live server. Screenshots go to test-artifacts/screenshots/."""
+against a live server, each page checked with axe-core (tests/browser.py). Screenshots go
+to test-artifacts/screenshots/."""
 
+from app.web.dates import uk_date
 from tests.browser import LiveServer, Page
 from tests.conftest import new_subject
 
@@ -70,6 +72,7 @@ async def test_withdrawing_on_the_preference_page_flips_the_decision(
     assert "noindex" in response.headers["x-robots-tag"]
     purpose = page.page.locator("#purpose-content_subscriptions")
     await purpose.get_by_text("You agreed on").wait_for()
+    await page.check_accessibility()
     await page.screenshot("person-preferences-before")
     # Keyboard only: focus the button and press Enter.
     button = purpose.get_by_role("button", name="Withdraw my consent")
@@ -78,6 +81,7 @@ async def test_withdrawing_on_the_preference_page_flips_the_decision(
     await page.page.get_by_role("status").wait_for()
     assert "your consent is withdrawn" in await page.page.get_by_role("status").inner_text()
     assert "You said no on" in await purpose.inner_text()
+    await page.check_accessibility()
     await page.screenshot("person-preferences-withdrawn")
     decision = await _decision(live_server, crm, sid, "content_subscriptions")
     assert decision["allowed"] is False and decision["reasons"] == ["consent_withdrawn"]
@@ -94,6 +98,7 @@ async def test_one_click_unsubscribe_flips_the_gate(live_server: LiveServer, pag
     # A person (or a mail scanner) opening the link changes nothing.
     await page.page.goto(url)
     await page.page.get_by_role("button", name="Unsubscribe me").wait_for()
+    await page.check_accessibility()
     await page.screenshot("person-unsubscribe-confirm")
     assert (await _decision(live_server, crm, sid, "email_campaigns"))["allowed"] is True
     # The mailbox provider's one-click POST, exactly as RFC 8058 section 3.2 describes it.
@@ -109,6 +114,7 @@ async def test_one_click_unsubscribe_flips_the_gate(live_server: LiveServer, pag
     # The button on the page does the same, and repeating is harmless.
     await page.page.get_by_role("button", name="Unsubscribe me").click()
     await page.page.get_by_role("heading", name="You are unsubscribed").wait_for()
+    await page.check_accessibility()
     await page.screenshot("person-unsubscribed")
     assert page.outside(live_server.url) == []
 
@@ -121,6 +127,7 @@ async def test_a_tampered_token_changes_nothing(live_server: LiveServer, page: P
     response = await page.page.goto(tampered)
     assert response.status == 404
     await page.page.get_by_role("heading", name="This link is not valid").wait_for()
+    await page.check_accessibility()
     await page.screenshot("person-tampered-link")
     u_body, u_mac = links["unsubscribe_url"].rsplit("/", 1)[1].split(".")
     async with live_server.client() as http:
@@ -135,3 +142,45 @@ async def test_a_tampered_token_changes_nothing(live_server: LiveServer, page: P
         assert [i["status"] for i in state.json()["items"]] == ["given"]
     for purpose in ("content_subscriptions", "email_campaigns"):
         assert (await _decision(live_server, crm, sid, purpose))["allowed"] is True
+
+
+async def test_a_rights_request_from_the_page_shows_its_deadline(
+    live_server: LiveServer, page: Page
+):
+    """The person starts a request with the form; the table then shows it with the date we
+    answer by, and an earlier request already completed with no date at all."""
+    crm = await live_server.key("crm")
+    sid, links = await _subject_with_consent(live_server, crm)
+    async with live_server.client() as http:
+        done = await http.post(
+            "/v1/rights-requests",
+            json={"type": "access", "subject_id": sid, "received_at": "2026-01-31T10:00:00Z"},
+            headers=crm,
+        )
+        rid = done.json()["id"]
+        await http.post(
+            f"/v1/rights-requests/{rid}/verify-identity", json={"method": "email"}, headers=crm
+        )
+        r = await http.post(f"/v1/rights-requests/{rid}/complete", json={}, headers=crm)
+        assert r.status_code == 200, r.text
+    await page.page.goto(_on_live(live_server, links["preference_url"]))
+    await page.check_accessibility()
+    await page.page.get_by_label("What would you like us to do?").select_option("erasure")
+    await page.page.get_by_label("Anything we should know (optional)").fill("All of it, please.")
+    await page.page.get_by_role("button", name="Send my request").click()
+    await page.page.get_by_role("status").wait_for()
+    await page.check_accessibility()
+    await page.screenshot("person-rights-request")
+    rows = page.page.locator("table tbody tr")
+    assert await rows.count() == 2
+    async with live_server.client() as http:
+        listed = await http.get(
+            "/v1/rights-requests", params={"subject_id": sid, "type": "erasure"}, headers=crm
+        )
+    due = uk_date(listed.json()["items"][0]["due_at"])
+    erasure = await rows.nth(0).inner_text()
+    assert "Erase the data you hold about me" in erasure and due in erasure
+    completed = await rows.nth(1).inner_text()
+    assert "Done" in completed and "31 January 2026" in completed
+    assert uk_date(done.json()["due_at"]) not in await page.page.content()
+    assert page.outside(live_server.url) == []

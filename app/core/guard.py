@@ -172,7 +172,9 @@ def _with_security_headers(send: Send) -> Send:
         if message["type"] == "http.response.start":
             headers = list(message.get("headers", []))
             names = {k.lower() for k, _ in headers}
-            headers.append((b"x-content-type-options", b"nosniff"))
+            # Once: a page that sets its own security headers must not get a second copy.
+            if b"x-content-type-options" not in names:
+                headers.append((b"x-content-type-options", b"nosniff"))
             if b"cache-control" not in names:
                 headers.append((b"cache-control", b"no-store"))
             message = {**message, "headers": headers}

@@ -32,9 +32,12 @@ from app.core.db import SessionDep
 from app.core.errors import Forbidden, Unauthorized, problem_responses
 from app.core.guard import AUTH_THROTTLED, client_address
 from app.core.signing import get_signer
+from app.models.catalogue import Purpose
 from app.services.access import api_keys, page_sessions
+from app.services.catalogue import entries as catalogue
 from app.services.reports import overview as overview_service
 from app.services.reports import ropa
+from app.web import filters
 from app.web import session as pages
 from app.web.charts import month_chart
 
@@ -42,6 +45,7 @@ WEB = Path(__file__).parent
 templates = Environment(
     loader=FileSystemLoader(WEB / "templates"), autoescape=select_autoescape(["html"])
 )
+filters.install(templates)
 CSP = (
     "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
     "frame-ancestors 'none'; base-uri 'none'"
@@ -59,6 +63,8 @@ def render(name: str, status: int = 200, **context: Any) -> HTMLResponse:
         headers={
             "Content-Security-Policy": CSP,
             "X-Content-Type-Options": "nosniff",
+            # frame-ancestors says it to current browsers; this, to older ones.
+            "X-Frame-Options": "DENY",
             "Referrer-Policy": "no-referrer",
             "Cache-Control": "no-store",
         },
@@ -130,6 +136,7 @@ async def report_overview(request: Request, session: SessionDep) -> Response:
         "overview.html",
         data=data,
         chart=month_chart(consent["months"], consent["totals"]),
+        purposes=await catalogue.descriptions(session, Purpose),
         who=auth[0],
         csrf=auth[1].csrf_token(settings) if auth[1] else None,
     )
@@ -147,7 +154,17 @@ async def report_processing_activities(request: Request, session: SessionDep) ->
     if not html:
         return JSONResponse(record)
     csrf = auth[1].csrf_token(settings) if auth[1] else None
-    return render("ropa.html", record=record, who=auth[0], csrf=csrf)
+    # Keys the record lists by key, shown by their catalogue's words.
+    purposes = {p["key"]: p["description"] for p in record["purposes"]}
+    recipients = {r["key"]: r["name"] for r in record["recipients"]}
+    return render(
+        "ropa.html",
+        record=record,
+        purposes=purposes,
+        recipients=recipients,
+        who=auth[0],
+        csrf=csrf,
+    )
 
 
 def _secure(request: Request) -> bool:

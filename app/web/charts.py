@@ -2,6 +2,8 @@
 
 from typing import Any
 
+from app.web.dates import month_label
+
 SERIES = (("given", "Consent given"), ("withdrawn", "Consent withdrawn"), ("opt_outs", "Opt-outs"))
 
 
@@ -27,10 +29,10 @@ def month_chart(
                     "w": round(bar_w - 1, 1),
                     "h": round(h, 1),
                     "series": key,
-                    "title": f"{month}: {name} {value}",
+                    "title": f"{month_label(month, short=False)}: {name} {value}",
                 }
             )
-        labels.append({"x": round(x0 + bar_w * len(SERIES) / 2, 1), "text": month[2:]})
+        labels.append({"x": round(x0 + bar_w * len(SERIES) / 2, 1), "text": month_label(month)})
     return {
         "width": width,
         "height": height,

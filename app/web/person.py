@@ -34,6 +34,7 @@ from app.core.rate_limit import SlidingWindowLimiter
 from app.models.link import ONE_CLICK
 from app.services.catalogue import controller as controller_identity
 from app.services.person import pages as person
+from app.web import filters
 
 router = APIRouter(tags=["person pages"])
 HTML_ERRORS: dict[int | str, dict[str, Any]] = {
@@ -63,6 +64,7 @@ ONE_CLICK_BODY = {
 log = logging.getLogger("consent_api.person")
 HERE = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=HERE / "templates")
+filters.install(templates.env)
 ASSETS = {
     "person.css": (HERE / "static" / "person" / "person.css", "text/css"),
     "icon.svg": (HERE / "static" / "person" / "icon.svg", "image/svg+xml"),

@@ -37,6 +37,14 @@ async def list_keyed(
     return page_of(rows, limit, lambda r: encode_cursor([r.key]), lambda r: r)
 
 
+async def descriptions(
+    session: AsyncSession, model: type[Category | Source | Purpose]
+) -> dict[str, str]:
+    """Every entry's description by key: the words the pages show instead of the key."""
+    rows = await session.execute(select(col(model.key), col(model.description)))
+    return {key: description for key, description in rows.all()}
+
+
 async def _upsert(
     session: AsyncSession, principal: Principal, model: type[Row], key: str, data: SQLModel
 ) -> tuple[Row, bool]:

@@ -19,7 +19,7 @@ from app.core.config import Settings
 from app.core.errors import Conflict, NotFound, Unprocessable
 from app.core.link_tokens import LinkClaims
 from app.models.consent import ConsentEventCreate, EvidenceCreate
-from app.models.rights import RightsRequestCreate
+from app.models.rights import OPEN_STATUSES, RightsRequestCreate
 from app.models.text import replace_unsafe
 from app.services.catalogue import controller as controller_identity
 from app.services.consent import events as consent
@@ -175,7 +175,12 @@ async def page_data(session: AsyncSession, claims: LinkClaims) -> PageData:
         purposes=purposes,
         optout_channels=list(channels),
         requests=[
-            {**r._mapping, "label": REQUEST_TYPES.get(r.type, r.type.replace("_", " "))}
+            {
+                **r._mapping,
+                "label": REQUEST_TYPES.get(r.type, r.type.replace("_", " ")),
+                # Only an open request still has a deadline to show.
+                "open": r.status in OPEN_STATUSES,
+            }
             for r in requests
         ],
         controller=controller,

@@ -12,7 +12,7 @@ from app.core.signing import Signer
 from app.models.base import utcnow
 from app.models.rights import OPEN_STATUSES
 from app.services.audit import chain as audit_chain
-from app.services.rights.deadlines import today_uk
+from app.services.rights.deadlines import receipt_day, today_uk
 
 MONTHS = 12
 OPEN_REQUESTS = text(
@@ -63,7 +63,8 @@ async def _requests(session: AsyncSession, today: date) -> list[dict[str, Any]]:
             "id": str(r.id),
             "type": r.type,
             "status": r.status,
-            "received_at": r.received_at.date().isoformat(),
+            # The day on the UK calendar, as its deadline counts it (not UTC's).
+            "received_at": receipt_day(r.received_at).isoformat(),
             "due_at": r.due_at.isoformat(),
             "days_left": (r.due_at - today).days,
             # A stopped clock is not overdue (as GET /v1/rights-requests?overdue=true says).
