@@ -32,6 +32,7 @@ from app.core.observability import (
 )
 from app.core.retry import RetryConflictsMiddleware
 from app.core.signing import get_signer
+from app.openapi_export import declare_security
 from app.routers import (
     audiences,
     audit,
@@ -42,6 +43,7 @@ from app.routers import (
     consent_reports,
     decisions,
     imports,
+    keys,
     links,
     ops,
     optouts,
@@ -60,10 +62,11 @@ from app.web import docs as web_docs
 from app.web import person as person_pages
 
 # Routers whose routes need no API key: liveness and readiness, the person's pages (the
-# signed token is the credential) and the MailChimp webhook (its `secret` query parameter).
-# Every other router is included with authentication as its default, so a route cannot
-# ship without it.
-PUBLIC_ROUTERS = (person_pages, webhooks)  # no key; the probes are included first
+# signed token is the credential), the MailChimp webhook (its `secret` query parameter) and
+# the public signing keys (nothing secret: whoever holds a receipt must verify it). Each
+# path is also named in app.core.guard's public paths. Every other router is included with
+# authentication as its default, so a route cannot ship without it.
+PUBLIC_ROUTERS = (person_pages, webhooks, keys)  # no key; the probes are included first
 # Routers are matched in this order, each one's routes in turn (FastAPI 0.16x walks every
 # included router until one matches, then matches it again): the hot paths come first.
 API_ROUTERS = (
@@ -275,7 +278,8 @@ def include_api_router(app: FastAPI, router: APIRouter) -> None:
 
 
 def _problem_media_types(app: FastAPI) -> None:
-    """Error responses are documented under application/problem+json only."""
+    """Error responses are documented under application/problem+json only; keyed operations
+    declare the bearer scheme (app.openapi_export)."""
     base_openapi = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -289,6 +293,7 @@ def _problem_media_types(app: FastAPI) -> None:
                     if code[0] in "45" and "application/json" in content:
                         content[PROBLEM_MEDIA_TYPE] = content.pop("application/json")
         errors.document_common_problems(spec)
+        declare_security(spec)
         return spec
 
     app.openapi = openapi  # type: ignore[method-assign]

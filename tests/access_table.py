@@ -5,7 +5,7 @@ every role's key and with none. A route missing here fails that test: add a line
 HEAD follows GET. Write each entry from API.md's "Roles" table, not from the code.
 """
 
-PUBLIC = "public"  # no key needed (API.md: /healthz, /readyz, docs, /u/, /p/)
+PUBLIC = "public"  # no key needed (API.md: /healthz, /readyz, docs, public keys, /u/, /p/)
 # No API key either, but a credential of its own: the MailChimp webhook's `secret` query
 # parameter (API.md), the auditor's signed link, the sign-in form's CSRF token. Without it
 # the answer is 401 or 403, and an API key changes nothing.
@@ -93,11 +93,12 @@ ACCESS: dict[tuple[str, str], Rule] = {
     ("POST", "/p/{token}/give"): PUBLIC,
     ("POST", "/p/{token}/opt-out"): PUBLIC,
     ("POST", "/p/{token}/request"): PUBLIC,
-    # Accountability: auditors and admins read; every key may fetch the public keys (JWKS)
+    # Accountability: auditors and admins read; the public signing keys (JWKS) need no key
     ("GET", "/v1/audit/events"): READERS,
     ("GET", "/v1/audit/checkpoints"): READERS,
     ("GET", "/v1/audit/verify"): READERS,
-    ("GET", "/v1/keys"): EVERY_ROLE,
+    ("GET", "/v1/keys"): PUBLIC,
+    ("GET", "/.well-known/jwks.json"): PUBLIC,
     ("GET", "/v1/subjects/{subject_id}/consent-proof"): CRM_READ,
     ("GET", "/v1/reports/processing-activities"): READERS,
     ("GET", "/v1/reports/overview"): READERS,

@@ -34,6 +34,8 @@ PUBLIC_PATHS |= {
 }
 # MailChimp cannot send a header: its webhook carries a `secret` query parameter (API.md).
 PUBLIC_PATHS |= {"/v1/webhooks/mailchimp"}
+# The public signing keys (JWKS): whoever holds a receipt verifies it with them (API.md).
+PUBLIC_PATHS |= {"/v1/keys", "/.well-known/jwks.json"}
 # Static files served by the app itself (docs assets, the pages' stylesheets): nothing personal.
 PUBLIC_PATHS |= {"/static/docs", "/static/auditor"}
 
@@ -86,6 +88,13 @@ async def test_one_key_lookup_per_request(client, db, crm, auditor):
 
 
 async def test_public_paths_answer_without_a_key(client):
-    for path in ("/healthz", "/readyz", "/docs", "/openapi.json"):
+    for path in (
+        "/healthz",
+        "/readyz",
+        "/docs",
+        "/openapi.json",
+        "/v1/keys",
+        "/.well-known/jwks.json",
+    ):
         assert (await client.get(path)).status_code == 200, path
     assert (await client.get("/metrics")).status_code == 401

@@ -38,7 +38,10 @@ CALLERS = [*ROLES, "anonymous"]
 
 @schemathesis.serializer("application/x-ndjson")
 def _ndjson(ctx: Any, value: Any) -> bytes:
-    """The bulk import's body is NDJSON text (one subject per line), sent as it is."""
+    """The bulk import's body is NDJSON (one subject per line), sent as it is: bytes (the
+    document declares it binary) or text."""
+    if isinstance(value, bytes):
+        return value
     if isinstance(value, str):
         return value.encode("utf-8", "surrogatepass")
     import json

@@ -10,14 +10,14 @@ import os
 import sys
 import warnings
 
-from app.cli import imports, keys, openapi, pages, partitions, retention, serve, sync
+from app.cli import imports, keys, openapi, pages, partitions, receipts, retention, serve, sync
 from app.cli.common import CliError, log_file, migrate, quiet_chatter
 from app.core.config import get_settings, use_settings
 
 __all__ = ["CliError", "build_parser", "main", "migrate"]
 
 # In the order `consent-api --help` lists them.
-GROUPS = (serve, keys, retention, pages, sync, imports, partitions, openapi)
+GROUPS = (serve, keys, retention, pages, sync, imports, partitions, openapi, receipts)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,7 +57,9 @@ def main(argv: list[str] | None = None) -> None:
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     args = build_parser().parse_args(argv)
     try:
-        if args.func is not openapi.export_openapi:
+        # Offline commands (export-openapi, verify-receipt) read no settings: they work
+        # wherever they run, production environment or none.
+        if args.func is not openapi.export_openapi and getattr(args, "needs_settings", True):
             settings = get_settings()  # the command's one read of the environment
             use_settings(settings)  # handed down: the command and the services read these
             quiet_chatter(settings)

@@ -26,7 +26,8 @@ def _report_link(args: argparse.Namespace) -> None:
     token = issue_link_token(settings, role=args.role, minutes=args.minutes)
     print(f"Valid for {args.minutes} minutes, for anyone who has it (revoke it with")
     print("`consent-api page-sessions revoke --link <link>`):")
-    print(f"{args.base_url.rstrip('/')}/auditor/link/{token}")
+    base = args.base_url or settings.public_base_url  # where the service is reached
+    print(f"{base.rstrip('/')}/auditor/link/{token}")
 
 
 async def _revoke_by_link(session: Any, settings: Settings, link: str) -> list[Any]:
@@ -117,7 +118,11 @@ def _add_report_link(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     )
     link.add_argument("--role", choices=("auditor", "admin"), default="auditor")
     link.add_argument("--minutes", type=int, default=15, choices=range(1, 1441), metavar="1-1440")
-    link.add_argument("--base-url", default="http://127.0.0.1:8000")
+    link.add_argument(
+        "--base-url",
+        default=None,
+        help="the service's address (default: CONSENT_PUBLIC_BASE_URL, or http://127.0.0.1:8000)",
+    )
     link.set_defaults(func=_report_link)
 
 

@@ -4,12 +4,14 @@ stored hashes."""
 
 import argparse
 import asyncio
+import ipaddress
+import os
 import signal
 import sys
 from typing import Any
 
 from app.cli.common import database_url, in_transaction, log_file, migrate, quiet_chatter, where
-from app.core.config import Settings, current_settings
+from app.core.config import Settings, current_settings, get_settings, use_settings
 
 
 def _migrate_command(args: argparse.Namespace) -> None:
@@ -32,7 +34,7 @@ def _serve(args: argparse.Namespace) -> None:
 
     from app.core.observability import configure_logging
 
-    settings = current_settings()
+    settings = _links_point_here(args.host, args.port, current_settings())
     location = where(settings)
     # The embedded server belongs to this process; workers inherit CONSENT_DATABASE_URL
     # and connect to it, so `--workers N` shares one server.
@@ -55,6 +57,35 @@ def _serve(args: argparse.Namespace) -> None:
         log_config=None,
         **hardened_uvicorn_options(settings),
     )
+
+
+def listen_url(host: str, port: int) -> str:
+    """The http:// address a browser on this machine reaches `serve --host H --port P` at: an
+    unspecified address (0.0.0.0, ::) listens on loopback too, and an IPv6 literal needs
+    brackets."""
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return f"http://{host}:{port}"  # a host name, such as localhost
+    if address.is_unspecified:
+        address = ipaddress.ip_address("::1" if address.version == 6 else "127.0.0.1")
+    shown = f"[{address}]" if address.version == 6 else str(address)
+    return f"http://{shown}:{port}"
+
+
+def _links_point_here(host: str, port: int, settings: Settings) -> Settings:
+    """In development, with CONSENT_PUBLIC_BASE_URL unset, links to the person's pages point
+    where this server listens (API.md), not at the setting's default port. The workers read
+    their settings from the environment (uvicorn's factory, in this process or spawned ones),
+    so the address goes there; an explicit CONSENT_PUBLIC_BASE_URL always wins."""
+    explicit = "public_base_url" in settings.model_fields_set and settings.public_base_url.strip()
+    if settings.env != "development" or explicit:
+        return settings
+    os.environ["CONSENT_PUBLIC_BASE_URL"] = listen_url(host, port)
+    get_settings.cache_clear()
+    settings = get_settings()
+    use_settings(settings)
+    return settings
 
 
 def _refuse_a_wrong_hash_key(url: str, settings: Settings) -> None:

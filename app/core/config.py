@@ -152,7 +152,8 @@ class Settings(BaseSettings):
 
     # Issue 12: the person's own door (signed links, one-click unsubscribe, preference page).
     # Where the links point; never taken from a request's Host header. Outside development
-    # links are refused until it is an https:// URL (RFC 8058 section 3.1).
+    # links are refused until it is an https:// URL (RFC 8058 section 3.1). Unset in
+    # development, `serve` sets it to the address it listens on (app.cli.serve).
     public_base_url: str = "http://127.0.0.1:8000"
     # "kid:secret,kid:secret": the first signs, all verify (rotate by putting a new key first
     # and dropping an old one once its links have expired). Unset: one key derived from

@@ -29,6 +29,9 @@ KEY_PREFIX = b"bearer cak_"
 # Paths that need no key (API.md): operations, docs, the webhook, the person's own pages.
 PUBLIC_PREFIXES = ("/healthz", "/readyz", "/docs", "/redoc", "/openapi.json", "/u/", "/p/",
                    "/v1/webhooks/", "/auditor/", "/static/")  # fmt: skip
+# Exact paths that need no key: the public signing keys (app.routers.keys). Exact, not
+# prefixes: `/v1/keys/...` or `/v1/keysX` stays keyed.
+PUBLIC_PATHS = frozenset({"/v1/keys", "/.well-known/jwks.json"})
 # The auditor's pages take a bearer key or a page-session cookie (a browser cannot send a
 # header from the address bar): they check either themselves (app.web.auditor).
 SELF_AUTHENTICATING = frozenset({"/v1/reports/overview", "/v1/reports/processing-activities"})
@@ -84,7 +87,7 @@ def client_address(scope: Scope) -> str:
 
 
 def is_public(path: str) -> bool:
-    return path.startswith(PUBLIC_PREFIXES) or path in SELF_AUTHENTICATING
+    return path.startswith(PUBLIC_PREFIXES) or path in PUBLIC_PATHS or path in SELF_AUTHENTICATING
 
 
 class RequestGuardMiddleware:

@@ -4,7 +4,7 @@ from datetime import UTC, date, datetime
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
-from pydantic import AfterValidator, AwareDatetime, BeforeValidator
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator, WithJsonSchema
 from sqlalchemy import DateTime
 from sqlmodel import Field, SQLModel
 
@@ -82,12 +82,27 @@ def _event_bounded(value: datetime) -> datetime:
     return value
 
 
+# What a date field accepts, as the OpenAPI document says it: without it the document said
+# `date-time` only (the type the validators produce), and clients generated from it refused
+# to send a date. Input only: such a field is always answered as a date-time.
+DATE_OR_DATE_TIME = WithJsonSchema(
+    {"anyOf": [{"type": "string", "format": "date"}, {"type": "string", "format": "date-time"}]},
+    mode="validation",
+)
 # Date fields accept a date or a date-time (API.md); a date-time without an offset is UTC.
 DateOrDateTime = Annotated[
-    datetime, BeforeValidator(_start_of_day), BeforeValidator(_text_only), AfterValidator(_bounded)
+    datetime,
+    BeforeValidator(_start_of_day),
+    BeforeValidator(_text_only),
+    AfterValidator(_bounded),
+    DATE_OR_DATE_TIME,
 ]
 EndDateOrDateTime = Annotated[
-    datetime, BeforeValidator(_end_of_day), BeforeValidator(_text_only), AfterValidator(_bounded)
+    datetime,
+    BeforeValidator(_end_of_day),
+    BeforeValidator(_text_only),
+    AfterValidator(_bounded),
+    DATE_OR_DATE_TIME,
 ]
 # Event times must carry their offset (RFC 3339) and fall after 2000 (issue 14: `0` or
 # 1900 is a client's mistake, not a consent given or a request received then).
@@ -98,4 +113,5 @@ EventDateOrDateTime = Annotated[
     BeforeValidator(_start_of_day),
     BeforeValidator(_text_only),
     AfterValidator(_event_bounded),
+    DATE_OR_DATE_TIME,
 ]

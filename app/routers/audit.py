@@ -1,8 +1,8 @@
-"""Accountability for auditors: the audit log, its signed checkpoints, verification, the
-signing keys (JWKS) and stored decisions."""
+"""Accountability for auditors: the audit log, its signed checkpoints, verification and
+stored decisions. The public signing keys (JWKS) are app.routers.keys (no API key)."""
 
 import uuid
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
@@ -20,7 +20,6 @@ from app.services.audit import listing as audit_log
 router = APIRouter(prefix="/v1", tags=["accountability"])
 AuditReader = Annotated[Principal, Depends(require("audit:read"))]
 DecisionReader = Annotated[Principal, Depends(require("decisions:read"))]
-AnyRole = Annotated[Principal, Depends(require("catalogue:read"))]
 ERRORS = problem_responses(401, 403, 422)
 
 
@@ -30,10 +29,6 @@ class VerifyResult(BaseModel):
     first_bad: int | None
     checkpoints_checked: int
     problem: str | None
-
-
-class Jwks(BaseModel):
-    keys: list[dict[str, Any]]
 
 
 @router.get("/audit/events", response_model=Page[AuditEntryPublic], responses=ERRORS)
@@ -67,12 +62,6 @@ async def verify_audit_chain(request: Request, session: SessionDep, _: AuditRead
     signer = get_signer(request.app.state.settings)
     result = await audit_chain.verify_one_at_a_time(session, signer)
     return VerifyResult(**result.__dict__)
-
-
-@router.get("/keys", response_model=Jwks, responses=problem_responses(401, 403))
-async def list_signing_keys(request: Request, _: AnyRole) -> Jwks:
-    """The public keys (JWKS) that verify checkpoints and consent receipts."""
-    return Jwks(**get_signer(request.app.state.settings).jwks())
 
 
 @router.get("/decisions", response_model=Page[DecisionPublic], responses=ERRORS)

@@ -33,7 +33,8 @@ class UnsupportedMediaType(ProblemError):
             " optional `bases` (LawfulBasisSet with `purpose`) and `consents` (consent events"
             " without `subject_id`/`email`; `method` defaults to `import`). Up to"
             " CONSENT_IMPORT_MAX_BYTES.",
-            "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
+            # Bytes, not a JSON string: generated clients send the body as they are given it.
+            "content": {"application/x-ndjson": {"schema": {"type": "string", "format": "binary"}}},
         }
     },
 )
