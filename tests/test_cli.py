@@ -1,6 +1,8 @@
 """The `consent-api` command: keys, and a real `serve` that keeps its data across restarts."""
 
+import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -52,6 +54,24 @@ async def test_keys_create_prints_the_key_last_and_revoke_disables_it(cli_env, c
     assert revoked.returncode == 0, revoked.stderr
     assert (await client.get("/v1/purposes", headers=headers)).status_code == 401
     assert run_cli("keys", "revoke", name, env=cli_env).returncode != 0
+
+    # `keys list`: a table for people (the revoked key says when), JSON lines for scripts.
+    table = run_cli("keys", "list", env={**cli_env, "COLUMNS": "200"})
+    assert table.returncode == 0, table.stderr
+    line = next(row for row in table.stdout.splitlines() if name in row)
+    assert "crm" in line and "subjects:read/write" in table.stdout
+    assert len(re.findall(r"\d{4}-\d\d-\d\d", line)) == 2  # created, revoked
+    assert key not in table.stdout and not table.stdout.lstrip().startswith("{")
+    header = next(row for row in table.stdout.splitlines() if "name" in row and "role" in row)
+    assert all(h in header for h in ("scopes", "created", "revoked"))
+    rows = [
+        json.loads(r)
+        for r in run_cli("keys", "list", "--json", env=cli_env).stdout.split("\n")
+        if r
+    ]
+    mine = next(r for r in rows if r["name"] == name)
+    assert mine["role"] == "crm" and mine["revoked_at"] is not None
+    assert "subjects:write" in mine["scopes"] and "key_hash" not in mine
 
 
 def _free_port() -> int:

@@ -45,7 +45,10 @@ def test_keys_create_on_a_fresh_data_directory_then_serve_plainly(tmp_path):
     assert "initdb" not in created.stdout + created.stderr
 
     listed = run_cli("keys", "list", env=env)
-    assert listed.returncode == 0 and '"name": "first"' in listed.stdout
+    assert listed.returncode == 0 and "API keys" in listed.stdout  # a table, for people
+    assert "first" in listed.stdout and "cak_" not in listed.stdout
+    scripted = run_cli("keys", "list", "--json", env=env)
+    assert scripted.returncode == 0 and '"name": "first"' in scripted.stdout
 
     port = _free_port()
     out = tmp_path / "serve.out"

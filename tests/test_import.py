@@ -209,24 +209,35 @@ async def test_refused_rows_are_reported_by_line_and_field_without_their_values(
         assert n == (1 if stored else 0), line
 
 
-async def test_a_live_email_in_the_database_refuses_its_batch(small_batches, crm, db):
-    taken = new_subject()
+async def test_a_live_email_in_the_database_refuses_only_its_own_row(small_batches, crm, db):
+    """An e-mail a live subject has refuses its row, reported by line; the rest of the
+    batch goes in (it used to take its whole batch down with it), and the subject that
+    holds the e-mail is left exactly as it was."""
+    taken = new_subject(name="Kept Name")
     other = full_row()
     async with small_batches as c:
         await c.post("/v1/subjects", json=taken, headers=crm)
         r = await c.post(
-            "/v1/subjects/import", content=body(other, taken), headers={**crm, **NDJSON}
+            "/v1/subjects/import",
+            content=body(other, dict(taken, name="Imported Name")),
+            headers={**crm, **NDJSON},
         )
     report = r.json()
     assert report["errors"] == [
         {"line": 2, "field": "email", "why": "a live subject already has this e-mail"}
     ]
-    assert (report["imported"], report["held_back"]) == (0, 1)
-    n = (
-        await db.execute(text("SELECT count(*) FROM subjects WHERE email = :e"),
-                         {"e": other["email"]})
-    ).scalar_one()  # fmt: skip
-    assert n == 0
+    assert (report["imported"], report["rejected_rows"], report["held_back"]) == (1, 1, 0)
+    assert (report["batches_committed"], report["batches_rejected"]) == (1, 0)
+    assert (report["updated"], report["skipped"], report["existing"]) == (0, 0, [])
+    stored = (
+        await db.execute(
+            text("SELECT email, name FROM subjects WHERE email IN (:a, :b) ORDER BY email"),
+            {"a": other["email"], "b": taken["email"]},
+        )
+    ).all()
+    assert sorted(tuple(r) for r in stored) == sorted(
+        [(other["email"], other["name"]), (taken["email"], "Kept Name")]
+    )
 
 
 async def test_sending_the_same_input_again_resumes_and_a_corrected_input_finishes(

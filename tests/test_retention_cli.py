@@ -24,7 +24,10 @@ async def _sql(live, sql, **params):
         await engine.dispose()
 
 
-async def test_sweep_dry_run_then_real_run(live_server):
+LIVE = "SELECT count(*) FROM subjects WHERE erased_at IS NULL"
+
+
+async def test_sweep_is_a_dry_run_unless_apply(live_server):
     sid = uuid.uuid4()
     email = f"old-{sid.hex[:8]}@example.com"
     await _sql(
@@ -38,18 +41,29 @@ async def test_sweep_dry_run_then_real_run(live_server):
         c=datetime.now(UTC) - timedelta(days=900),
     )
     env = {**os.environ, "CONSENT_DATABASE_URL": live_server.database_url}
+    before = (await _sql(live_server, LIVE))[0][0]
+    # No flag at all: a dry run, as the HTTP sweep defaults to one.
+    plain = run_cli("sweep", env=env)
+    assert plain.returncode == 0, plain.stderr
+    assert plain.stdout.startswith("Dry run") and "would be erased" in plain.stdout
+    assert "consent-api sweep --apply" in plain.stdout and str(sid) in plain.stdout
     dry = run_cli("sweep", "--dry-run", "--json", env=env)
     assert dry.returncode == 0, dry.stderr
     report = json.loads(dry.stdout)
     assert report["dry_run"] and str(sid) in {i["subject_id"] for i in report["items"]}
+    assert "--apply" in dry.stderr  # the hint never breaks the JSON on stdout
+    assert (await _sql(live_server, LIVE))[0][0] == before
     assert (await _sql(live_server, "SELECT email FROM subjects WHERE id = :i", i=sid))[0][
         0
     ] == email
-    human = run_cli("sweep", "--dry-run", env=env)
-    assert "due" in human.stdout and str(sid) in human.stdout
-    real = run_cli("sweep", env=env)
+    both = run_cli("sweep", "--apply", "--dry-run", env=env)
+    assert both.returncode == 2 and "not allowed with" in both.stderr
+
+    real = run_cli("sweep", "--apply", env=env)
     assert real.returncode == 0, real.stderr
-    assert "erased" in real.stdout
+    assert real.stdout.startswith("Sweep ") and "erased" in real.stdout
+    assert "--apply" not in real.stdout
+    assert (await _sql(live_server, LIVE))[0][0] < before
     row = (await _sql(live_server, "SELECT email, erased_at FROM subjects WHERE id = :i", i=sid))[0]
     assert row.email is None and row.erased_at is not None
     entry = await _sql(

@@ -20,5 +20,9 @@ def export_openapi(args: argparse.Namespace) -> None:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     export = sub.add_parser("export-openapi", help="write openapi/openapi.json")
-    export.add_argument("--output", default="openapi/openapi.json")
+    export.add_argument(
+        "--output",
+        default="openapi/openapi.json",
+        help="file to write, `-` for stdout (default: %(default)s)",
+    )
     export.set_defaults(func=export_openapi)

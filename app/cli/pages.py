@@ -116,12 +116,25 @@ def _add_report_link(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
         "anyone who has it. Revoke it, and end the sessions it opened, with "
         "`consent-api page-sessions revoke --link <link>` (or by session id, or --all).",
     )
-    link.add_argument("--role", choices=("auditor", "admin"), default="auditor")
-    link.add_argument("--minutes", type=int, default=15, choices=range(1, 1441), metavar="1-1440")
+    link.add_argument(
+        "--role",
+        choices=("auditor", "admin"),
+        default="auditor",
+        help="whose view the link opens (default: %(default)s)",
+    )
+    link.add_argument(
+        "--minutes",
+        type=int,
+        default=15,
+        choices=range(1, 1441),
+        metavar="1-1440",
+        help="how long the link stays valid (default: %(default)s)",
+    )
     link.add_argument(
         "--base-url",
         default=None,
-        help="the service's address (default: CONSENT_PUBLIC_BASE_URL, or http://127.0.0.1:8000)",
+        help="where the service is reached, as the link's start"
+        " (default: CONSENT_PUBLIC_BASE_URL, or http://127.0.0.1:8000)",
     )
     link.set_defaults(func=_report_link)
 

@@ -80,13 +80,29 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     what = parts.add_subparsers(dest="partitions_command", required=True)
     what.add_parser("list", help="attached partitions with row and unsealed counts")
     maintain = what.add_parser("maintain", help="create this month's and coming months' partitions")
-    maintain.add_argument("--months-ahead", type=int, default=3)
+    maintain.add_argument(
+        "--months-ahead",
+        type=int,
+        default=3,
+        help="how many months after this one get their partitions now (default: %(default)s)",
+    )
     detach = what.add_parser(
         "detach",
         help="export (COPY to a file, recorded with its SHA-256) and detach every month before"
         " YYYY-MM; refuses a month with unsealed audit entries",
     )
-    detach.add_argument("--before", type=_month, required=True, metavar="YYYY-MM")
-    detach.add_argument("--export-dir", type=Path, required=True)
+    detach.add_argument(
+        "--before",
+        type=_month,
+        required=True,
+        metavar="YYYY-MM",
+        help="every month before this one is exported and detached",
+    )
+    detach.add_argument(
+        "--export-dir",
+        type=Path,
+        required=True,
+        help="directory for the exported files (created if missing)",
+    )
     detach.add_argument("--drop", action="store_true", help="drop the detached tables too")
     parts.set_defaults(func=_partitions)

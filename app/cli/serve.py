@@ -117,8 +117,17 @@ def hardened_uvicorn_options(settings: Any) -> dict[str, Any]:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     serve = sub.add_parser("serve", help="migrate, then serve the API")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
+    )
+    serve.add_argument(
+        "--port", type=int, default=8000, help="port to listen on (default: %(default)s)"
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes, sharing one database (default: %(default)s)",
+    )
     serve.set_defaults(func=_serve)
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=_migrate_command)

@@ -38,6 +38,10 @@ class RemoteUnavailable(Exception):
 class RemoteRefused(Exception):
     """The remote refuses our credentials (401, 403): nothing can work until they change."""
 
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
 
 @dataclass
 class Answer:
@@ -123,7 +127,10 @@ class PoliteClient:
         except (RetryableStatus, httpx.TransportError) as exc:
             raise RemoteUnavailable(f"{method} gave up after {self.max_attempts} tries") from exc
         if response.status_code in (401, 403):
-            raise RemoteRefused(f"the remote refused our credentials (HTTP {response.status_code})")
+            raise RemoteRefused(
+                f"the remote refused our credentials (HTTP {response.status_code})",
+                response.status_code,
+            )
         try:
             body = orjson.loads(response.content) if response.content else None
         except orjson.JSONDecodeError:

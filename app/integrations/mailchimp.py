@@ -66,6 +66,15 @@ class MailchimpApi:
             fields[self.company_field] = member.company or ""
         return fields
 
+    async def ping(self) -> Answer:
+        """GET /ping: whether the key and its data centre are accepted."""
+        return await self.http.call("GET", "/ping")
+
+    async def list_info(self) -> Answer:
+        """GET /lists/{id}: the list's name and member count (`stats.member_count`)."""
+        fields = "id,name,stats.member_count"
+        return await self.http.call("GET", f"/lists/{self.list_id}", params={"fields": fields})
+
     async def batch_subscribe(self, members: list[AudienceMember]) -> Answer:
         body = {
             "members": [

@@ -6,7 +6,7 @@ the API's own models, so an imported row obeys exactly the rules of the API.
 """
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from sqlmodel import Field, SQLModel
 
@@ -38,10 +38,28 @@ class RowError(SQLModel):
     why: str
 
 
+class ExistingRow(SQLModel):
+    """A row whose e-mail a live subject already has, and what the import did with it (a
+    refused one is among the errors). Never the value itself."""
+
+    line: int = Field(description="1-based line of the file or body (a CSV header is line 1)")
+    outcome: Literal["skipped", "updated"]
+    fields: list[str] = Field(default_factory=list, description="the subject fields updated")
+    why: str
+
+
 class ImportReport(SQLModel):
     sha256: str = Field(description="SHA-256 of the file or body")
     rows: int = Field(description="data rows read")
     imported: int = Field(description="subjects created by this run")
+    updated: int = Field(
+        default=0, description="existing subjects whose fields this run updated (`update`)"
+    )
+    skipped: int = Field(
+        default=0,
+        description="rows whose e-mail a live subject has, left as they were (on_existing skip,"
+        " or update with nothing to change)",
+    )
     already_imported: int = Field(
         default=0, description="rows in batches committed by an earlier run of the same input"
     )
@@ -56,6 +74,10 @@ class ImportReport(SQLModel):
     bases: int = Field(default=0, description="lawful bases recorded by this run")
     consents: int = Field(default=0, description="consent events recorded by this run")
     errors: list[RowError] = Field(default_factory=list)
+    existing: list[ExistingRow] = Field(
+        default_factory=list,
+        description=f"the skipped and updated rows, by line (the first {MAX_REPORTED_ERRORS})",
+    )
     errors_truncated: bool = Field(
         default=False, description=f"more than {MAX_REPORTED_ERRORS} errors"
     )

@@ -39,7 +39,8 @@ class UnsupportedMediaType(ProblemError):
     },
 )
 async def import_subjects(request: Request, session: SessionDep, principal: Writer) -> ImportReport:
-    """Import subjects with their bases and consents, all-or-nothing per batch; the report
+    """Import subjects with their bases and consents, all-or-nothing per batch as to invalid
+    rows; a row whose e-mail a live subject already has is refused on its own. The report
     lists refused rows (line, field, why: never the value). Sending the same body again
     skips the batches already stored."""
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()

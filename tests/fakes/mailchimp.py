@@ -24,6 +24,8 @@ from tests.fakes.faults import FaultMiddleware, Faults
 ERRORS_DOC = "https://mailchimp.com/developer/marketing/docs/errors/"
 WEBHOOK_EVENTS = ("subscribe", "unsubscribe", "profile", "cleaned", "upemail", "campaign")
 STATUSES = {"subscribed", "unsubscribed", "cleaned", "pending", "transactional"}
+# A list's `stats`: {member_count, unsubscribe_count, cleaned_count}, by member status.
+STATS = {"member": "subscribed", "unsubscribe": "unsubscribed", "cleaned": "cleaned"}
 TITLES = {
     400: "Invalid Resource",
     401: "API Key Invalid",
@@ -69,10 +71,25 @@ def ok(body: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
+def _narrowed(body: dict[str, Any], paths: list[str]) -> dict[str, Any]:
+    """MailChimp's `fields` parameter: only the dotted paths asked for."""
+    out: dict[str, Any] = {}
+    for path in paths:
+        head, _, rest = path.strip().partition(".")
+        if head not in body:
+            continue
+        if rest and isinstance(body[head], dict):
+            out[head] = {**out.get(head, {}), **_narrowed(body[head], [rest])}
+        else:
+            out[head] = body[head]
+    return out
+
+
 class FakeMailchimp:
     def __init__(self, api_key: str = "fake-key-us99", list_ids: tuple[str, ...] = ("a1b2c3d4e5",)):
         self.api_key = api_key
         self.lists: dict[str, dict[str, dict[str, Any]]] = {lid: {} for lid in list_ids}
+        self.names: dict[str, str] = {lid: f"Audience {lid}" for lid in list_ids}
         self.forgotten: dict[str, set[str]] = {lid: set() for lid in list_ids}
         self.webhooks: dict[str, dict[str, dict[str, Any]]] = {lid: {} for lid in list_ids}
         # Members whose unsubscribe came through the API (an admin's): MailChimp lets the API
@@ -84,6 +101,7 @@ class FakeMailchimp:
         routes = [
             Route("/3.0/ping", self.ping, methods=["GET"]),
             Route("/3.0/lists/{list_id}", self.batch, methods=["POST"]),
+            Route("/3.0/lists/{list_id}", self.list_info, methods=["GET"]),
             Route("/3.0/lists/{list_id}/members", self.list_members, methods=["GET"]),
             Route(
                 "/3.0/lists/{list_id}/members/{h}",
@@ -167,6 +185,19 @@ class FakeMailchimp:
     # --- endpoints ---
     async def ping(self, request: Request) -> Response:
         return ok({"health_status": "Everything's Chimpy!"})
+
+    async def list_info(self, request: Request) -> Response:
+        """GET /lists/{list_id}: the list with its `stats` (member_count: subscribed ones),
+        narrowed by `fields` (dotted paths, comma-separated) as MailChimp narrows it."""
+        list_id = request.path_params["list_id"]
+        members = self.lists.get(list_id)
+        if members is None:
+            return error(404)
+        count = {s: sum(m["status"] == s for m in members.values()) for s in STATUSES}
+        stats = {f"{k}_count": count[s] for k, s in STATS.items()}
+        body = {"id": list_id, "name": self.names[list_id], "stats": stats, "_links": []}
+        wanted = request.query_params.get("fields")
+        return ok(_narrowed(body, wanted.split(",")) if wanted else body)
 
     async def batch(self, request: Request) -> Response:
         """Batch subscribe or unsubscribe list members (up to 500)."""

@@ -55,12 +55,15 @@ class FakeSurveymonkey:
         self.token = token
         self.contacts: dict[str, dict[str, Any]] = {}
         self.lists: dict[str, list[str]] = {lid: [] for lid in list_ids}
+        self.names: dict[str, str] = {lid: f"Contacts {lid}" for lid in list_ids}
         self._ids = itertools.count(1000)
         self.faults = Faults()
         routes = [
             Route("/v3/contacts", self.list_contacts, methods=["GET"]),
             Route("/v3/contacts/{cid}", self.contact, methods=["GET", "DELETE"]),
             Route("/v3/contact_lists/{lid}/contacts", self.list_members, methods=["GET"]),
+            Route("/v3/contact_lists/{lid}", self.contact_list, methods=["GET"]),
+            Route("/v3/users/me", self.me, methods=["GET"]),
         ]
         self.app = FaultMiddleware(self._auth(Starlette(routes=routes)), self.faults, error_body)
 
@@ -144,6 +147,29 @@ class FakeSurveymonkey:
         if lid not in self.lists:
             return error(404)
         return self._page(request, self.lists[lid])
+
+    async def me(self, request: Request) -> Response:
+        """GET /users/me: the account the token belongs to."""
+        base = str(request.url.replace(query="")).split("/v3/")[0]
+        return ok(
+            {
+                "id": "123456789",
+                "username": "fake-account",
+                "account_type": "enterprise_platform",
+                "language": "en",
+                "email_verified": True,
+                "date_created": "2024-01-15T09:00:00",
+                "href": f"{base}/v3/users/me",
+            }
+        )
+
+    async def contact_list(self, request: Request) -> Response:
+        """GET /contact_lists/{id}: {id, name, href}."""
+        lid = request.path_params["lid"]
+        if lid not in self.lists:
+            return error(404)
+        href = str(request.url.replace(query=""))
+        return ok({"id": lid, "name": self.names[lid], "href": href})
 
     async def contact(self, request: Request) -> Response:
         contact = self.contacts.get(request.path_params["cid"])

@@ -1,9 +1,12 @@
 """Batching, resuming and reporting an import.
 
-Each batch is all-or-nothing: a batch with a refused row stores nothing and its refused
-rows are reported. A committed batch is recorded, by the SHA-256 of its rows' content, in
-the same transaction: running the same input again skips it and redoes only what did not
-commit; so does the input with its refused rows corrected in place (same batch boundaries).
+Each batch is all-or-nothing as to invalid rows: a batch with a row that fails validation
+stores nothing and its refused rows are reported. A row whose e-mail a live subject already
+has is different: it alone is refused, skipped or applied as an update (`on_existing`, see
+`existing`), and the rest of its batch goes in. A committed batch is recorded, by the
+SHA-256 of its rows' content (and the `on_existing` mode, unless the default), in the same
+transaction: running the same input again skips it and redoes only what did not commit;
+so does the input with its invalid rows corrected in place (same batch boundaries).
 """
 
 import asyncio
@@ -22,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.auth import Principal
 from app.models.base import utcnow
 from app.models.imports import MAX_REPORTED_ERRORS, ImportReport, RowError
+from app.services.imports.existing import OnExisting, Settled, settle
 from app.services.imports.rows import Catalogue, Line, ValidRow, load_catalogue, validate_row
 from app.services.imports.staging import store_batch
 
@@ -52,13 +56,17 @@ async def _committed(scope: BatchScope) -> set[str]:
         return set((await session.execute(text("SELECT sha256 FROM import_batches"))).scalars())
 
 
-def batch_sha256(batch: list[Line]) -> str:
+def batch_sha256(batch: list[Line], on_existing: OnExisting = "refuse") -> str:
     digest = hashlib.sha256()
     for _, raw in batch:
         if isinstance(raw, RowError):
             digest.update(b"\x00refused")
         else:
             digest.update(orjson.dumps(raw, option=orjson.OPT_SORT_KEYS) + b"\n")
+    if on_existing != "refuse":
+        # A batch stored under the default may have refused an existing e-mail: the same
+        # input run again to skip or update it must redo the batch, not skip it.
+        digest.update(f"\x00on_existing={on_existing}".encode())
     return digest.hexdigest()
 
 
@@ -90,10 +98,12 @@ async def run_import(
     batch_size: int = DEFAULT_BATCH_SIZE,
     on_batch: Callable[[ImportReport], Any] | None = None,
     validator: Executor | None = None,
+    on_existing: OnExisting = "refuse",
 ) -> ImportReport:
     """Validation of the next batch overlaps the storing of this one; batches are stored
     one after the other, in order. Validation runs in `validator` (the CLI gives it a
-    process of its own, so that it has a core to itself), or else in a thread."""
+    process of its own, so that it has a core to itself), or else in a thread.
+    `on_existing`: what a row whose e-mail a live subject has does (`existing`)."""
     started = time.perf_counter()
     async with scope() as session:
         catalogue = await load_catalogue(session)
@@ -105,6 +115,7 @@ async def run_import(
     await _pipeline(
         scope, principal, _batches(lines, batch_size), report,
         catalogue=catalogue, done=done, on_batch=on_batch, validator=validator,
+        on_existing=on_existing,
     )  # fmt: skip
     if on_batch is not None:
         on_batch(report)
@@ -123,6 +134,7 @@ async def _pipeline(
     done: set[str],
     on_batch: Callable[[ImportReport], Any] | None,
     validator: Executor | None,
+    on_existing: OnExisting,
 ) -> None:
     """Read and validate batch n+1 while batch n is stored; at most one store runs at once."""
     loop = asyncio.get_running_loop()
@@ -134,13 +146,15 @@ async def _pipeline(
             if batch is None:
                 break
             report.rows += len(batch)
-            digest = batch_sha256(batch)
+            digest = batch_sha256(batch, on_existing)
             checked = None if digest in done else await _checked(
                 loop, validator, batch, catalogue
             )  # fmt: skip
             if storing is not None:
                 await storing
-            storing = _store_or_skip(scope, principal, batch, checked, report, number, digest)
+            storing = _store_or_skip(
+                scope, principal, batch, checked, report, number, digest, on_existing
+            )  # fmt: skip
             number += 1
             if on_batch is not None:
                 on_batch(report)
@@ -159,19 +173,36 @@ def _store_or_skip(
     report: ImportReport,
     number: int,
     digest: str,
+    on_existing: OnExisting,
 ) -> asyncio.Task[None] | None:
     """Start storing a validated batch; one committed before (`checked` None) is skipped."""
     if checked is None:
         report.batches_skipped += 1
         report.already_imported += len(batch)
         return None
-    return asyncio.create_task(_store(scope, principal, batch, checked, report, number, digest))
+    return asyncio.create_task(
+        _store(scope, principal, batch, checked, report, number, digest, on_existing)
+    )
 
 
 def _note(report: ImportReport, errors: list[RowError]) -> None:
     room = MAX_REPORTED_ERRORS - len(report.errors)
     report.errors.extend(errors[: max(room, 0)])
     report.errors_truncated = report.errors_truncated or len(errors) > room
+
+
+def _committed_batch(report: ImportReport, settled: Settled, bases: int, consents: int) -> None:
+    """A stored batch counted: its new subjects, and its rows of existing e-mails."""
+    report.batches_committed += 1
+    report.imported += len(settled.new)
+    report.bases += bases
+    report.consents += consents
+    report.updated += settled.updated
+    report.skipped += settled.skipped
+    report.rejected_rows += len({e.line for e in settled.refused})
+    _note(report, settled.refused)
+    room = max(MAX_REPORTED_ERRORS - len(report.existing), 0)
+    report.existing.extend(settled.existing[:room])
 
 
 def _validate(batch: list[Line], catalogue: Catalogue) -> tuple[list[ValidRow], list[RowError]]:
@@ -202,14 +233,16 @@ async def _store(
     report: ImportReport,
     number: int,
     digest: str,
+    on_existing: OnExisting,
 ) -> None:
     valid, errors = checked
     if not errors:
         try:
             async with scope() as session:
+                settled = await settle(session, principal, valid, dict(batch), on_existing)
                 errors, bases, consents = await store_batch(
-                    session, principal, valid, sha256=digest, input_sha256=report.sha256,
-                    batch=number,
+                    session, principal, settled.new, sha256=digest,
+                    input_sha256=report.sha256, batch=number,
                 )  # fmt: skip
                 if errors:
                     raise _Rejected
@@ -219,10 +252,7 @@ async def _store(
             why = "a concurrent write changed the same subjects; run the import again"
             errors = [RowError(line=batch[0][0], field=None, why=why)]
         else:
-            report.batches_committed += 1
-            report.imported += len(valid)
-            report.bases += bases
-            report.consents += consents
+            _committed_batch(report, settled, bases, consents)
             return
     refused = {e.line for e in errors}
     report.batches_rejected += 1

@@ -57,7 +57,8 @@ CREATE TEMP TABLE import_stg_consents (
 """
 DROP_STAGING = "DROP TABLE import_stg_subjects, import_stg_bases, import_stg_consents"
 
-# The API answers 409 for an e-mail a live subject already has; here that row is refused.
+# `existing.settle` took the batch's rows of existing e-mails out before staging; a live
+# subject found here took an e-mail since (a concurrent write): the batch is refused.
 TAKEN = """
 SELECT s.line FROM import_stg_subjects s
 JOIN subjects t ON t.email = s.email AND t.erased_at IS NULL ORDER BY s.line
@@ -228,7 +229,7 @@ async def store_batch(
         subjects=len(subjects),
         bases=len(bases),
         consents=len(consents),
-        lines=[rows[0].line, rows[-1].line],
+        lines=[rows[0].line, rows[-1].line] if rows else [],  # none: every e-mail existed
     )
     await session.execute(
         text(CHECKPOINT),

@@ -3,8 +3,8 @@
 import uuid
 from typing import Any
 
-from sqlalchemy import and_, or_, select, text
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import String, and_, any_, bindparam, or_, select, text
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -98,6 +98,27 @@ async def _live_id_for_email(session: AsyncSession, email: str) -> uuid.UUID | N
         col(Subject.email) == email, col(Subject.erased_at).is_(None)
     )
     return (await session.execute(stmt)).scalar_one_or_none()
+
+
+# A subject's own fields, as SubjectCreate takes them: what an import row may update.
+IMPORTED_FIELDS = (
+    "email", "name", "phone", "mobile", "job_title", "company", "business_address",
+    "category", "source", "source_detail",
+)  # fmt: skip
+
+
+async def live_by_emails(session: AsyncSession, emails: list[str]) -> dict[str, dict[str, Any]]:
+    """The live subjects holding any of `emails` (already normalised), by e-mail: their id
+    and fields. One indexed lookup, the e-mails as one array (a batch may hold more than
+    a statement's limit of parameters)."""
+    if not emails:
+        return {}
+    columns = [col(Subject.id), *(getattr(Subject, f) for f in IMPORTED_FIELDS)]
+    stmt = select(*columns).where(
+        col(Subject.email) == any_(bindparam("emails", emails, type_=ARRAY(String))),
+        col(Subject.erased_at).is_(None),
+    )
+    return {row.email: dict(row._mapping) for row in await session.execute(stmt)}
 
 
 def _email_taken(existing: uuid.UUID | None) -> Conflict:
