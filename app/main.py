@@ -10,7 +10,7 @@ from fastapi.routing import APIRoute
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.background import running_background_tasks
-from app.core import auth_first, direct, errors
+from app.core import auth_first, direct, errors, query_params
 from app.core.auth import authenticate
 from app.core.config import Settings, SettingsError, get_settings, use_settings
 from app.core.database_wait import open_when_reachable
@@ -67,6 +67,10 @@ from app.web import person as person_pages
 # path is also named in app.core.guard's public paths. Every other router is included with
 # authentication as its default, so a route cannot ship without it.
 PUBLIC_ROUTERS = (person_pages, webhooks, keys)  # no key; the probes are included first
+# Routes whose callers add query parameters of their own (MailChimp; e-mail clients and
+# link trackers on the person's pages): any query parameter is accepted there. Every other
+# route refuses one it does not declare (app.core.query_params).
+QUERY_EXEMPT_ROUTERS = (person_pages.router, webhooks.router)
 # Routers are matched in this order, each one's routes in turn (FastAPI 0.16x walks every
 # included router until one matches, then matches it again): the hot paths come first.
 API_ROUTERS = (
@@ -252,11 +256,14 @@ def _install_routes(app: FastAPI, settings: Settings) -> None:
         include_api_router(app, module.router)
     for module in PUBLIC_ROUTERS:
         app.include_router(module.router)
-    if settings.direct_routes:
-        direct.install(app, DIRECT_ENDPOINTS)
-    auth_first.install(app)  # every key and scope checked before a body is read
     web_docs.install(app)  # no API key (docs)
     web_auditor.install(app)  # authenticates itself (bearer or page session)
+    # The wrappers around the routing, innermost first; each reads every route, so they
+    # come once all are added.
+    if settings.direct_routes:
+        direct.install(app, DIRECT_ENDPOINTS)
+    query_params.install(app, exempt=query_params.exempt_endpoints(*QUERY_EXEMPT_ROUTERS))
+    auth_first.install(app)  # every key and scope checked before a body is read
     _problem_media_types(app)
     install_allowed_methods(app)  # last: 405s, literal paths; outside the other wrappers
 
@@ -294,6 +301,7 @@ def _problem_media_types(app: FastAPI) -> None:
                         content[PROBLEM_MEDIA_TYPE] = content.pop("application/json")
         errors.document_common_problems(spec)
         declare_security(spec)
+        query_params.document(spec, app, query_params.exempt_endpoints(*QUERY_EXEMPT_ROUTERS))
         return spec
 
     app.openapi = openapi  # type: ignore[method-assign]

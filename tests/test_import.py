@@ -196,6 +196,10 @@ async def test_refused_rows_are_reported_by_line_and_field_without_their_values(
         (10, "email"),
     }, report["errors"]  # fmt: skip
     assert all(e["why"] for e in report["errors"])
+    # Placed as a request body's JSON fault is (app.core.errors.not_json_detail).
+    assert [e["why"] for e in report["errors"] if e["line"] == 6] == [
+        "not valid JSON at line 6, column 11"
+    ]
     assert (report["rows"], report["imported"], report["batches_committed"]) == (10, 2, 1)
     assert (report["batches_rejected"], report["rejected_rows"], report["held_back"]) == (4, 6, 2)
     # All or nothing: the valid row 4 of a refused batch is not stored; rows 1-2 are.

@@ -168,6 +168,26 @@ def _clean_validation_errors(errors: Any) -> list[dict[str, Any]]:
 MAX_REPORTED_ERRORS = 20  # issue 14: 100,000 unknown keys made a 9 MB problem document
 
 
+def not_json_detail(doc: str, pos: int) -> str:
+    """Where a body stops being JSON, by line and column (1-based, in characters), the same
+    whichever parser found it (the json module and orjson agree on positions, not on their
+    messages, which stay out)."""
+    line = doc.count("\n", 0, pos) + 1
+    column = pos - doc.rfind("\n", 0, pos)
+    return f"The body is not valid JSON at line {line}, column {column}."
+
+
+def _json_invalid_detail(exc: RequestValidationError, errors: list[dict[str, Any]]) -> str | None:
+    """FastAPI's json_invalid error carries the character offset; the decoded body is the
+    exception's `body` (never echoed: only the position)."""
+    if len(errors) != 1 or errors[0]["type"] != "json_invalid":
+        return None
+    loc = errors[0]["loc"]
+    if not isinstance(exc.body, str) or len(loc) != 2 or not isinstance(loc[1], int):
+        return "The body is not valid JSON."
+    return not_json_detail(exc.body, loc[1])
+
+
 def _validation_detail(errors: list[dict[str, Any]], total: int | None = None) -> str:
     extra = [str(e["loc"][-1])[:64] for e in errors if e["type"] == "extra_forbidden" and e["loc"]]
     if extra:
@@ -192,13 +212,8 @@ async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
     extra: dict[str, Any] = {"errors": errors}
     if len(all_errors) > MAX_REPORTED_ERRORS:
         extra["errors_total"] = len(all_errors)
-    return problem_response(
-        422,
-        "validation-error",
-        "Request validation failed",
-        _validation_detail(errors, len(all_errors)),
-        **extra,
-    )
+    detail = _json_invalid_detail(exc, errors) or _validation_detail(errors, len(all_errors))
+    return problem_response(422, "validation-error", "Request validation failed", detail, **extra)
 
 
 async def _on_http(request: Request, exc: Exception) -> JSONResponse:
@@ -301,7 +316,7 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 _COMMON_PROBLEMS = {
-    "400": "The body is not parsable (malformed JSON or encoding)",
+    "400": "The body cannot be decoded (e.g. not UTF-8); malformed JSON is a 422",
     "415": "Unsupported media type: send application/json",
     "429": "Too many failed authentications from this client; retry after Retry-After",
     "503": "Database unavailable or busy; retry after Retry-After",

@@ -1,7 +1,8 @@
 """Rights requests (crm; website may create) and their report (auditors)."""
 
 import uuid
-from typing import Annotated, Any, Literal
+from collections.abc import Awaitable
+from typing import Annotated, Any, Literal, Protocol
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.responses import JSONResponse
@@ -36,6 +37,19 @@ SubjectWriter = Annotated[Principal, Depends(require("subjects:write"))]
 ACTION_ERRORS = problem_responses(401, 403, 404, 409, 413, 422)
 
 
+class _Changed(Protocol):
+    """What a transition hands back (the request row; routers never touch the table)."""
+
+    id: uuid.UUID
+
+
+async def _answer(session: SessionDep, changed: Awaitable[_Changed]) -> RightsRequestPublic:
+    """The changed request as `GET /v1/rights-requests/{id}` shows it, history included
+    (API.md: every answer about a request carries it): the GET's own read, not a second
+    rendering."""
+    return await rights.get_with_history(session, (await changed).id)
+
+
 @router.post(
     "/rights-requests",
     status_code=201,
@@ -48,7 +62,7 @@ async def create_rights_request(
     """Receive a request; the due date follows Art 12(3) and UK working days."""
 
     async def create() -> tuple[int, Any]:
-        return 201, rights.to_public(await rights.create_request(session, principal, data=body))
+        return 201, await _answer(session, rights.create_request(session, principal, data=body))
 
     return await idempotent(session, principal, request, body, create)
 
@@ -63,6 +77,9 @@ async def list_rights_requests(
     _: Reader,
     status: RightStatus | None = None,
     type: RightType | None = None,
+    subject_id: Annotated[
+        uuid.UUID | None, Query(description="Only this subject's requests")
+    ] = None,
     overdue: bool = False,
     paused: Annotated[
         bool | None,
@@ -71,12 +88,14 @@ async def list_rights_requests(
     limit: Limit = 100,
     cursor: Cursor = None,
 ) -> Page[RightsRequestPublic]:
-    """Requests by status and type; `overdue=true` lists open requests past due (a paused
-    request is never overdue); `paused=true` lists those whose clock is stopped."""
+    """Requests by status, type and subject, each with its history; `overdue=true` lists
+    open requests past due (a paused request is never overdue); `paused=true` lists those
+    whose clock is stopped. The filters combine."""
     return await rights.list_requests(
         session,
         status=status,
         type_=type,
+        subject_id=subject_id,
         overdue=overdue,
         limit=limit,
         cursor=cursor,
@@ -105,8 +124,9 @@ async def verify_rights_request_identity(
     request_id: uuid.UUID, body: VerifyIdentity, session: SessionDep, principal: Writer
 ) -> RightsRequestPublic:
     """Record how the requester's identity was verified."""
-    req = await rights.verify_identity(session, principal, request_id=request_id, data=body)
-    return rights.to_public(req)
+    return await _answer(
+        session, rights.verify_identity(session, principal, request_id=request_id, data=body)
+    )
 
 
 @router.post(
@@ -118,8 +138,8 @@ async def extend_rights_request(
     request_id: uuid.UUID, body: Extend, session: SessionDep, principal: Writer
 ) -> RightsRequestPublic:
     """Extend once, before the due date, by one or two months, with a reason."""
-    return rights.to_public(
-        await rights.extend(session, principal, request_id=request_id, data=body)
+    return await _answer(
+        session, rights.extend(session, principal, request_id=request_id, data=body)
     )
 
 
@@ -135,8 +155,8 @@ async def pause_rights_request(
 
     Only an open request, not already paused, before its due date (else 409). While
     paused it is not overdue; `note` stays out of the history and the audit log."""
-    return rights.to_public(
-        await rights_clock.pause(session, principal, request_id=request_id, data=body)
+    return await _answer(
+        session, rights_clock.pause(session, principal, request_id=request_id, data=body)
     )
 
 
@@ -150,7 +170,7 @@ async def resume_rights_request(
 ) -> RightsRequestPublic:
     """Restart the clock (409 when not paused): the due date moves by the calendar days
     paused (UK dates, pause day to resume day), then to the next working day."""
-    return rights.to_public(await rights_clock.resume(session, principal, request_id=request_id))
+    return await _answer(session, rights_clock.resume(session, principal, request_id=request_id))
 
 
 @router.post(
@@ -162,8 +182,8 @@ async def complete_rights_request(
     request_id: uuid.UUID, body: Complete, session: SessionDep, principal: Writer
 ) -> RightsRequestPublic:
     """Perform the request (identity must be verified) and mark it completed."""
-    return rights.to_public(
-        await rights.complete(session, principal, request_id=request_id, data=body)
+    return await _answer(
+        session, rights.complete(session, principal, request_id=request_id, data=body)
     )
 
 
@@ -177,8 +197,8 @@ async def reject_rights_request(
 ) -> RightsRequestPublic:
     """Refuse the request. `reason` alone is enough; `code` defaults to `other`, and
     `legal_exemption` needs `article`."""
-    return rights.to_public(
-        await rights.reject(session, principal, request_id=request_id, data=body)
+    return await _answer(
+        session, rights.reject(session, principal, request_id=request_id, data=body)
     )
 
 

@@ -18,6 +18,7 @@ from app.models.basis import (
 )
 from app.models.catalogue import Purpose
 from app.services.audit import entries as audit
+from app.services.catalogue.known import unknown_key
 from app.services.changes import clock
 from app.services.changes import feed as changes
 from app.services.subjects.records import get_subject, lock_subject
@@ -121,7 +122,7 @@ async def _require_allowed(session: AsyncSession, purpose: str, basis: str) -> N
         await session.execute(select(col(Purpose.allowed_bases)).where(col(Purpose.key) == purpose))
     ).scalar_one_or_none()
     if allowed is None:
-        raise NotFound(f"No purpose `{purpose}`.")
+        raise await unknown_key(session, "purpose", purpose, not_found=True)
     if basis not in allowed:
         raise Unprocessable(
             f"The purpose `{purpose}` may rest only on: {', '.join(sorted(allowed))}.",

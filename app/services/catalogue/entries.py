@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import SQLModel, col
 
 from app.core.auth import Principal
-from app.core.errors import Conflict, Unprocessable
+from app.core.errors import Conflict
 from app.core.pagination import Page, decode_cursor, encode_cursor, page_of
 from app.models.catalogue import (
     Category,
@@ -21,6 +21,7 @@ from app.models.catalogue import (
     Source,
 )
 from app.services.audit import entries as audit
+from app.services.catalogue.known import unknown_key
 
 Row = TypeVar("Row", Category, Source, Purpose, Recipient)
 
@@ -133,4 +134,4 @@ async def require_purposes(
     )
     unknown = sorted(set(purposes) - known)
     if unknown:
-        raise Unprocessable(f"Unknown purpose(s): {', '.join(unknown)}.", field=field)
+        raise await unknown_key(session, "purpose", unknown, field=field)

@@ -29,6 +29,7 @@ from app.models.consent import (
 from app.models.controller import ControllerPublic
 from app.services.catalogue import controller as controller_identity
 from app.services.catalogue import entries as catalogue
+from app.services.catalogue.known import unknown_key
 from app.services.consent.reading import event_document
 from app.services.consent.receipts import build_receipt
 from app.services.consent.statements import (
@@ -68,21 +69,21 @@ class Context:
         )
 
 
-def _refuse_unknown(
+async def _refuse_unknown(
+    con: Conn,
     data: ConsentEventCreate,
     purpose_key: str | None,
     policy_version: str | None,
     recipient_key: str | None,
 ) -> None:
-    """422 for what the request names that the catalogue does not know, in this order."""
+    """422 for what the request names that the catalogue does not know, in this order,
+    listing the known keys (read only then: the lookup already said what is unknown)."""
     if purpose_key is None:
-        raise Unprocessable(f"Unknown purpose `{data.purpose}`.", field="purpose")
+        raise await unknown_key(con, "purpose", data.purpose, field="purpose")
     if data.policy_version is not None and policy_version is None:
-        raise Unprocessable(
-            f"Unknown policy version `{data.policy_version}`.", field="policy_version"
-        )
+        raise await unknown_key(con, "policy_version", data.policy_version, field="policy_version")
     if data.recipient is not None and recipient_key is None:
-        raise Unprocessable(f"Unknown recipient `{data.recipient}`.", field="recipient")
+        raise await unknown_key(con, "recipient", data.recipient, field="recipient")
 
 
 async def _context(con: Conn, principal: Principal, data: ConsentEventCreate) -> Context:
@@ -95,7 +96,7 @@ async def _context(con: Conn, principal: Principal, data: ConsentEventCreate) ->
         recipient=data.recipient,
     )
     assert row is not None  # one row always: FROM (SELECT 1)
-    _refuse_unknown(data, row.purpose_key, row.policy_version, row.recipient_key)
+    await _refuse_unknown(con, data, row.purpose_key, row.policy_version, row.recipient_key)
     subject_id, email_hash = row.subject_id, row.email_hash
     if subject_id is None:
         subject_id, email_hash = await _new_web_subject(con, principal, data)
@@ -183,7 +184,9 @@ async def _record_for_known_subject(
     row = await LOOKUP_AND_WRITE.fetchrow(con, sid=data.subject_id, email=None, **params)
     assert row is not None  # one row always: the lookup's
     if row.id is None:
-        _refuse_unknown(data, row.purpose_key, row.known_policy_version, row.recipient_key)
+        await _refuse_unknown(
+            con, data, row.purpose_key, row.known_policy_version, row.recipient_key
+        )
         controller_identity.parse(row.controller)  # no receipt without a controller
         if row.known_subject_id is None:
             raise NotFound("No such subject.")

@@ -16,12 +16,13 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.errors import NotFound, Unprocessable
+from app.core.errors import NotFound
 from app.core.signing import ALGORITHM, Signer
 from app.models.base import utcnow
 from app.services.audit import chain as audit_chain
 from app.services.audit.chain import ENTRY_COLUMNS, chain_entry
 from app.services.catalogue import controller as controller_identity
+from app.services.catalogue.known import unknown_key
 from app.services.consent import reading as consent
 
 EVENTS = text(
@@ -129,7 +130,8 @@ async def _require_known(session: AsyncSession, subject_id: uuid.UUID, purpose: 
     if not known[0]:
         raise NotFound("No subject with this id.")
     if not known[1]:
-        raise Unprocessable(f"Unknown purpose `{purpose}`.", field="purpose")
+        assert purpose is not None  # no purpose asked for is always known
+        raise await unknown_key(session, "purpose", purpose, field="purpose")
 
 
 async def _notices(session: AsyncSession, rows: list[Any]) -> dict[str, str | None]:

@@ -16,10 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.auth import Principal
 from app.core.config import current_settings
 from app.core.driver import Conn, Row, UnitOfWork, connection_of, prepare
-from app.core.errors import Unprocessable
 from app.models.base import utcnow
 from app.models.decision import BatchDecisionItem, DecisionPublic
 from app.services.audit.entries import INSERT_AUDIT_ENTRY
+from app.services.catalogue.known import unknown_key
 
 # A subject's contracts, now and in the basis history (an ended or replaced contract ended
 # when it was ended, or at its own end date if that came first): whether one is running,
@@ -168,9 +168,9 @@ async def _explain_empty(con: Conn, purpose: str, recipient: str | None) -> None
     row = await CATALOGUE_KEYS.fetchrow(con, p=purpose, r=recipient)
     assert row is not None
     if not row[0]:
-        raise Unprocessable(f"Unknown purpose `{purpose}`.", field="purpose")
+        raise await unknown_key(con, "purpose", purpose, field="purpose")
     if recipient is not None and not row[1]:
-        raise Unprocessable(f"Unknown recipient `{recipient}`.", field="recipient")
+        raise await unknown_key(con, "recipient", recipient, field="recipient")
 
 
 async def _evaluate(

@@ -212,8 +212,10 @@ def ndjson_rows(lines: Iterable[bytes], on_bytes: Callable[[int], None]) -> Iter
             continue
         try:
             yield number, orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            yield number, RowError(line=number, field=None, why="not valid JSON")
+        except orjson.JSONDecodeError as exc:
+            # The same words as a request body's (app.core.errors.not_json_detail).
+            where = f"not valid JSON at line {number}, column {exc.colno}"
+            yield number, RowError(line=number, field=None, why=where)
 
 
 def csv_rows(stream: IO[bytes], on_bytes: Callable[[int], None]) -> Iterator[Line]:

@@ -6,10 +6,10 @@ from sqlmodel import col
 
 from app.core.auth import Principal
 from app.core.config import current_settings
-from app.core.errors import NotFound
 from app.models.catalogue import Category
 from app.models.retention import RULE_ANCHORS, RetentionRulePublic, RetentionRuleUpdate
 from app.services.audit import entries as audit
+from app.services.catalogue.known import unknown_key
 from app.services.changes import clock
 
 
@@ -37,7 +37,7 @@ async def list_rules(session: AsyncSession) -> list[RetentionRulePublic]:
 async def get_rule(session: AsyncSession, category: str) -> RetentionRulePublic:
     row = await session.get(Category, category)
     if row is None:
-        raise NotFound(f"No subject category `{category}`.")
+        raise await unknown_key(session, "category", category, not_found=True)
     return to_public(row)
 
 
@@ -46,7 +46,7 @@ async def put_rule(
 ) -> RetentionRulePublic:
     row = await session.get(Category, category, with_for_update=True)
     if row is None:
-        raise NotFound(f"No subject category `{category}`.")
+        raise await unknown_key(session, "category", category, not_found=True)
     previous = {"rule": row.retention_rule, "months": row.retention_months}
     row.retention_rule, row.retention_months = data.rule, data.months
     await session.flush()

@@ -167,18 +167,31 @@ async def get_request(session: AsyncSession, request_id: uuid.UUID) -> RightsReq
     return req
 
 
-async def get_with_history(session: AsyncSession, request_id: uuid.UUID) -> RightsRequestPublic:
-    req = await get_request(session, request_id)
-    events = list(
-        (
-            await session.execute(
-                select(RightsRequestEvent)
-                .where(col(RightsRequestEvent.request_id) == request_id)
-                .order_by(col(RightsRequestEvent.id))
-            )
-        ).scalars()
+async def _histories(
+    session: AsyncSession, request_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, list[RightsRequestEvent]]:
+    """Each request's events in the order they happened (one statement for a whole page)."""
+    found: dict[uuid.UUID, list[RightsRequestEvent]] = {i: [] for i in request_ids}
+    if not request_ids:
+        return found
+    stmt = (
+        select(RightsRequestEvent)
+        .where(col(RightsRequestEvent.request_id).in_(request_ids))
+        .order_by(col(RightsRequestEvent.id))
     )
-    return to_public(req, events)
+    for event in (await session.execute(stmt)).scalars():
+        found[event.request_id].append(event)
+    return found
+
+
+async def get_with_history(session: AsyncSession, request_id: uuid.UUID) -> RightsRequestPublic:
+    """The request as every answer about it shows it (API.md): GET, create and each action.
+    Read from the database even when this session holds the row (an action's answer), so
+    an answer and a later GET say the same to the microsecond."""
+    req = await session.get(RightsRequest, request_id, populate_existing=True)
+    if req is None:
+        raise NotFound("No rights request with this id.")
+    return to_public(req, (await _histories(session, [request_id]))[request_id])
 
 
 def _require(req: RightsRequest, allowed: tuple[str, ...], action: str) -> None:
@@ -289,8 +302,13 @@ async def list_requests(
     limit: int,
     cursor: str | None,
     paused: bool | None = None,
+    subject_id: uuid.UUID | None = None,
 ) -> Page[RightsRequestPublic]:
+    """A page of requests, each with its history; the filters combine (AND). A subject's
+    requests are found by ix_rights_requests_subject, then put in order (a handful)."""
     stmt = select(RightsRequest).order_by(col(RightsRequest.received_at), col(RightsRequest.id))
+    if subject_id is not None:
+        stmt = stmt.where(col(RightsRequest.subject_id) == subject_id)
     if status is not None:
         stmt = stmt.where(col(RightsRequest.status) == status)
     if type_ is not None:
@@ -313,7 +331,13 @@ async def list_requests(
             )
         )
     rows = list((await session.execute(stmt.limit(limit + 1))).scalars())
-    return page_of(rows, limit, lambda r: encode_time_cursor(r.received_at, r.id), to_public)
+    histories = await _histories(session, [r.id for r in rows[:limit]])
+    return page_of(
+        rows,
+        limit,
+        lambda r: encode_time_cursor(r.received_at, r.id),
+        lambda r: to_public(r, histories[r.id]),
+    )
 
 
 async def _counts_by(session: AsyncSession, column: Any) -> dict[str, int]:

@@ -18,6 +18,7 @@ from app.models.base import utcnow
 from app.models.catalogue import Category, Source
 from app.models.subject import Subject, SubjectCreate, SubjectPublic, SubjectUpdate, to_public
 from app.services.audit import entries as audit
+from app.services.catalogue.known import unknown_key
 from app.services.changes import clock
 from app.services.changes import feed as changes
 from app.services.optouts import records as optouts
@@ -34,9 +35,9 @@ async def _check_catalogue(session: AsyncSession, category: str | None, source: 
         )
     ).one()
     if category is not None and row[0] is None:
-        raise Unprocessable(f"Unknown category `{category}`.", field="category")
+        raise await unknown_key(session, "category", category, field="category")
     if source is not None and row[1] is None:
-        raise Unprocessable(f"Unknown source `{source}`.", field="source")
+        raise await unknown_key(session, "source", source, field="source")
 
 
 # The one INSERT of a subject: `create_subject` (through the same table model),
