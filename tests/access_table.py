@@ -91,6 +91,7 @@ ACCESS: dict[tuple[str, str], Rule] = {
     ("GET", "/p/assets/{name}"): PUBLIC,
     ("POST", "/p/{token}/withdraw"): PUBLIC,
     ("POST", "/p/{token}/give"): PUBLIC,
+    ("POST", "/p/{token}/transfer"): PUBLIC,
     ("POST", "/p/{token}/opt-out"): PUBLIC,
     ("POST", "/p/{token}/request"): PUBLIC,
     # Accountability: auditors and admins read; the public signing keys (JWKS) need no key

@@ -20,6 +20,7 @@ PUBLIC_PATHS |= {
     "/p/assets/{name}",
     "/p/{token}/withdraw",
     "/p/{token}/give",
+    "/p/{token}/transfer",
     "/p/{token}/opt-out",
     "/p/{token}/request",
 }

@@ -97,3 +97,46 @@ async def test_a_basis_put_racing_an_erasure_never_lands_on_the_erased_subject(
             f"/v1/subjects/{sid}/bases/email_campaigns", json=BASES[1], headers=live.crm
         )
         assert r.status_code == 409, r.text
+
+
+async def test_consents_racing_basis_puts_keep_one_history_chain(live, committed_engine):
+    """A consent given where no basis is recorded makes consent the basis in the consent's
+    own statement, under the lock a basis PUT takes: racing PUTs still make one chain, the
+    consent's entry (if any) can only be the first, and a consent never replaces a basis."""
+    from tests.test_consent import give
+
+    for _ in range(4):
+        sid = (await live.post("/v1/subjects", json=new_subject(), headers=live.crm)).json()["id"]
+        url = f"/v1/subjects/{sid}/bases/email_campaigns"
+        consents = [
+            live.post(
+                "/v1/consent-events", json=give(sid, purpose="email_campaigns"), headers=live.crm
+            )
+            for _ in range(6)
+        ]
+        puts = [live.put(url, json=BASES[1], headers=live.crm) for _ in range(6)]
+        answers = await asyncio.gather(*(x for pair in zip(consents, puts) for x in pair))
+        assert [a.status_code for a in answers] == [201, 200] * 6, [a.text for a in answers][:3]
+        history = await _history(committed_engine, sid)
+        assert history[0].previous is None
+        assert [h.previous for h in history].count(None) == 1
+        for before, entry in itertools.pairwise(history):
+            assert entry.previous == before.value
+        async with committed_engine.connect() as c:
+            actors = (
+                (
+                    await c.execute(
+                        text(
+                            "SELECT actor FROM lawful_basis_history WHERE subject_id = :s"
+                            " AND purpose = 'email_campaigns' ORDER BY id"
+                        ),
+                        {"s": sid},
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        from_consent = [i for i, a in enumerate(actors) if a.startswith("consent_event:")]
+        assert from_consent in ([], [0])
+        assert len(history) == 6 + len(from_consent)
+        assert history[-1].value["basis"] == "legitimate_interests"

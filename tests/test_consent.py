@@ -346,7 +346,13 @@ async def test_change_feed_records_consent_and_opt_outs_in_order(client, crm, ma
     await client.post("/v1/opt-outs", json={"email": s["email"], "source": "crm"}, headers=crm)
     page = (await client.get(f"/v1/changes?after={start}", headers=sync)).json()
     kinds = [(c["kind"], c["subject_id"]) for c in page["items"]]
-    assert kinds == [("subject.created", s["id"]), ("consent.given", s["id"]), ("optout", s["id"])]
+    # The consent, given where no basis was recorded, made consent the basis (DOMAIN.md).
+    assert kinds == [
+        ("subject.created", s["id"]),
+        ("consent.given", s["id"]),
+        ("basis.set", s["id"]),
+        ("optout", s["id"]),
+    ]
     assert all(c["email_hash"] and len(c["email_hash"]) == 64 for c in page["items"])
     assert s["email"] not in str(page)
     seqs = [c["seq"] for c in page["items"]]

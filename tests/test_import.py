@@ -156,7 +156,7 @@ async def test_imported_subjects_are_decided_exactly_like_api_created_ones(clien
     ).scalars().all()  # fmt: skip
     assert batch_audit == [
         {"input_sha256": report["sha256"], "batch": 0, "subjects": 1, "bases": 4,
-         "consents": 3, "lines": [1, 1]}
+         "consent_bases": 0, "consents": 3, "lines": [1, 1]}
     ]  # fmt: skip
 
 

@@ -184,3 +184,65 @@ async def test_a_rights_request_from_the_page_shows_its_deadline(
     assert "Done" in completed and "31 January 2026" in completed
     assert uk_date(done.json()["due_at"]) not in await page.page.content()
     assert page.outside(live_server.url) == []
+
+
+async def test_agreeing_and_the_transfer_consent_in_a_browser(live_server: LiveServer, page: Page):
+    """No basis and no consent at first: "I agree" makes consent the basis, and the explicit
+    transfer consent to MailChimp lets the gate allow the MailChimp audience. Keyboard only,
+    no script on the page, and axe finds nothing before or after."""
+    from axe_playwright_python.async_playwright import Axe
+
+    crm = await live_server.key("crm")
+    async with live_server.client() as http:
+        sid = (await http.post("/v1/subjects", json=new_subject(), headers=crm)).json()["id"]
+        links = (
+            await http.post(
+                f"/v1/subjects/{sid}/links", json={"purpose": "content_subscriptions"}, headers=crm
+            )
+        ).json()
+    console_errors = _errors(page)
+    await page.page.goto(_on_live(live_server, links["preference_url"]))
+    axe = Axe()
+    found = await axe.run(page.page)
+    assert found.violations_count == 0, found.generate_report()
+    purpose = page.page.locator("#purpose-content_subscriptions")
+    await purpose.get_by_role("button", name="I agree").focus()
+    await page.page.keyboard.press("Enter")
+    await page.page.get_by_role("status").wait_for()
+    assert "You agreed on" in await purpose.inner_text()
+    transfer = page.page.locator("#transfer-mailchimp")
+    assert "the United States" in await transfer.inner_text()
+    await page.screenshot("person-preferences-transfer")
+    await transfer.get_by_role(
+        "button", name="I agree to sending my data to MailChimp in the United States"
+    ).focus()
+    await page.page.keyboard.press("Enter")
+    await page.page.get_by_role("status").wait_for()
+    assert "You agreed on" in await transfer.inner_text()
+    found = await axe.run(page.page)
+    assert found.violations_count == 0, found.generate_report()
+    await page.screenshot("person-preferences-transfer-given")
+    async with live_server.client() as http:
+        bases = (await http.get(f"/v1/subjects/{sid}/bases", headers=crm)).json()["items"]
+        state = (await http.get(f"/v1/subjects/{sid}/consents", headers=crm)).json()["items"]
+        decision = (
+            await http.post(
+                "/v1/decisions",
+                json={
+                    "subject_id": sid,
+                    "purpose": "content_subscriptions",
+                    "recipient": "mailchimp",
+                },
+                headers=crm,
+            )
+        ).json()
+    by_purpose = {b["purpose"]: b for b in bases}
+    assert by_purpose["content_subscriptions"]["basis"] == "consent"
+    assert by_purpose["content_subscriptions"]["set_by"].startswith("consent_event:")
+    assert {(i["purpose"], i.get("recipient"), i["status"]) for i in state} >= {
+        ("content_subscriptions", None, "given"),
+        ("international_transfer", "mailchimp", "given"),
+    }
+    assert decision["allowed"] is True, decision
+    assert page.outside(live_server.url) == []
+    assert console_errors == []

@@ -350,6 +350,22 @@ async def test_erasure_is_refused_in_part_while_a_contract_runs(client, crm, db)
         "account_management",
     }
     assert outcome["ended_purposes"] == ["business_development"]
+    # Per purpose kept, its article (DOMAIN.md): a running contract still needs the data, so
+    # no ground of Art 17(1) applies (17(1)(a)); a legal obligation requires it (17(3)(b)).
+    assert outcome["retained_for"] == [
+        {"purpose": "account_management", "basis": "legal_obligation",
+         "why": "a legal obligation", "article": "17(3)(b)"},
+        {"purpose": "contractual_communications", "basis": "contract",
+         "why": "a running contract", "article": "17(1)(a)"},
+    ]  # fmt: skip
+    assert outcome["article"] == "17(1)(a), 17(3)(b)"
+    stored = (
+        await db.execute(
+            text("SELECT result -> 'outcome' FROM rights_requests WHERE id = :r"),
+            {"r": done["id"]},
+        )
+    ).scalar_one()
+    assert stored["retained_for"] == outcome["retained_for"]
     assert (await _decide(client, crm, s["id"], "business_development"))["reasons"] == [
         "no_lawful_basis"
     ]
@@ -358,6 +374,40 @@ async def test_erasure_is_refused_in_part_while_a_contract_runs(client, crm, db)
         await db.execute(text("SELECT email FROM subjects WHERE id = :i"), {"i": s["id"]})
     ).scalar()
     assert row == s["email"]
+
+
+async def test_an_erasure_held_back_by_a_running_contract_alone_cites_17_1_a(client, crm, db):
+    s = await _subject(client, crm)
+    await client.put(
+        f"/v1/subjects/{s['id']}/bases/account_management",
+        json={"basis": "contract", "contract_ref": "C-7", "contract_end": "2099-12-31"},
+        headers=crm,
+    )
+    done = await _complete(client, crm, await _verified(client, crm, "erasure", subject_id=s["id"]))
+    outcome = done["outcome"]
+    assert outcome["partial"] is True and outcome["article"] == "17(1)(a)"
+    assert [(r["purpose"], r["article"]) for r in outcome["retained_for"]] == [
+        ("account_management", "17(1)(a)")
+    ]
+    # A legal obligation alone: 17(3)(b).
+    other = await _subject(client, crm)
+    await client.put(
+        f"/v1/subjects/{other['id']}/bases/account_management",
+        json={"basis": "legal_obligation", "obligation": "financial reporting"},
+        headers=crm,
+    )
+    done = await _complete(
+        client, crm, await _verified(client, crm, "erasure", subject_id=other["id"])
+    )
+    assert done["outcome"]["article"] == "17(3)(b)"
+    assert [r["article"] for r in done["outcome"]["retained_for"]] == ["17(3)(b)"]
+    stored = (
+        await db.execute(
+            text("SELECT result -> 'outcome' -> 'retained_for' FROM rights_requests WHERE id = :r"),
+            {"r": done["id"]},
+        )
+    ).scalar_one()
+    assert stored == done["outcome"]["retained_for"]
 
 
 async def test_restriction_and_its_lifting(client, crm):

@@ -312,6 +312,34 @@ async def give_consent(
     return _back(token, "given")
 
 
+@router.post("/p/{token}/transfer", include_in_schema=False)
+async def give_transfer_consent(
+    token: str,
+    request: Request,
+    session: SessionDep,
+    csrf: FormText = "",
+    recipient: FormText = "",
+    notice_sha256: FormText = "",
+    policy_version: FormText = "",
+) -> Response:
+    claims = _form_claims(request, token, csrf)
+    if isinstance(claims, Response):
+        return claims
+    try:
+        await person.give_transfer(
+            session,
+            claims,
+            request.app.state.settings,
+            recipient=recipient,
+            shown_sha256=notice_sha256,
+            shown_policy=policy_version,
+            user_agent=request.headers.get("user-agent"),
+        )
+    except FAILURES as exc:
+        return await _failed(request, session, exc)
+    return _back(token, "given")
+
+
 @router.post("/p/{token}/opt-out", include_in_schema=False)
 async def opt_out_of_marketing(
     token: str, request: Request, session: SessionDep, csrf: FormText = ""

@@ -54,6 +54,60 @@ def _value(record: Any) -> dict[str, Any]:
 # key space: class BASES_LOCK, the subject's hash).
 BASES_LOCK = 7_310_557
 SERIALISE = text("SELECT pg_advisory_xact_lock(CAST(:k AS integer), hashtext(CAST(:s AS text)))")
+# The same lock in a statement, for the subject id the SQL expression `{subject}` names.
+LOCK_BASES = f"pg_advisory_xact_lock({BASES_LOCK}, hashtext(CAST({{subject}} AS text)))"
+
+# Consent as the basis where none is recorded (DOMAIN.md "Lawful basis", Art 6(1)(a)). The
+# consent write (consent/statements.py) and the import compose these CTEs over a relation of
+# consents given (subject_id, purpose, event_id, email_hash; one row per subject and purpose):
+# where the purpose allows consent and no basis is recorded, `consent` becomes the basis,
+# with its history entry and its change-feed entry, the consent event (`consent_event:<id>`)
+# being the actor of both. ON CONFLICT DO NOTHING: a recorded basis, even one committed after
+# the statement began, is never replaced. A single write holds the subject row FOR SHARE and
+# then LOCK_BASES, in that order, as `set_basis` does: it reads the basis the writer before it
+# left, so the history stays one chain.
+CONSENT_ACTOR = "consent_event:"
+# The history's `value` as `_value` gives it for a consent basis: every other field null.
+_NULLS = ", ".join(f"'{field}', CAST(NULL AS text)" for field in VALUE_FIELDS[1:])
+CONSENT_VALUE = f"jsonb_build_object('basis', 'consent', {_NULLS})"
+CONSENT_BASIS_CTES = f"""
+consent_basis AS (
+  {INSERT_BASIS}
+  SELECT g.subject_id, g.purpose, 'consent', NULL, NULL, NULL, NULL, NULL, NULL,
+    '{CONSENT_ACTOR}' || g.event_id::text, now()
+  FROM <given> g JOIN purposes p ON p.key = g.purpose AND 'consent' = ANY (p.allowed_bases)
+  ON CONFLICT (subject_id, purpose) DO NOTHING
+  RETURNING subject_id, purpose, set_by, set_at
+),
+consent_basis_history AS (
+  {INSERT_BASIS_HISTORY}
+  SELECT subject_id, purpose, 'set', {CONSENT_VALUE}, NULL, set_by, set_at
+  FROM consent_basis
+),
+consent_basis_feed AS (
+  {changes.INSERT_CHANGE}
+  SELECT 'basis.set', b.subject_id, g.email_hash, b.purpose, b.set_at
+  FROM consent_basis b JOIN <given> g USING (subject_id, purpose)
+)
+"""  # noqa: S608 - constant SQL
+
+
+# A single write's audit entry for it, as `set_basis` writes one (the import audits its
+# batch as a whole); the actor is the key that recorded the consent event.
+CONSENT_BASIS_AUDITED = f"""
+consent_basis_audited AS (
+  {audit.INSERT_AUDIT_ENTRY}
+  SELECT :key_id, :key_name, :key_role, 'basis.set', 'subject', b.subject_id::text,
+    jsonb_build_object('purpose', b.purpose, 'basis', 'consent', 'replaced', false,
+                       'consent_event_id', substr(b.set_by, {len(CONSENT_ACTOR) + 1}))
+  FROM consent_basis b
+)
+"""  # noqa: S608 - constant SQL
+
+
+def consent_basis_ctes(given: str) -> str:
+    """CONSENT_BASIS_CTES over the relation named `given` (a CTE or a table)."""
+    return CONSENT_BASIS_CTES.replace("<given>", given)
 
 
 async def _lock_subject(session: AsyncSession, subject_id: uuid.UUID, *, live: bool) -> None:

@@ -1,9 +1,11 @@
 """The consent write's SQL: what a consent needs to know, and the one write of its facts (the
-notice, the event, the current state, the change-feed and audit entries), as fragments that
-every writer composes: this package's single writes and the import's set-based batch."""
+notice, the event, the current state, the change-feed and audit entries, and consent as the
+basis where none is recorded), as fragments that every writer composes: this package's
+single writes and the import's set-based batch."""
 
 from app.core.driver import prepare
 from app.services.audit.entries import INSERT_AUDIT_ENTRY
+from app.services.bases.records import CONSENT_BASIS_AUDITED, LOCK_BASES, consent_basis_ctes
 from app.services.catalogue.controller import IDENTITY_SQL
 from app.services.changes.feed import INSERT_CHANGE
 from app.services.optouts.objections import INSERT_OBJECTION
@@ -43,13 +45,21 @@ NEWEST_EVENT_WINS = """ON CONFLICT (subject_id, purpose, recipient) DO UPDATE
     WHERE consent_state.occurred_at <= EXCLUDED.occurred_at"""
 
 # Storing one event: the notice, the event, the current state, the change-feed entry and the
-# audit entry. `{proceed}` is a condition the subject row must meet besides being live.
+# audit entry, and for a consent given where no basis is recorded, consent as the basis
+# (bases/records.py). `{proceed}` is a condition the subject row must meet besides being live.
 WRITE_CTES = f"""
-live AS (
+shared AS (
   -- Waits for a concurrent erasure and then sees it: no evidence lands on an erased subject.
   SELECT id, email_hash FROM subjects
   WHERE id = CAST(:subject_id AS uuid) AND erased_at IS NULL AND {{proceed}}
   FOR SHARE
+),
+live AS MATERIALIZED (
+  -- Then the subject's basis writers one at a time, as a basis PUT takes them (row, then
+  -- this lock), before anything else is written: every write below depends on `live`. A
+  -- withdrawal takes it too, so that a transaction writing several events (GPC, a rights
+  -- request, the preference page) never holds an event's row while waiting for this lock.
+  SELECT id, email_hash, {LOCK_BASES.format(subject="id")} AS bases_locked FROM shared
 ),
 notice AS (
   {INSERT_NOTICE}
@@ -76,6 +86,7 @@ feed AS (
   {INSERT_CHANGE}
   SELECT 'consent.' || ev.action, ev.subject_id, live.email_hash, ev.purpose, ev.recorded_at
   FROM ev CROSS JOIN live
+  RETURNING subject_id
 ),
 audited AS (
   {INSERT_AUDIT_ENTRY}
@@ -84,9 +95,23 @@ audited AS (
                        'method', method, 'policy_version', policy_version,
                        'notice_sha256', notice_sha256, 'conflict', conflict)
   FROM ev
-)
+),
+given AS (
+  -- After `feed`: the feed says `consent.given` before the `basis.set` it causes.
+  SELECT ev.subject_id, ev.purpose, ev.id AS event_id, live.email_hash
+  FROM ev CROSS JOIN live CROSS JOIN feed WHERE ev.action = 'given'
+),
+{consent_basis_ctes("given")},
+{CONSENT_BASIS_AUDITED}
 """  # noqa: S608 - constant SQL
-WRITE = prepare("WITH" + WRITE_CTES.format(proceed="true") + "SELECT * FROM ev")  # noqa: S608 - constant SQL
+
+
+def write_ctes(proceed: str) -> str:
+    """WRITE_CTES with the condition `proceed` (SQL) on the subject row."""
+    return WRITE_CTES.replace("{proceed}", proceed)
+
+
+WRITE = prepare("WITH" + write_ctes("true") + "SELECT * FROM ev")  # noqa: S608 - constant SQL
 
 # The usual consent (a known subject id, no GPC) in one round trip: the lookup, and the
 # write only where the lookup found everything the request names (and the controller the
@@ -103,9 +128,7 @@ SELECT c.subject_id AS known_subject_id, c.email_hash AS known_email_hash,
   c.policy_url, c.recipient_key, c.third_parties, c.controller, ev.*
 FROM ctx c LEFT JOIN ev ON true"""
 LOOKUP_AND_WRITE = prepare(
-    f"WITH ctx AS ({CONTEXT}),"
-    + WRITE_CTES.format(proceed=EVERYTHING_NAMED_IS_KNOWN)
-    + CONTEXT_BESIDE_EVENT
+    f"WITH ctx AS ({CONTEXT})," + write_ctes(EVERYTHING_NAMED_IS_KNOWN) + CONTEXT_BESIDE_EVENT
 )
 
 # A new objection goes into the change feed with it (sync must stop pushing the subject).

@@ -1,6 +1,7 @@
 """Storing one batch: COPY into temporary staging tables, then set-based inserts that write
 what the API's single writes write (subjects; bases with their history; consent notices,
-events, current state and change-feed entries), and one audit entry for the batch.
+events, current state and change-feed entries; consent as the basis where a row gives it for
+a purpose without one), and one audit entry for the batch.
 
 The staging tables live and die inside the batch's transaction (no session state, so this
 works through PgBouncer in transaction mode)."""
@@ -14,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.auth import Principal
 from app.models.imports import RowError
 from app.services.audit import entries as audit
-from app.services.bases.records import INSERT_BASIS, INSERT_BASIS_HISTORY
+from app.services.bases.records import INSERT_BASIS, INSERT_BASIS_HISTORY, consent_basis_ctes
 from app.services.changes import clock
 from app.services.changes.feed import INSERT_CHANGE
 from app.services.consent.statements import (
@@ -120,6 +121,19 @@ SELECT kind, subject_id, email_hash, purpose, now() FROM (
   FROM import_stg_consents
 ) feed ORDER BY step, ord
 """  # noqa: S608 - constant SQL
+# Consent as the basis where a row gives consent for a purpose it records no basis for, as
+# the single consent write does (the same fragment), after the row's own bases: the first
+# consent given in the input is its source. No lock: the batch's subjects are new, and no
+# other transaction sees them before this one commits.
+INSERT_CONSENT_BASES = f"""
+WITH given AS (
+  SELECT DISTINCT ON (subject_id, purpose) subject_id, purpose, id AS event_id, email_hash
+  FROM import_stg_consents WHERE action = 'given'
+  ORDER BY subject_id, purpose, ord
+),
+{consent_basis_ctes("given")}
+SELECT count(*) FROM consent_basis
+"""  # noqa: S608 - constant SQL
 # The batch's subjects' moments (contract dates, retention due dates) for the gate's clock.
 SCHEDULE_MOMENTS = clock.schedule_sql("SELECT id FROM import_stg_subjects")
 CHECKPOINT = """
@@ -186,7 +200,8 @@ async def _taken_emails(session: AsyncSession) -> list[RowError]:
 
 async def _insert_from_staging(
     session: AsyncSession, principal: Principal | None, *, bases: bool, consents: bool
-) -> None:
+) -> int:
+    """Every insert of the batch; returns how many bases its consents recorded."""
     actor = principal.name if principal else "import"
     key_id = principal.key_id if principal else None
     await session.execute(text(INSERT_SUBJECTS))
@@ -199,7 +214,11 @@ async def _insert_from_staging(
         await session.execute(text(INSERT_STATE))
     # Every batch: the subjects created and the bases set reach sync, consents or not.
     await session.execute(text(INSERT_CHANGES))
+    consent_bases = 0
+    if consents:  # after the consents' feed entries, as a single write appends them
+        consent_bases = (await session.execute(text(INSERT_CONSENT_BASES))).scalar_one()
     await session.execute(text(SCHEDULE_MOMENTS), {"grace_days": clock.grace_days()})
+    return int(consent_bases)
 
 
 async def store_batch(
@@ -211,13 +230,16 @@ async def store_batch(
     input_sha256: str,
     batch: int,
 ) -> tuple[list[RowError], int, int]:
-    """Store the batch in the session's transaction. Returns (errors, bases, consents); on
-    errors nothing is inserted and the caller must roll the transaction back."""
+    """Store the batch in the session's transaction. Returns (errors, bases recorded: the
+    rows' own and those their consents made, consents); on errors nothing is inserted and
+    the caller must roll the transaction back."""
     subjects, bases, consents = await _stage(session, rows)
     errors = await _taken_emails(session)
     if errors:
         return errors, 0, 0
-    await _insert_from_staging(session, principal, bases=bool(bases), consents=bool(consents))
+    consent_bases = await _insert_from_staging(
+        session, principal, bases=bool(bases), consents=bool(consents)
+    )
     await audit.record(
         session,
         principal,
@@ -228,6 +250,7 @@ async def store_batch(
         batch=batch,
         subjects=len(subjects),
         bases=len(bases),
+        consent_bases=consent_bases,
         consents=len(consents),
         lines=[rows[0].line, rows[-1].line] if rows else [],  # none: every e-mail existed
     )
@@ -236,4 +259,4 @@ async def store_batch(
         {"sha": sha256, "input": input_sha256, "batch": batch, "n": len(rows)},
     )
     await session.execute(text(DROP_STAGING))
-    return [], len(bases), len(consents)
+    return [], len(bases) + consent_bases, len(consents)

@@ -6,8 +6,6 @@ requests), so it is audited and in the change feed exactly like one made through
 The actor is the person holding the signed link, not an API key.
 """
 
-import hashlib
-import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -24,7 +22,10 @@ from app.models.text import replace_unsafe
 from app.services.catalogue import controller as controller_identity
 from app.services.consent import events as consent
 from app.services.optouts import records as optouts
+from app.services.person import transfers
 from app.services.person.links import link_holder
+from app.services.person.transfers import TransferRow
+from app.services.person.wording import notice_sha, notice_text, plain
 from app.services.rights import requests as rights
 from app.services.subjects import records as subjects
 
@@ -41,33 +42,10 @@ REQUEST_TYPES: dict[str, str] = {
     "object_marketing": "Object to direct marketing",
     "object_processing": "Object to other processing based on your legitimate interests",
 }
-_SECTION_REF = re.compile(r"\s*\(§[^)]*\)\s*$")
 
 
 class LinkGone(Exception):
     """The link is genuine but no longer leads to anyone (erased, or the e-mail changed)."""
-
-
-def plain(description: str) -> str:
-    """A catalogue description without its policy clause reference."""
-    return _SECTION_REF.sub("", description)
-
-
-def notice_text(controller: str, description: str) -> str:
-    """The exact wording shown beside a "give consent" button, and stored with the event,
-    naming the controller as its catalogue row does now (a new name is a new notice).
-    A control character in the catalogue's description is replaced (as the page shows it):
-    the notice must pass the checks every recorded notice passes."""
-    what = replace_unsafe(plain(description), allow_newline=True)
-    return (
-        f"I agree that {controller} may use my name and e-mail address for: "
-        f"{what}. I can withdraw this at any time on this page or from the "
-        "link in any e-mail you send me."
-    )
-
-
-def notice_sha(notice: str) -> str:
-    return hashlib.sha256(notice.encode()).hexdigest()
 
 
 async def unsubscribe(session: AsyncSession, claims: LinkClaims) -> bool:
@@ -108,6 +86,7 @@ class PageData:
     purposes: list[PurposeRow]
     optout_channels: list[str]
     requests: list[dict[str, Any]] = field(default_factory=list)
+    transfers: list[TransferRow] = field(default_factory=list)
     controller: dict[str, Any] = field(default_factory=dict)  # who the page says we are
 
 
@@ -140,7 +119,8 @@ SELECT p.key, p.description, p.direct_marketing, 'consent' = ANY (p.allowed_base
 FROM purposes p
 LEFT JOIN consent_state cs ON cs.purpose = p.key AND cs.subject_id = :s
 LEFT JOIN recipients r ON r.key = nullif(cs.recipient, '')
-WHERE cs.subject_id IS NOT NULL OR 'consent' = ANY (p.allowed_bases)
+WHERE (cs.subject_id IS NOT NULL OR 'consent' = ANY (p.allowed_bases))
+  AND p.key <> 'international_transfer'  -- transfer consents: a section of their own
 ORDER BY p.key, cs.recipient
 """)
 
@@ -183,6 +163,7 @@ async def page_data(session: AsyncSession, claims: LinkClaims) -> PageData:
             }
             for r in requests
         ],
+        transfers=await transfers.transfer_rows(session, subject.id, controller["name"]),
         controller=controller,
     )
 
@@ -190,8 +171,7 @@ async def page_data(session: AsyncSession, claims: LinkClaims) -> PageData:
 def _shown_purpose(r: Any, controller: str) -> PurposeRow | None:
     """A PURPOSES_WITH_STATE row as the page shows it; None when it has no state and the
     person cannot give consent to it here."""
-    # Transfer consent is per recipient (§8): it can be withdrawn here, given elsewhere.
-    can_give = r.by_consent and r.key != "international_transfer" and r.status != "given"
+    can_give = r.by_consent and r.status != "given"
     row = PurposeRow(
         key=r.key,
         recipient=r.recipient,
@@ -253,6 +233,15 @@ async def withdraw(
     await consent.record_consent(session, link_holder(claims), data=data)
 
 
+@dataclass
+class Shown:
+    """The notice as it reads now, and the digest and policy version the page showed."""
+
+    notice: str
+    sha256: str
+    policy: str
+
+
 async def give(
     session: AsyncSession,
     claims: LinkClaims,
@@ -275,20 +264,60 @@ async def give(
             {"k": purpose},
         )
     ).scalar_one_or_none()
-    if description is None:
+    if description is None:  # the transfer consent names its recipient: `give_transfer`
         raise Unprocessable("This choice cannot be given here.")
-    notice = notice_text((await controller_identity.identity(session)).name, description)
+    controller = (await controller_identity.identity(session)).name
+    shown = Shown(notice_text(controller, description), shown_sha256, shown_policy)
+    await _give_as_shown(session, claims, settings, subject, purpose, None, shown, user_agent)
+
+
+async def give_transfer(
+    session: AsyncSession,
+    claims: LinkClaims,
+    settings: Settings,
+    *,
+    recipient: str,
+    shown_sha256: str,
+    shown_policy: str,
+    user_agent: str | None,
+) -> None:
+    """The explicit transfer consent (§8, Art 49(1)(a)) to one recipient outside the EEA/UK,
+    with the wording shown, which names the recipient, the country and the risks."""
+    subject = await _live_subject(session, claims)
+    controller = (await controller_identity.identity(session)).name
+    notice = await transfers.notice_for(session, controller, recipient)
+    if notice is None:
+        raise Unprocessable("This choice cannot be given here.")
+    shown = Shown(notice, shown_sha256, shown_policy)
+    await _give_as_shown(
+        session, claims, settings, subject, transfers.TRANSFER_PURPOSE, recipient, shown, user_agent
+    )
+
+
+async def _give_as_shown(
+    session: AsyncSession,
+    claims: LinkClaims,
+    settings: Settings,
+    subject: Any,
+    purpose: str,
+    recipient: str | None,
+    shown: Shown,
+    user_agent: str | None,
+) -> None:
+    """Record the consent through the ordinary consent write (which also makes consent the
+    basis where none is recorded), unless the wording or the policy changed meanwhile."""
     policy = await current_policy(session)
-    if notice_sha(notice) != shown_sha256 or policy != shown_policy:
+    if notice_sha(shown.notice) != shown.sha256 or policy != shown.policy:
         raise Conflict("The wording or the privacy policy changed; please read it again.")
     data = ConsentEventCreate.model_validate(
         {
             "subject_id": subject.id,
             "purpose": purpose,
+            "recipient": recipient,
             "action": "given",
             "method": "web_form",
             "policy_version": policy,
-            "notice_text": notice,
+            "notice_text": shown.notice,
             "evidence": _evidence(settings, user_agent),
         }
     )

@@ -24,8 +24,9 @@ DUE_AT = (
 OPEN = ", ".join(f"'{status}'" for status in OPEN_STATUSES)
 
 # Held back, though due: an open rights request (the person is waiting for an answer about
-# this very data), a legal obligation still running or a running contract (Art 17(3)(b):
-# erasure would be partial), a restriction (Art 18: the person asked us to keep it).
+# this very data), a legal obligation still running (Art 17(3)(b)) or a running contract (no
+# ground of Art 17(1) applies): erasure would be partial; a restriction (Art 18: the person
+# asked us to keep it).
 DUE_SQL = f"""
 SELECT s.id AS subject_id, s.category, cat.retention_rule AS rule, d.due_at,
   array_remove(ARRAY[

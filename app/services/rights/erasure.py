@@ -1,6 +1,7 @@
 """Erasure (Art 17): personal fields removed everywhere, a tombstone and the opt-out hashes
-kept; refused in part where a running contract or a legal obligation still needs the data
-(Art 17(3)(b)), saying which purposes block it."""
+kept; refused in part where a running contract still needs the data (no ground of Art 17(1)
+applies: `17(1)(a)`) or a legal obligation requires it (`17(3)(b)`), naming per purpose kept
+the article."""
 
 import re
 import uuid
@@ -193,6 +194,15 @@ async def _bases_not_kept(session: AsyncSession, subject: Subject, kept: list[st
     )
 
 
+# Why a purpose is kept, and the article cited (DOMAIN.md "Rights requests"): data a running
+# contract still needs is necessary for its purpose, so the ground of Art 17(1)(a) does not
+# apply; a legal obligation to keep it is the exemption of Art 17(3)(b).
+KEPT_BECAUSE = {
+    "contract": ("a running contract", "17(1)(a)"),
+    "legal_obligation": ("a legal obligation", "17(3)(b)"),
+}
+
+
 def _retained(blocking: list[Any]) -> list[dict[str, Any]]:
     # Basis and purpose only: the contract reference or obligation text stays in the CRM,
     # out of the outcome and the (unerasable) audit chain.
@@ -200,10 +210,17 @@ def _retained(blocking: list[Any]) -> list[dict[str, Any]]:
         {
             "purpose": r.purpose,
             "basis": r.basis,
-            "why": "a running contract" if r.basis == "contract" else "a legal obligation",
+            "why": KEPT_BECAUSE[r.basis][0],
+            "article": KEPT_BECAUSE[r.basis][1],
         }
         for r in blocking
     ]
+
+
+def _articles(retained: list[dict[str, Any]]) -> str:
+    """The outcome's summary `article` (kept for its readers): every article the purposes
+    kept cite, once each, in the order of the Regulation."""
+    return ", ".join(sorted({r["article"] for r in retained}))
 
 
 async def _erase_in_part(
@@ -234,7 +251,7 @@ async def _erase_in_part(
     return {
         "erased": False,
         "partial": True,
-        "article": "17(3)(b)",
+        "article": _articles(retained),
         "retained_for": retained,
         "ended_purposes": ended,
     }
