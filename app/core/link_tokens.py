@@ -61,6 +61,8 @@ class LinkClaims:
     expires_at: int  # Unix seconds
     kid: str
     minted_by: uuid.UUID | None  # the API key that asked for the link (None: before this)
+    # The e-mail hash key that made `email_hash` (links from before keys rotated: key 0).
+    email_hash_key: int = 0
 
 
 def _b64(data: bytes) -> str:
@@ -100,6 +102,7 @@ def sign_link(
     purpose: str | None,
     expires_at: int,
     minted_by: uuid.UUID | None = None,
+    email_hash_key: int = 0,
 ) -> str:
     kid, secret = link_keys(settings)[0]
     payload = {
@@ -110,6 +113,7 @@ def sign_link(
         "p": purpose,
         "e": expires_at,
         "m": minted_by.hex if minted_by else None,
+        "hk": email_hash_key,
     }
     body = _b64(json.dumps(payload, separators=(",", ":"), sort_keys=True).encode())
     return f"{body}.{_mac(secret, _DOMAIN, body)}"
@@ -140,6 +144,7 @@ def verify_link(
             expires_at=int(payload["e"]),
             kid=kid,
             minted_by=uuid.UUID(hex=minter) if minter else None,
+            email_hash_key=int(payload.get("hk", 0)),
         )
     except (ValueError, KeyError, TypeError, AttributeError):
         raise InvalidToken from None

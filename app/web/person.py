@@ -322,7 +322,7 @@ async def give_transfer_consent(
     notice_sha256: FormText = "",
     policy_version: FormText = "",
 ) -> Response:
-    claims = _form_claims(request, token, csrf)
+    claims = await _form_claims(request, token, csrf)
     if isinstance(claims, Response):
         return claims
     try:

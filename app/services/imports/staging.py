@@ -13,6 +13,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.auth import Principal
+from app.core.config import current_settings
+from app.core.crypto import hash_keys, newest_key
 from app.models.imports import RowError
 from app.services.audit import entries as audit
 from app.services.bases.records import INSERT_BASIS, INSERT_BASIS_HISTORY, consent_basis_ctes
@@ -25,6 +27,7 @@ from app.services.consent.statements import (
     NEWEST_EVENT_WINS,
 )
 from app.services.imports.rows import ValidRow
+from app.services.optouts import records as optouts
 from app.services.subjects.records import INSERT_SUBJECT
 
 SUBJECT_COLUMNS = (
@@ -67,8 +70,8 @@ JOIN subjects t ON t.email = s.email AND t.erased_at IS NULL ORDER BY s.line
 # Each INSERT is the fact's own fragment, from the module that writes it one at a time.
 INSERT_SUBJECTS = f"""
 {INSERT_SUBJECT}
-SELECT id, email, email_hash, name, phone, mobile, job_title, company, business_address,
-  category, source, source_detail, false, now(), now()
+SELECT id, email, email_hash, CAST(:kid AS smallint), name, phone, mobile, job_title, company,
+  business_address, category, source, source_detail, false, now(), now()
 FROM import_stg_subjects ORDER BY line
 """  # noqa: S608 - constant SQL
 INSERT_BASES = f"""
@@ -204,7 +207,7 @@ async def _insert_from_staging(
     """Every insert of the batch; returns how many bases its consents recorded."""
     actor = principal.name if principal else "import"
     key_id = principal.key_id if principal else None
-    await session.execute(text(INSERT_SUBJECTS))
+    await session.execute(text(INSERT_SUBJECTS), {"kid": newest_key().id})
     if bases:
         await session.execute(text(INSERT_BASES), {"actor": actor})
         await session.execute(text(INSERT_BASES_HISTORY), {"actor": actor})
@@ -219,6 +222,15 @@ async def _insert_from_staging(
         consent_bases = (await session.execute(text(INSERT_CONSENT_BASES))).scalar_one()
     await session.execute(text(SCHEDULE_MOMENTS), {"grace_days": clock.grace_days()})
     return int(consent_bases)
+
+
+async def _rekey_optouts(session: AsyncSession, emails: list[str]) -> None:
+    """Opt-outs stored under an older e-mail hash key (an erased person's) move to the newest
+    key for the addresses imported, as a single create does. Nothing while one key."""
+    keys = hash_keys(current_settings())
+    if len(keys) > 1:
+        pairs = [(old.hash(e), keys[0].hash(e)) for e in emails for old in keys[1:]]
+        await optouts.rekey(session, pairs, key_id=keys[0].id)
 
 
 async def store_batch(
@@ -240,6 +252,7 @@ async def store_batch(
     consent_bases = await _insert_from_staging(
         session, principal, bases=bool(bases), consents=bool(consents)
     )
+    await _rekey_optouts(session, [r.subject["email"] for r in rows])
     await audit.record(
         session,
         principal,

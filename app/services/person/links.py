@@ -61,6 +61,7 @@ async def issue_links(
             purpose=data.purpose,
             expires_at=int(at.timestamp()),
             minted_by=principal.key_id,
+            email_hash_key=subject.email_hash_key,
         )
         for kind, at in expiries.items()
     }

@@ -14,10 +14,12 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.config import Settings
+from app.core.crypto import email_hashes
 from app.core.errors import Conflict, NotFound, Unprocessable
 from app.core.link_tokens import LinkClaims
 from app.models.consent import ConsentEventCreate, EvidenceCreate
 from app.models.rights import OPEN_STATUSES, RightsRequestCreate
+from app.models.subject import Subject
 from app.models.text import replace_unsafe
 from app.services.catalogue import controller as controller_identity
 from app.services.consent import events as consent
@@ -52,15 +54,32 @@ async def unsubscribe(session: AsyncSession, claims: LinkClaims) -> bool:
     """RFC 8058: opt the e-mail the link was made for out of marketing e-mail. Keyed by the
     e-mail's hash, so it works after erasure too. True when new, False on a repeat."""
     reason = ONE_CLICK_REASON + (f" from {claims.purpose}" if claims.purpose else "")
+    hashed, key_id = await _optout_hash(session, claims)
     _, created = await optouts.record_optout_hash(
         session,
         link_holder(claims),
-        email_hash=claims.email_hash,
+        email_hash=hashed,
+        email_hash_key=key_id,
         channel="email",
         source="email_link",
         reason=reason,
     )
     return created
+
+
+async def _optout_hash(session: AsyncSession, claims: LinkClaims) -> tuple[str, int]:
+    """The hash an opt-out from this link is stored under: the live subject's own while the
+    link was made for its current address (the hash key may have rotated since the link
+    was sent); otherwise (erased, or the address changed) the one the link carries."""
+    subject = await session.get(Subject, claims.subject_id)
+    if subject is not None and subject.erased_at is None and _same_address(subject, claims):
+        return str(subject.email_hash), subject.email_hash_key
+    return claims.email_hash, claims.email_hash_key
+
+
+def _same_address(subject: Any, claims: LinkClaims) -> bool:
+    """The link was made for the subject's current address, under whichever hash key."""
+    return subject.email is not None and claims.email_hash in email_hashes(subject.email)
 
 
 @dataclass
@@ -97,7 +116,7 @@ async def _live_subject(session: AsyncSession, claims: LinkClaims) -> Any:
         subject = await subjects.get_subject(session, claims.subject_id)
     except NotFound:
         raise LinkGone from None
-    if subject.erased_at is not None or subject.email_hash != claims.email_hash:
+    if subject.erased_at is not None or not _same_address(subject, claims):
         raise LinkGone
     return subject
 
@@ -134,8 +153,11 @@ async def page_data(session: AsyncSession, claims: LinkClaims) -> PageData:
     purposes.sort(key=lambda p: p.key != claims.purpose)
     channels = (
         await session.execute(
-            text("SELECT channel FROM marketing_optouts WHERE email_hash = :h ORDER BY channel"),
-            {"h": claims.email_hash},
+            text(
+                "SELECT DISTINCT channel FROM marketing_optouts"
+                " WHERE email_hash = ANY(CAST(:h AS text[])) ORDER BY channel"
+            ),
+            {"h": email_hashes(subject.email)},
         )
     ).scalars()
     requests = (
@@ -325,11 +347,12 @@ async def _give_as_shown(
 
 
 async def opt_out_all(session: AsyncSession, claims: LinkClaims) -> None:
-    await _live_subject(session, claims)
+    subject = await _live_subject(session, claims)
     await optouts.record_optout_hash(
         session,
         link_holder(claims),
-        email_hash=claims.email_hash,
+        email_hash=subject.email_hash,
+        email_hash_key=subject.email_hash_key,
         channel="all",
         source="email_link",
         reason="preference page: no marketing at all",

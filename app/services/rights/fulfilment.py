@@ -135,12 +135,17 @@ async def _withdraw_consent(
 
 
 async def _opt_out_everywhere(
-    session: AsyncSession, principal: Principal, req: RightsRequest, email_hash: str
+    session: AsyncSession,
+    principal: Principal,
+    req: RightsRequest,
+    email_hash: str,
+    email_hash_key: int,
 ) -> None:
     await optouts.record_optout_hash(
         session,
         principal,
         email_hash=email_hash,
+        email_hash_key=email_hash_key,
         channel="all",
         source="rights_request",
         reason=f"rights request {req.id}",
@@ -153,7 +158,14 @@ async def _object_marketing(
     # Art 21(3) is absolute and reaches every direct-marketing purpose, named or not.
     if req.email_hash is None:
         raise Unprocessable("The request names no e-mail to opt out.")
-    await _opt_out_everywhere(session, principal, req, req.email_hash)
+    # The subject's hash when it is live (its key may have rotated since the request).
+    subject = await session.get(Subject, req.subject_id) if req.subject_id else None
+    if subject is not None and subject.email_hash is not None:
+        await _opt_out_everywhere(
+            session, principal, req, subject.email_hash, subject.email_hash_key
+        )
+    else:
+        await _opt_out_everywhere(session, principal, req, req.email_hash, req.email_hash_key)
     return {"outcome": {"opted_out": True, "channel": "all"}}, None
 
 
@@ -210,7 +222,9 @@ async def _object_processing(
     if opted_out and subject.email_hash:
         # Objecting to a direct-marketing purpose is Art 21(2)-(3): absolute, whatever the
         # basis, so it is recorded as an opt-out the gate applies to every basis.
-        await _opt_out_everywhere(session, principal, req, subject.email_hash)
+        await _opt_out_everywhere(
+            session, principal, req, subject.email_hash, subject.email_hash_key
+        )
     # Every named purpose gets its objection (the gate answers `objected` for it), direct
     # marketing included: the opt-out above comes in addition, never instead.
     purposes = await _objected_purposes(session, subject, named)

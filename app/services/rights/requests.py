@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from app.core.auth import Principal
-from app.core.crypto import email_hash
+from app.core.crypto import newest_key
 from app.core.errors import Conflict, NotFound, Unprocessable
 from app.core.pagination import Page, decode_time_cursor, encode_time_cursor, page_of
 from app.models.base import utcnow
@@ -115,15 +115,16 @@ def _received_at(data: RightsRequestCreate, now: datetime) -> datetime:
 
 async def _requester(
     session: AsyncSession, data: RightsRequestCreate
-) -> tuple[uuid.UUID | None, str | None]:
-    """(subject id or None, e-mail hash) of the person the request is about."""
+) -> tuple[uuid.UUID | None, str | None, int]:
+    """(subject id or None, e-mail hash, its key's id) of the person the request is about."""
     if data.subject_id is not None:
         subject = await session.get(Subject, data.subject_id)
         if subject is None:
             raise NotFound("No subject with this id.")
-        return data.subject_id, subject.email_hash
+        return data.subject_id, subject.email_hash, subject.email_hash_key
     assert data.email is not None
-    hashed = email_hash(data.email)
+    key = newest_key()
+    hashed = key.hash(data.email)
     # An e-mail we do not know is still a valid request: the answer may be "nothing held".
     subject_id = (
         await session.execute(
@@ -132,7 +133,7 @@ async def _requester(
             )
         )
     ).scalar_one_or_none()
-    return subject_id, hashed
+    return subject_id, hashed, key.id
 
 
 async def create_request(
@@ -140,13 +141,14 @@ async def create_request(
 ) -> RightsRequest:
     now = utcnow()
     received_at = _received_at(data, now)
-    subject_id, hashed = await _requester(session, data)
+    subject_id, hashed, hash_key = await _requester(session, data)
     req = RightsRequest(
         id=uuid.uuid4(),
         type=data.type,
         subject_id=subject_id,
         email=data.email,
         email_hash=hashed,
+        email_hash_key=hash_key,
         details=data.details,
         status="received",
         received_at=received_at,

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from app.core.auth import Principal
-from app.core.crypto import email_hash
+from app.core.crypto import email_hash, newest_key
 from app.core.driver import Conn, Database, UnitOfWork, prepare
 from app.core.errors import Conflict, NotFound, Unprocessable
 from app.core.pagination import Page, decode_time_cursor, encode_time_cursor, page_of
@@ -42,8 +42,8 @@ async def _check_catalogue(session: AsyncSession, category: str | None, source: 
 
 # The one INSERT of a subject: `create_subject` (through the same table model),
 # `create_web_prospect` below and the import's set-based batch select into it.
-INSERT_SUBJECT = """INSERT INTO subjects (id, email, email_hash, name, phone, mobile,
-    job_title, company, business_address, category, source, source_detail, restricted,
+INSERT_SUBJECT = """INSERT INTO subjects (id, email, email_hash, email_hash_key, name, phone,
+    mobile, job_title, company, business_address, category, source, source_detail, restricted,
     created_at, updated_at)"""
 # A web form's prospect, created, audited and fed to sync in one statement (as
 # `create_subject` does: the same audit entry, the same change-feed entry); nothing when a
@@ -51,8 +51,8 @@ INSERT_SUBJECT = """INSERT INTO subjects (id, email, email_hash, name, phone, mo
 NEW_WEB_PROSPECT = prepare(f"""
 WITH s AS (
   {INSERT_SUBJECT}
-  VALUES (:id, :email, :email_hash, NULL, NULL, NULL, NULL, NULL, NULL, 'prospect', 'enquiry',
-          'web form consent', false, now(), now())
+  VALUES (:id, :email, :email_hash, :email_hash_key, NULL, NULL, NULL, NULL, NULL, NULL,
+          'prospect', 'enquiry', 'web form consent', false, now(), now())
   ON CONFLICT (email) WHERE erased_at IS NULL DO NOTHING
   RETURNING id, email_hash
 ),
@@ -76,17 +76,20 @@ async def create_web_prospect(
 ) -> tuple[uuid.UUID, str | None]:
     """The prospect a web form's consent from an unknown address creates, in one statement.
     Two such forms at once: the second gets the subject the first created."""
-    hashed = email_hash(email)
+    key = newest_key()
+    hashed = key.hash(email)
     created = await NEW_WEB_PROSPECT.fetchrow(
         con,
         id=uuid.uuid4(),
         email=email,
         email_hash=hashed,
+        email_hash_key=key.id,
         key_id=principal.key_id,
         key_name=principal.name,
         key_role=principal.role,
     )
     if created is not None:
+        await optouts.rekey_address_on(con, email)  # an erased person's opt-out holds
         return created.id, created.email_hash
     existing = await LIVE_BY_EMAIL.fetchrow(con, email=email)
     if existing is None:  # the e-mail's subject was erased between the two statements
@@ -133,6 +136,7 @@ async def create_subject(
     values = data.model_dump()
     now = utcnow()
     values["email_hash"] = email_hash(data.email)
+    values["email_hash_key"] = newest_key().id
     stmt = (
         insert(Subject)
         .values(id=uuid.uuid4(), created_at=now, updated_at=now, restricted=False, **values)
@@ -146,13 +150,14 @@ async def create_subject(
     if row is None:
         raise _email_taken(await _live_id_for_email(session, data.email))
     subject: Subject = row[0]
+    await optouts.rekey_address(session, data.email)  # an erased person's opt-out holds
     await audit.record(
         session,
         principal,
         "subject.create",
         "subject",
         subject.id,
-        fields=sorted(k for k, v in values.items() if v is not None),
+        fields=sorted(k for k, v in values.items() if v is not None and k != "email_hash_key"),
     )
     await changes.append(
         session, "subject.created", subject_id=subject.id, email_hash=subject.email_hash
@@ -260,6 +265,8 @@ async def update_subject(
         setattr(subject, key, value)
     if "email" in fields:
         subject.email_hash = email_hash(fields["email"])
+        subject.email_hash_key = newest_key().id
+        await optouts.rekey_address(session, fields["email"])
     subject.updated_at = utcnow()
     try:
         async with session.begin_nested():
