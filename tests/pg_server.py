@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import psutil
 
@@ -80,8 +81,18 @@ class ScratchPostgres:
         self._pg(["pg_ctl", "-D", str(self.pgdata), "-l", str(self.root / "server.log"), "-w",
                   "-t", "60", "start"])  # fmt: skip
 
-    def stop(self, mode: str = "fast") -> None:
-        self._pg(["pg_ctl", "-D", str(self.pgdata), "-m", mode, "-w", "-t", "60", "stop"])
+    def socket_url(self, database: str) -> str:
+        """`database` over the server's Unix socket (in `root`), for the asyncpg driver."""
+        return f"postgresql+asyncpg://postgres@:{self.port}/{database}?host={quote(str(self.root))}"
+
+    def stop(self, mode: str = "fast", *, wait: bool = True) -> None:
+        """Stop the server; `wait=False` only begins a shutdown (a smart one lasts as long
+        as a session stays open, refusing new connections meanwhile)."""
+        self._pg(["pg_ctl", "-D", str(self.pgdata), "-m", mode, "-w" if wait else "-W",
+                  "-t", "60", "stop"])  # fmt: skip
+
+    def is_running(self) -> bool:
+        return (self.pgdata / "postmaster.pid").exists()
 
     def _processes(self) -> list[psutil.Process]:
         pid = int((self.pgdata / "postmaster.pid").read_text().split()[0])

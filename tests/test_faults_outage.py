@@ -1,10 +1,14 @@
 """A database outage under write load (issue 14): PostgreSQL stopped (fast shutdown) for
-5 s, then frozen (SIGSTOP) for 5 s, under steady writes of subjects and consent events.
+5 s and restarted, once with the service reaching it over TCP and once over its Unix socket
+(where a stopped server's socket file is gone: asyncpg's FileNotFoundError, a 500 before);
+then frozen (SIGSTOP) for 5 s, under steady writes of subjects and consent events, each
+with an Idempotency-Key and retried with it until answered.
 
 Asserts behaviour, not speed: during the outage answers are 503 problem documents with
-Retry-After (never a 500, never a hang past the client's generous timeout); /readyz says
-503; the service recovers by itself; every acknowledged write is in the database once, and
-retries with the same Idempotency-Key never store twice. The figures are printed."""
+Retry-After that say whether the write may have been stored (never a 500, never a hang
+past the client's generous timeout); /readyz says 503; the service recovers by itself;
+every acknowledged write is in the database once, and retries with the same
+Idempotency-Key never store twice. The figures are printed."""
 
 import asyncio
 import json
@@ -14,6 +18,7 @@ from dataclasses import dataclass, field
 
 import httpx
 import pytest
+from sqlalchemy.engine import make_url
 
 from tests.live_service import fresh_database, make_keys, raw_connection, running_service
 from tests.pg_server import ScratchPostgres, embedded_bin_dir
@@ -31,6 +36,7 @@ class Tally:
     attempted: int = 0
     acknowledged: dict[str, str] = field(default_factory=dict)  # tag -> kind
     statuses: dict[int, int] = field(default_factory=dict)
+    outcomes: dict[str, int] = field(default_factory=dict)  # a 503's write_outcome
     bad: list[str] = field(default_factory=list)
     last_ok: float = 0.0
 
@@ -43,6 +49,11 @@ class Tally:
                 self.bad.append("503 without problem+json")
             if not r.headers.get("retry-after", "").isdigit():
                 self.bad.append("503 without Retry-After")
+            problem = r.headers.get("content-type") == "application/problem+json"
+            outcome = str(r.json().get("write_outcome")) if problem else "none"
+            self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+            if outcome not in ("not_stored", "unknown"):
+                self.bad.append(f"503 without a write outcome: {r.text[:200]}")
 
 
 async def _write_until(stop: asyncio.Event, client: httpx.AsyncClient, crm: dict, tally: Tally):
@@ -132,7 +143,7 @@ async def _check_database(url: str, tally: Tally) -> dict[str, int]:
     return {"stored": len(stored), "found": found, "duplicated": duplicated}
 
 
-async def _phase(name, server, base, crm, break_it, mend_it) -> dict:
+async def _phase(name, base, crm, break_it, mend_it) -> dict:
     tally = Tally()
     stop = asyncio.Event()
     timeout = httpx.Timeout(HANG_LIMIT)
@@ -142,12 +153,12 @@ async def _phase(name, server, base, crm, break_it, mend_it) -> dict:
         ]
         await asyncio.sleep(2)
         assert await _ready_eventually(client) == 200
-        break_it()
+        await asyncio.to_thread(break_it)  # the writers keep writing meanwhile
         broken_at = time.monotonic()
         await asyncio.sleep(1)
         ready_during = await _readyz(client)
         await asyncio.sleep(max(0.0, OUTAGE_SECONDS - (time.monotonic() - broken_at)))
-        mend_it()
+        await asyncio.to_thread(mend_it)
         mended_at = time.monotonic()
         recovered = await _first_ok_after(client, crm, mended_at)
         await asyncio.sleep(2)
@@ -163,43 +174,69 @@ async def _phase(name, server, base, crm, break_it, mend_it) -> dict:
     }
 
 
-async def test_an_outage_under_load_loses_nothing_and_answers_503(tmp_path, capsys):
+SERVICE_SETTINGS = {
+    "db_pool_timeout_seconds": "2",
+    "db_command_timeout_seconds": "3",
+    "db_connect_timeout_seconds": "2",
+    "readyz_timeout_seconds": "1",
+}
+
+
+@pytest.fixture(scope="module")
+async def outage_database():
+    """A server of this module's own, its database migrated, and a crm key."""
     server = ScratchPostgres(embedded_bin_dir())
     try:
         server.start()
         url = await fresh_database(server.admin_url, "consent_faults")
         crm = (await make_keys(url, ["crm"]))["crm"]
-        settings = {"db_pool_timeout_seconds": "2", "db_command_timeout_seconds": "3",
-                    "db_connect_timeout_seconds": "2", "readyz_timeout_seconds": "1"}  # fmt: skip
-        with running_service(url, tmp_path, **settings) as (base, _proc):
-            stopped = await _phase(
-                "stop -m fast", server, base, crm, lambda: server.stop("fast"), server.start
-            )
-            frozen = await _phase("SIGSTOP", server, base, crm, server.freeze, server.thaw)
-        figures = []
-        for phase in (stopped, frozen):
-            tally: Tally = phase["tally"]
-            db = await _check_database(url, tally)
-            figures.append(
-                {
-                    "phase": phase["phase"],
-                    "attempted": tally.attempted,
-                    "acknowledged": len(tally.acknowledged),
-                    "found": db["found"],
-                    "duplicated": db["duplicated"],
-                    "statuses": tally.statuses,
-                    "readyz_during": phase["ready_during"],
-                    "seconds_to_recover": phase["recover_s"],
-                }
-            )
-            assert not tally.bad, tally.bad[:5]
-            assert db["found"] == len(tally.acknowledged), (phase["phase"], db)
-            assert db["duplicated"] == 0
-            assert phase["ready_during"] == 503, phase
-            assert phase["ready_after"] == 200, phase
-            assert tally.statuses.get(503, 0) > 0, "the outage was never seen"
-        with capsys.disabled():
-            for f in figures:
-                print("\noutage figures:", json.dumps(f, default=str))
+        yield server, url, crm
     finally:
         server.close()
+
+
+async def _judge(url: str, phase: dict, capsys) -> None:
+    """Nothing acknowledged lost, nothing stored twice, only 503s among the failures."""
+    tally: Tally = phase["tally"]
+    db = await _check_database(url, tally)
+    figures = {
+        "phase": phase["phase"],
+        "attempted": tally.attempted,
+        "acknowledged": len(tally.acknowledged),
+        "found": db["found"],
+        "duplicated": db["duplicated"],
+        "statuses": tally.statuses,
+        "outcomes_503": tally.outcomes,
+        "readyz_during": phase["ready_during"],
+        "seconds_to_recover": phase["recover_s"],
+    }
+    with capsys.disabled():
+        print("\noutage figures:", json.dumps(figures, default=str))
+    assert not tally.bad, tally.bad[:5]
+    assert db["found"] == len(tally.acknowledged), (phase["phase"], db)
+    assert db["duplicated"] == 0
+    assert phase["ready_during"] == 503, phase
+    assert phase["ready_after"] == 200, phase
+    assert tally.statuses.get(503, 0) > 0, "the outage was never seen"
+
+
+@pytest.mark.parametrize("transport", ["tcp", "unix socket"])
+async def test_a_stopped_server_loses_nothing_and_answers_503(
+    outage_database, transport, tmp_path, capsys
+):
+    server, url, crm = outage_database
+    database = make_url(url).database
+    assert database is not None
+    service_url = url if transport == "tcp" else server.socket_url(database)
+    with running_service(service_url, tmp_path, **SERVICE_SETTINGS) as (base, _proc):
+        phase = await _phase(
+            f"stop -m fast over {transport}", base, crm, lambda: server.stop("fast"), server.start
+        )
+    await _judge(url, phase, capsys)
+
+
+async def test_a_frozen_server_loses_nothing_and_answers_503(outage_database, tmp_path, capsys):
+    server, url, crm = outage_database
+    with running_service(url, tmp_path, **SERVICE_SETTINGS) as (base, _proc):
+        phase = await _phase("SIGSTOP", base, crm, server.freeze, server.thaw)
+    await _judge(url, phase, capsys)

