@@ -62,6 +62,8 @@ def test_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         # Bursts of 200 in-process requests on a shared, loaded machine: the bounded pool
         # wait and its 503 are tested on their own (tests/test_greedy_clients.py).
         db_pool_timeout_seconds=30,
+        # Tests commit audit entries with no sealer running: a suite-long stall is no fault.
+        seal_stall_seconds=3000,
         mailchimp_webhook_secret="test-webhook-secret",  # type: ignore[arg-type]
     )
 

@@ -28,6 +28,7 @@ async def test_authorize_then_try_a_keyed_get(live_server, page):
     )
     await page.page.goto(f"{live_server.url}/docs")
     await page.page.wait_for_selector(OPERATION, timeout=30000)
+    await page.check_accessibility()
     await page.page.locator(f"{OPERATION} .opblock-summary").first.click()
     # Not authorised yet: the guard's 401.
     assert (await _try_it(page.page)).startswith("401")
@@ -50,6 +51,7 @@ async def test_authorize_then_try_a_keyed_get(live_server, page):
 async def test_public_operations_show_no_lock(live_server, page):
     await page.page.goto(f"{live_server.url}/docs")
     await page.page.wait_for_selector(OPERATION, timeout=30000)
+    await page.check_accessibility()
     locked = page.page.locator(f"{OPERATION} .authorization__btn")
     assert await locked.count() == 1  # a keyed operation offers its lock
     for public in (
