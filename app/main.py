@@ -30,6 +30,7 @@ from app.core.observability import (
     RequestContextMiddleware,
     configure_logging,
 )
+from app.core.read_replica import ReadReplica
 from app.core.retry import RetryConflictsMiddleware
 from app.core.signing import get_signer
 from app.openapi_export import declare_security
@@ -127,15 +128,18 @@ def _read_side(
 ) -> None:
     """app.state.read_engine / read_sessionmaker: the replica's, or the primary's. A test's
     bound connection is used for both unless the test passes its own read engine."""
+    app.state.read_replica = None  # no replica: every read on the primary
     if read_engine is None and session_bind is not None:
         app.state.read_engine = app.state.engine
         app.state.read_sessionmaker = app.state.sessionmaker
         return
     app.state.read_engine = read_engine or create_read_engine(settings, app.state.engine)
-    app.state.read_sessionmaker = (
-        app.state.sessionmaker
-        if app.state.read_engine is app.state.engine
-        else create_sessionmaker(app.state.read_engine)
+    if app.state.read_engine is app.state.engine:
+        app.state.read_sessionmaker = app.state.sessionmaker
+        return
+    app.state.read_sessionmaker = create_sessionmaker(app.state.read_engine)
+    app.state.read_replica = ReadReplica(
+        app.state.read_engine, settings.read_max_lag_seconds, settings.readyz_timeout_seconds
     )
 
 

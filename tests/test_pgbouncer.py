@@ -30,6 +30,7 @@ NOT_THROUGH_BOUNCER = (
     "tests/test_cli.py",
     "tests/test_pgbouncer.py",
     "tests/test_replicas.py",
+    "tests/test_read_replica.py",  # a primary and a standby of its own, never the suite's
     "tests/test_operations_drills.py",
     "tests/test_faults_outage.py",
     "tests/test_faults_sync_outage.py",

@@ -122,6 +122,9 @@ class Settings(BaseSettings):
     # A read-only replica for reports, exports, audit listings and audiences; unset: the
     # primary. Replicas lag: nothing that decides or writes reads from it.
     read_database_url: str | None = None
+    # Past this replay lag (or while it does not answer) the replica is left aside: its reads
+    # go to the primary, and /readyz says `degraded` (still 200).
+    read_max_lag_seconds: float = Field(default=30.0, gt=0)
 
     @model_validator(mode="after")
     def _refuse_development_setup(self) -> "Settings":

@@ -241,12 +241,14 @@ SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
 async def get_read_session(request: Request, primary: SessionDep) -> AsyncIterator[AsyncSession]:
-    """A session on the read replica for reads that may lag, never writes; without a
-    replica, the request's own session (authentication opened it already)."""
-    maker: async_sessionmaker[AsyncSession] = request.app.state.read_sessionmaker
-    if maker is request.app.state.sessionmaker:
+    """A session on the read replica for reads that may lag, never writes; the request's own
+    session (authentication opened it already) without a replica, or while the replica does
+    not answer or lags more than CONSENT_READ_MAX_LAG_SECONDS (app.core.read_replica)."""
+    replica = request.app.state.read_replica
+    if replica is None or not (await replica.status()).usable:
         yield primary
         return
+    maker: async_sessionmaker[AsyncSession] = request.app.state.read_sessionmaker
     async with maker() as session:
         try:
             yield session

@@ -34,12 +34,20 @@ async def healthz() -> Response:
 async def readyz(request: Request, db: DatabaseDep) -> Response:
     """The database answers, promptly: ready (200). Still 200 but `degraded`, with the
     reason, when the audit chain has not been sealed for longer than
-    `CONSENT_SEAL_STALL_SECONDS`: requests are served, an operator must look."""
+    `CONSENT_SEAL_STALL_SECONDS`, or when the read replica does not answer or lags more than
+    `CONSENT_READ_MAX_LAG_SECONDS` (its reads go to the primary): requests are served, an
+    operator must look."""
     settings = request.app.state.settings
     lag = await health.seal_lag(db, settings.readyz_timeout_seconds)
     if lag is None:
         raise ServiceUnavailable("The database does not answer.")
+    reasons = []
     if lag > settings.seal_stall_seconds:
-        reason = f"the audit chain has not been sealed for {int(lag)} s"
-        return Response(orjson.dumps({"status": "degraded", "reason": reason}), media_type=JSON)
+        reasons.append(f"the audit chain has not been sealed for {int(lag)} s")
+    replica = request.app.state.read_replica
+    if replica is not None and (replica_reason := (await replica.status()).reason):
+        reasons.append(replica_reason)
+    if reasons:
+        body = {"status": "degraded", "reason": "; ".join(reasons)}
+        return Response(orjson.dumps(body), media_type=JSON)
     return Response(READY, media_type=JSON)
