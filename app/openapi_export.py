@@ -34,7 +34,10 @@ def declare_security(spec: dict[str, Any]) -> None:
     spec.setdefault("components", {}).setdefault("securitySchemes", {})[SECURITY_SCHEME] = BEARER
     for path, methods in spec.get("paths", {}).items():
         for op in methods.values():
-            if needs_key(path):
+            if path in SELF_AUTHENTICATING:
+                # A key, or none: without one the page answers its sign-in form (200).
+                op["security"] = [{SECURITY_SCHEME: []}, {}]
+            elif needs_key(path):
                 op["security"] = [{SECURITY_SCHEME: []}]
             else:
                 op.pop("security", None)
