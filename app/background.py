@@ -4,7 +4,9 @@ advisory locks), the gate's clock every 15 s (one per database too: it feeds eac
 which time alone changes the gate's answer within a minute, and catches up on start after
 a stop across moments), a minutely purge of idempotency keys past their 24 hours (stored replies
 echo personal data), and an hourly run creating the coming months' partitions
-(advisory-locked as well)."""
+(advisory-locked as well). The e-mail outbox's sender every quarter second (a person is
+waiting for the message) and the double opt-in expiry every minute, each one per database
+under an advisory lock too."""
 
 import asyncio
 import contextlib
@@ -15,12 +17,16 @@ from datetime import datetime
 from prometheus_client import Gauge
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.core.config import Settings, current_settings
 from app.core.idempotency import purge_expired
 from app.core.signing import Signer
 from app.models.base import utcnow
 from app.services.audit.chain import seal_pending
 from app.services.changes import clock
 from app.services.changes.feed import sequence_pending
+from app.services.consent.double_opt_in import expire_due
+from app.services.mail import outbox
+from app.services.mail.sender import send_batch
 from app.services.partitions import ensure_partitions
 
 log = logging.getLogger("consent_api.sealer")
@@ -28,6 +34,9 @@ SEAL_SECONDS = 0.5
 PURGE_SECONDS = 60.0
 PARTITION_SECONDS = 3600.0
 CLOCK_SECONDS = 15.0
+MAIL_SECONDS = 0.25
+MAIL_BATCHES_PER_RUN = 20
+EXPIRY_SECONDS = 60.0
 PENDING_MOMENTS = Gauge(
     "consent_api_gate_moments_pending",
     "Moments at which time alone changed the gate's answer, passed but not yet in the"
@@ -104,6 +113,36 @@ async def clock_tick(maker: async_sessionmaker[AsyncSession], now: datetime | No
     return fed
 
 
+async def send_due(
+    maker: async_sessionmaker[AsyncSession], settings: Settings, *, now: datetime | None = None
+) -> int:
+    """One batch of the e-mail outbox (nothing without CONSENT_SMTP_URL); how many sent."""
+    if settings.smtp_url is None:
+        return 0
+    async with maker() as session:
+        sent = await send_batch(session, settings, now or utcnow())
+        await session.commit()
+    if sent:
+        log.info("sent e-mails", extra={"count": sent})
+    return sent
+
+
+async def _mail(maker: async_sessionmaker[AsyncSession]) -> None:
+    """Send what is due, batch after batch while batches come back full."""
+    settings = current_settings()
+    for _ in range(MAIL_BATCHES_PER_RUN):
+        if await send_due(maker, settings) < outbox.BATCH:
+            return
+
+
+async def _expire_double_opt_ins(maker: async_sessionmaker[AsyncSession]) -> None:
+    async with maker() as session:
+        expired = await expire_due(session)
+        await session.commit()
+    if expired:
+        log.info("expired double opt-ins", extra={"count": expired})
+
+
 @contextlib.asynccontextmanager
 async def running_background_tasks(
     maker: async_sessionmaker[AsyncSession], signer: Signer
@@ -117,6 +156,12 @@ async def running_background_tasks(
         asyncio.create_task(supervised("idempotency purge", lambda: _purge(maker), PURGE_SECONDS)),
         asyncio.create_task(
             supervised("partitions", lambda: _partitions(maker), PARTITION_SECONDS)
+        ),
+        asyncio.create_task(supervised("mail", lambda: _mail(maker), MAIL_SECONDS)),
+        asyncio.create_task(
+            supervised(
+                "double opt-in expiry", lambda: _expire_double_opt_ins(maker), EXPIRY_SECONDS
+            )
         ),
     ]
     try:

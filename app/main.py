@@ -59,6 +59,7 @@ from app.routers import (
 )
 from app.services.access import key_fingerprints
 from app.web import auditor as web_auditor
+from app.web import confirm as confirm_pages
 from app.web import docs as web_docs
 from app.web import person as person_pages
 
@@ -67,11 +68,16 @@ from app.web import person as person_pages
 # the public signing keys (nothing secret: whoever holds a receipt must verify it). Each
 # path is also named in app.core.guard's public paths. Every other router is included with
 # authentication as its default, so a route cannot ship without it.
-PUBLIC_ROUTERS = (person_pages, webhooks, keys)  # no key; the probes are included first
+PUBLIC_ROUTERS = (
+    person_pages,
+    confirm_pages,
+    webhooks,
+    keys,
+)  # no key; the probes are included first
 # Routes whose callers add query parameters of their own (MailChimp; e-mail clients and
 # link trackers on the person's pages): any query parameter is accepted there. Every other
 # route refuses one it does not declare (app.core.query_params).
-QUERY_EXEMPT_ROUTERS = (person_pages.router, webhooks.router)
+QUERY_EXEMPT_ROUTERS = (person_pages.router, confirm_pages.router, webhooks.router)
 # Routers are matched in this order, each one's routes in turn (FastAPI 0.16x walks every
 # included router until one matches, then matches it again): the hot paths come first.
 API_ROUTERS = (

@@ -88,6 +88,8 @@ ACCESS: dict[tuple[str, str], Rule] = {
     ("GET", "/u/{token}"): PUBLIC,
     ("POST", "/u/{token}"): PUBLIC,
     ("GET", "/p/{token}"): PUBLIC,
+    ("GET", "/c/{token}"): PUBLIC,
+    ("POST", "/c/{token}"): PUBLIC,
     ("GET", "/p/assets/{name}"): PUBLIC,
     ("POST", "/p/{token}/withdraw"): PUBLIC,
     ("POST", "/p/{token}/give"): PUBLIC,

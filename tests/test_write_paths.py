@@ -37,6 +37,8 @@ IDEMPOTENCY = "app/core/idempotency.py"
 ERASURE = "app/services/rights/erasure.py"
 OUTBOX = "app/services/sync/outbox.py"
 CONTROLLER = "app/services/catalogue/controller.py"
+DOUBLE_OPT_IN = "app/services/consent/double_opt_in.py"
+MAIL_OUTBOX = "app/services/mail/outbox.py"
 
 # (table, verb) -> {module: why}. Creating and appending have one home each; changing and
 # removing are listed writer by writer, each for a fact of its own (erasure, sealing...).
@@ -73,6 +75,13 @@ ALLOWED: dict[tuple[str, str], dict[str, str]] = {
     ("sync_outbox", "INSERT"): {OUTBOX: "a sync call's intent, before the call"},
     ("sync_outbox", "UPDATE"): {OUTBOX: "a sync call's outcome"},
     ("sync_outbox", "DELETE"): {OUTBOX: "a waiting addition replaced by the gate's new answer"},
+    ("double_opt_ins", "INSERT"): {DOUBLE_OPT_IN: "a consent pending its e-mail confirmation"},
+    ("double_opt_ins", "UPDATE"): {
+        DOUBLE_OPT_IN: "expire: keep only the hashed record of the attempt",
+        "app/services/person/confirmations.py": "the confirmation's time and evidence",
+    },
+    ("email_outbox", "INSERT"): {MAIL_OUTBOX: "queue an e-mail (the double opt-in composes it)"},
+    ("email_outbox", "UPDATE"): {MAIL_OUTBOX: "an e-mail sent, failed (retried) or cancelled"},
     ("controller", "INSERT"): {CONTROLLER: "replace the controller's identity (upsert)"},
     ("idempotency_keys", "INSERT"): {IDEMPOTENCY: "claim an Idempotency-Key"},
     ("idempotency_keys", "UPDATE"): {IDEMPOTENCY: "store the first answer"},

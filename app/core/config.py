@@ -168,6 +168,13 @@ class Settings(BaseSettings):
     link_rate_limit: int = Field(default=30, ge=1)
     link_rate_window_seconds: float = Field(default=60.0, gt=0)
 
+    # Double opt-in (and rights requests started from the preference page): where the
+    # service sends e-mail, `smtp://user:pass@host:587` (STARTTLS when the server offers it)
+    # or `smtps://...:465` (TLS from the start). Unset: `confirm_by_email` is refused (503).
+    smtp_url: SecretStr | None = None
+    # Days a double opt-in (and a rights request's confirmation link) waits for the person.
+    double_opt_in_days: int = Field(default=7, ge=1, le=90)
+
     @field_validator("link_keys")
     @classmethod
     def _link_keys_format(cls, value: SecretStr | None) -> SecretStr | None:

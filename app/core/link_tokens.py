@@ -34,7 +34,9 @@ from app.core.keys import (
     legacy_links_valid_until,
 )
 
-Kind = Literal["u", "p"]  # u: one-click unsubscribe; p: preference page
+# u: one-click unsubscribe; p: preference page; c: confirm a double opt-in; r: confirm a
+# rights request started from the preference page (c and r carry the id they confirm).
+Kind = Literal["u", "p", "c", "r"]
 _DOMAIN = b"consent-api/link/v1\n"
 _CSRF_DOMAIN = b"consent-api/form/v1\n"
 _KID = re.compile(r"^[A-Za-z0-9_-]{1,16}$")
@@ -63,6 +65,7 @@ class LinkClaims:
     minted_by: uuid.UUID | None  # the API key that asked for the link (None: before this)
     # The e-mail hash key that made `email_hash` (links from before keys rotated: key 0).
     email_hash_key: int = 0
+    ref: uuid.UUID | None = None  # what a confirmation link confirms (kinds c and r)
 
 
 def _b64(data: bytes) -> str:
@@ -103,6 +106,7 @@ def sign_link(
     expires_at: int,
     minted_by: uuid.UUID | None = None,
     email_hash_key: int = 0,
+    ref: uuid.UUID | None = None,
 ) -> str:
     kid, secret = link_keys(settings)[0]
     payload = {
@@ -115,6 +119,8 @@ def sign_link(
         "m": minted_by.hex if minted_by else None,
         "hk": email_hash_key,
     }
+    if ref is not None:  # only confirmation links: other tokens stay as they were
+        payload["r"] = ref.hex
     body = _b64(json.dumps(payload, separators=(",", ":"), sort_keys=True).encode())
     return f"{body}.{_mac(secret, _DOMAIN, body)}"
 
@@ -145,6 +151,7 @@ def verify_link(
             kid=kid,
             minted_by=uuid.UUID(hex=minter) if minter else None,
             email_hash_key=int(payload.get("hk", 0)),
+            ref=uuid.UUID(hex=payload["r"]) if payload.get("r") else None,
         )
     except (ValueError, KeyError, TypeError, AttributeError):
         raise InvalidToken from None

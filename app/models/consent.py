@@ -105,11 +105,19 @@ class ConsentEventCreate(SQLModel):
     notice_text: SafeLines | None = Field(default=None, min_length=1, max_length=20000)
     evidence: EvidenceCreate | None = None
     occurred_at: Timestamp | None = None
+    confirm_by_email: bool = Field(
+        default=False,
+        description="Double opt-in: answer 202 with a pending event and e-mail the person a "
+        "signed link; only their confirmation makes it a consent. Only with `given`. A repeat "
+        "for the same address and purpose while one is pending sends no second e-mail.",
+    )
 
     @model_validator(mode="after")
     def _rules(self) -> Self:
         if (self.subject_id is None) == (self.email is None):
             raise ValueError("give exactly one of `subject_id` or `email`")
+        if self.confirm_by_email and self.action != "given":
+            raise ValueError("`confirm_by_email` goes only with `given`")
         if (self.recipient is not None) != (self.purpose == "international_transfer"):
             raise ValueError("`recipient` goes with, and only with, `international_transfer`")
         if self.action == "given" and (
@@ -140,6 +148,27 @@ class ConsentEventPublic(SQLModel):
 class ConsentEventCreated(ConsentEventPublic):
     receipt: dict[str, Any]
     # Further events this request caused (a GPC signal's withdrawal of partner_referral).
+    also_recorded: list[ConsentEventPublic] = Field(default_factory=list)
+
+
+class ConsentEventPending(SQLModel):
+    """A double opt-in waiting for the person: no consent until confirmed. Its id becomes
+    the consent event's id on confirmation."""
+
+    id: uuid.UUID
+    subject_id: uuid.UUID
+    purpose: str
+    recipient: str | None
+    action: ConsentAction
+    method: RecordedMethod
+    policy_version: str | None
+    status: Literal["pending"] = "pending"
+    requested_at: datetime
+    confirm_by: datetime = Field(description="When the link expires unconfirmed.")
+    email_sent: bool = Field(
+        description="False when this repeats a request still pending for the same address "
+        "and purpose: no second e-mail is sent."
+    )
     also_recorded: list[ConsentEventPublic] = Field(default_factory=list)
 
 

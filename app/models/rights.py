@@ -26,7 +26,10 @@ RightStatus = Literal["received", "identity_verified", "completed", "rejected"]
 IdentityMethod = Literal["email", "document", "known_contact", "other"]
 # `link`: the request came through the person's signed preference link, which only the
 # holder of the mailbox has (issue 12); recorded by the service, not claimable by a client.
-RecordedIdentityMethod = Literal["email", "document", "known_contact", "other", "link"]
+# `email_link`: the person confirmed the request from a link e-mailed to the address.
+RecordedIdentityMethod = Literal[
+    "email", "document", "known_contact", "other", "link", "email_link"
+]
 RejectionCode = Literal[
     "identity_not_confirmed",
     "manifestly_unfounded",

@@ -16,6 +16,7 @@ from app.core.signing import get_signer
 from app.models.consent import (
     ConsentEventCreate,
     ConsentEventCreated,
+    ConsentEventPending,
     ConsentEventPublic,
     ConsentStatePublic,
 )
@@ -32,7 +33,13 @@ JOSE = "application/jose"
     "/consent-events",
     status_code=201,
     response_model=ConsentEventCreated,
-    responses=problem_responses(401, 403, 404, 409, 413, 422),
+    responses={
+        202: {
+            "model": ConsentEventPending,
+            "description": "`confirm_by_email`: pending until the person confirms by e-mail",
+        },
+        **problem_responses(401, 403, 404, 409, 413, 422, 503),
+    },
 )
 async def create_consent_event(
     body: ConsentEventCreate,
@@ -43,11 +50,14 @@ async def create_consent_event(
 ) -> Response:
     """Record consent given or withdrawn; returns the event and its receipt. A withdrawal
     needs only the subject, purpose and action (Art 7(3)); `method: gpc` withdraws any
-    purpose; `Sec-GPC: 1` also withdraws and objects to `partner_referral`."""
+    purpose; `Sec-GPC: 1` also withdraws and objects to `partner_referral`. With
+    `confirm_by_email` a `given` is 202 and pending until the person confirms it from the
+    e-mail the service sends (double opt-in)."""
     gpc = sec_gpc == "1"
+    status = 202 if body.confirm_by_email else 201
 
     async def create(con: Conn) -> tuple[int, Any]:
-        return 201, await consent.consent_payload(con, principal, data=body, gpc=gpc)
+        return status, await consent.consent_payload(con, principal, data=body, gpc=gpc)
 
     return await run_once(
         db,

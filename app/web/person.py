@@ -90,7 +90,8 @@ DONE_MESSAGES = {
     "withdrawn": "Done: your consent is withdrawn. We will stop using your data for that.",
     "given": "Done: thank you, your consent is recorded.",
     "optout": "Done: you will get no more marketing from us.",
-    "request": "Done: we have your request and will answer by the date shown below.",
+    "request": "Done: we have your request and will answer by the date shown below. We have"
+    " e-mailed you a link: please press the button on its page to confirm the request is yours.",
 }
 ERRORS = {
     400: ("This request could not be understood", "Please use the button on the page."),

@@ -30,6 +30,7 @@ from app.models.controller import ControllerPublic
 from app.services.catalogue import controller as controller_identity
 from app.services.catalogue import entries as catalogue
 from app.services.catalogue.known import unknown_key
+from app.services.consent import double_opt_in
 from app.services.consent.reading import event_document
 from app.services.consent.receipts import build_receipt
 from app.services.consent.statements import (
@@ -53,6 +54,7 @@ class Context:
     policy_url: str | None
     third_parties: list[str]
     controller: ControllerPublic | None = None  # None: no receipt is built
+    created: bool = False  # this request created the subject (a web form's prospect)
 
     @classmethod
     def of(cls, subject_id: uuid.UUID, email_hash: str | None, lookup: Any) -> "Context":
@@ -102,7 +104,9 @@ async def _context(con: Conn, principal: Principal, data: ConsentEventCreate) ->
         subject_id, email_hash = await _new_web_subject(con, principal, data)
     elif row.erased_at is not None:
         raise Conflict("The subject has been erased.")
-    return Context.of(subject_id, email_hash, row)
+    ctx = Context.of(subject_id, email_hash, row)
+    ctx.created = row.subject_id is None
+    return ctx
 
 
 async def _new_web_subject(
@@ -127,11 +131,12 @@ def _write_params(
     evidence: Evidence | None,
     occurred_at: datetime,
     conflict: str | None = None,
+    event_id: uuid.UUID | None = None,
 ) -> dict[str, Any]:
     evidence = evidence or Evidence()
     notice_sha = hashlib.sha256(notice_text.encode()).hexdigest() if notice_text else None
     return {
-        "id": uuid.uuid4(),
+        "id": event_id or uuid.uuid4(),
         "subject_id": subject_id,
         "purpose": purpose,
         "recipient": recipient,
@@ -245,8 +250,8 @@ async def _gpc_withdrawal(
 
 def unit_of_work(data: ConsentEventCreate, gpc: bool) -> UnitOfWork:
     """A consent for a known subject id, without GPC, is one statement (atomic by itself);
-    GPC and web-form prospects write several statements that go together."""
-    if data.subject_id is None or gpc or data.method == "gpc":
+    GPC, web-form prospects and double opt-in write several statements that go together."""
+    if data.subject_id is None or gpc or data.method == "gpc" or data.confirm_by_email:
         return UnitOfWork.TRANSACTION
     return UnitOfWork.STATEMENT
 
@@ -300,6 +305,8 @@ async def consent_payload(
     when `unit_of_work` says it is one statement."""
     occurred_at = _occurred_at(data)
     driver = await connection_of(con)
+    if data.confirm_by_email:
+        return await _pending_payload(driver, principal, data, gpc=gpc)
     signal = None  # a GPC header's withdrawal, recorded after the requested event
     if unit_of_work(data, gpc) is UnitOfWork.STATEMENT:  # a subject id, no GPC
         ctx, row = await _record_for_known_subject(driver, principal, data, occurred_at)
@@ -328,6 +335,30 @@ async def consent_payload(
                 occurred_at=row.occurred_at,
             )
     return _created_document(row, ctx, signal)
+
+
+async def _pending_payload(
+    con: Conn, principal: Principal, data: ConsentEventCreate, *, gpc: bool
+) -> dict[str, Any]:
+    """Double opt-in: the pending request and its e-mail, no consent (the ConsentEventPending
+    document). A GPC header still withdraws and objects at once: it needs no confirmation."""
+    ctx = await _context(con, principal, data)
+    pending = await double_opt_in.request_confirmation(
+        con, principal, data, subject_id=ctx.subject_id, created_subject=ctx.created
+    )
+    signal = None
+    if gpc:
+        signal = await _gpc_withdrawal(
+            con,
+            principal,
+            ctx,
+            same_request=None,
+            always=False,
+            evidence=None,
+            occurred_at=utcnow(),
+        )
+    pending["also_recorded"] = [event_document(signal)] if signal is not None else []
+    return pending
 
 
 async def withdraw_all(

@@ -17,12 +17,14 @@ from app.core.config import Settings
 from app.core.crypto import email_hashes
 from app.core.errors import Conflict, NotFound, Unprocessable
 from app.core.link_tokens import LinkClaims
+from app.models.base import utcnow
 from app.models.consent import ConsentEventCreate, EvidenceCreate
 from app.models.rights import OPEN_STATUSES, RightsRequestCreate
 from app.models.subject import Subject
 from app.models.text import replace_unsafe
 from app.services.catalogue import controller as controller_identity
 from app.services.consent import events as consent
+from app.services.mail import outbox as mail_outbox
 from app.services.optouts import records as optouts
 from app.services.person import transfers
 from app.services.person.links import link_holder
@@ -363,15 +365,20 @@ async def start_request(
     session: AsyncSession, claims: LinkClaims, *, type_: str, details: str | None
 ) -> Any:
     """A rights request, received now and left `received`: a link proves only that someone
-    holds an e-mail we sent (or a copy of it), not who they are, so its identity is verified
-    as for any request (by the CRM, or by the person confirming from the address)."""
+    holds an e-mail we sent (or a copy of it), not who they are. The person is e-mailed a
+    confirmation link to the address (the e-mail outbox); only its confirmation marks the
+    identity verified (method `email_link`), or the CRM verifies it as for any request."""
     subject = await _live_subject(session, claims)
     if type_ not in REQUEST_TYPES:
         raise Unprocessable("Choose one of the listed requests.")
     data = RightsRequestCreate.model_validate(
         {"type": type_, "subject_id": subject.id, "details": (details or "").strip() or None}
     )
-    return await rights.create_request(session, link_holder(claims), data=data)
+    created = await rights.create_request(session, link_holder(claims), data=data)
+    await mail_outbox.enqueue(
+        session, kind="rights_request", ref=created.id, subject_id=subject.id, now=utcnow()
+    )
+    return created
 
 
 def expires(claims: LinkClaims) -> datetime:
