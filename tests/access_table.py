@@ -53,6 +53,7 @@ ACCESS: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/consent-events"): CRM_READ,
     ("GET", "/v1/subjects/{subject_id}/consents"): CRM_READ,
     ("GET", "/v1/consent-events/{event_id}/receipt"): CRM_READ,
+    ("GET", "/v1/consent-events/{event_id}/record"): CRM_READ,  # like the receipt
     # Opt-outs: crm, website, sync record and check
     ("POST", "/v1/opt-outs"): frozenset({CRM, WEBSITE, SYNC}),
     ("GET", "/v1/opt-outs/check"): EVERY_ROLE,
@@ -83,6 +84,7 @@ ACCESS: dict[tuple[str, str], Rule] = {
     # Bulk consent records (issue 13): crm and auditors
     ("GET", "/v1/consent-events/export"): CRM_READ,
     ("GET", "/v1/reports/reconsent"): CRM_READ,
+    ("GET", "/v1/reports/consent-refresh"): CRM_READ,  # API.md: crm, auditor (admin reads all)
     # The person's own door: links for crm and sync; the pages take a signed token instead
     ("POST", "/v1/subjects/{subject_id}/links"): frozenset({CRM, SYNC}),
     ("GET", "/u/{token}"): PUBLIC,

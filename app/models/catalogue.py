@@ -60,6 +60,14 @@ class PurposeBase(SQLModel):
     description: str = Field(min_length=1, max_length=2000)
     allowed_bases: list[LawfulBasis] = Field(min_length=1)
     direct_marketing: StrictBool
+    consent_valid_months: int | None = Field(
+        default=None,
+        ge=1,
+        le=1200,
+        description="How long a consent for this purpose lasts, in months from when it was "
+        "given; after that the gate denies `consent_expired` until it is given again. "
+        "Null: a consent lasts until it is withdrawn.",
+    )
 
     @field_validator("allowed_bases")
     @classmethod
@@ -76,6 +84,7 @@ class Purpose(SQLModel, table=True):
     description: str
     allowed_bases: list[str] = Field(sa_column=Column(ARRAY(String), nullable=False))
     direct_marketing: bool
+    consent_valid_months: int | None = None  # null: a consent lasts until withdrawn
 
 
 class PurposeUpdate(PurposeBase):

@@ -180,6 +180,25 @@ class ConsentStatePublic(SQLModel):
     occurred_at: datetime
 
 
+class RefreshItem(SQLModel):
+    """A consent that runs out soon under its purpose's `consent_valid_months`: the CRM asks
+    the person again (a fresh `given` starts a new period)."""
+
+    subject_id: uuid.UUID
+    email: str | None
+    purpose: str
+    event_id: uuid.UUID | None = Field(description="The consent event now in force.")
+    given_at: datetime = Field(description="When the consent in force was given.")
+    expires_at: datetime = Field(
+        description="When it runs out: from then on decisions deny `consent_expired`."
+    )
+    restricted: bool = Field(description="Processing restricted (Art 18): do not contact.")
+    marketing_opt_out: bool = Field(
+        description="Opted out of direct marketing: a request for consent by e-mail is "
+        "itself marketing, so do not send one."
+    )
+
+
 class ReconsentItem(SQLModel):
     """A subject whose consent rests on a policy version that a later one replaced for
     this purpose (`reconsent_purposes`): the CRM asks them again."""

@@ -27,6 +27,8 @@ Reason = Literal[
     # The consent was given under a policy version older than one that asks for it again
     # (`reconsent_purposes` on POST /v1/policies).
     "consent_outdated",
+    # Given longer ago than the purpose's `consent_valid_months` (a new `given` allows again).
+    "consent_expired",
     "contract_ended",
     "objected",
     "marketing_opt_out",
@@ -38,8 +40,10 @@ REASONS_DESCRIPTION = (
     "Every reason that applies, in the order of the rules; empty when allowed. Besides the "
     "codes API.md lists: `consent_outdated`, consent rests on a policy version older than one "
     "that asks for this purpose's consent again (a new `given` under that version or a later "
-    "one allows again); `recipient_not_for_purpose`, the recipient named is not one the "
-    "catalogue lists for this purpose (§6; e.g. `surveys` to a partner)."
+    "one allows again); `consent_expired`, the consent was given longer ago than the purpose's "
+    "`consent_valid_months` (a new `given` starts a new period); `recipient_not_for_purpose`, "
+    "the recipient named is not one the catalogue lists for this purpose (§6; e.g. `surveys` "
+    "to a partner)."
 )
 
 

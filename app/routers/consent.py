@@ -22,6 +22,7 @@ from app.models.consent import (
 )
 from app.services.consent import events as consent
 from app.services.consent import reading as consent_reading
+from app.services.consent import record_27560
 
 router = APIRouter(prefix="/v1", tags=["consent"])
 Writer = Annotated[Principal, Depends(require("consent:write"))]
@@ -121,3 +122,28 @@ async def get_consent_receipt(
         token = get_signer(request.app.state.settings).sign(receipt)
         return Response(token, media_type=JOSE)
     return JSONResponse(receipt)
+
+
+@router.get(
+    "/consent-events/{event_id}/record",
+    responses={
+        200: {
+            "description": "The ISO/IEC TS 27560 consent record (JSON-LD, W3C DPV terms).",
+            "content": {record_27560.MEDIA_TYPE: {}},
+        },
+        **problem_responses(401, 403, 404, 422),
+    },
+)
+async def get_consent_record(
+    event_id: uuid.UUID,
+    request: Request,
+    session: SessionDep,
+    _: Reader,
+) -> Response:
+    """The event as an ISO/IEC TS 27560 consent record in JSON-LD with W3C DPV terms, as
+    the DPV community group's guide lays it out (https://w3id.org/dpv/guides/consent-27560),
+    with its signed receipt attached (`@reverse` `dpv:hasRecordOfActivity`: a compact JWS,
+    verifiable with `GET /v1/keys`). Always `application/ld+json`; the context is inline."""
+    signer = get_signer(request.app.state.settings)
+    document = await record_27560.consent_record(session, signer, event_id=event_id)
+    return JSONResponse(document, media_type=record_27560.MEDIA_TYPE)

@@ -1,5 +1,5 @@
-"""Consent in bulk: the export of every event with its receipt, and the re-consent list
-(crm, auditor)."""
+"""Consent in bulk: the export of every event with its receipt, the re-consent list and the
+consents due for refresh (crm, auditor)."""
 
 from typing import Annotated, Literal
 
@@ -12,13 +12,16 @@ from app.core.errors import problem_responses
 from app.core.pagination import Cursor, Limit, Page
 from app.models.base import Timestamp
 from app.models.catalogue import KEY_PATTERN
-from app.models.consent import ReconsentItem
+from app.models.consent import ReconsentItem, RefreshItem
 from app.services.consent import export as consent_export
-from app.services.consent import reconsent
+from app.services.consent import reconsent, refresh
 
 router = APIRouter(prefix="/v1", tags=["consent"])
 Reader = Annotated[Principal, Depends(require("consent:read"))]
 PurposeKey = Annotated[str | None, Query(max_length=63, pattern=KEY_PATTERN)]
+WithinDays = Annotated[
+    int, Query(ge=1, le=3660, description="How many days ahead to look (default 30).")
+]
 MEDIA = {"ndjson": "application/x-ndjson", "csv": "text/csv; charset=utf-8"}
 CURSOR_DOC = (
     "Pass as `cursor` next time to get only what was recorded since: every event whose "
@@ -105,3 +108,25 @@ async def reconsent_report(
     (all purposes when omitted) was given under a policy version older than one that
     names the purpose in `reconsent_purposes`. Decisions deny them `consent_outdated`."""
     return await reconsent.outdated_consents(session, purpose=purpose, limit=limit, cursor=cursor)
+
+
+@router.get(
+    "/reports/consent-refresh",
+    response_model=Page[RefreshItem],
+    responses=problem_responses(401, 403, 422),
+)
+async def consent_refresh_report(
+    session: SessionDep,
+    _: Reader,
+    purpose: PurposeKey = None,
+    within_days: WithinDays = 30,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> Page[RefreshItem]:
+    """Consents that run out within `within_days`, soonest first: live subjects whose
+    consent for the purpose (every purpose with `consent_valid_months` when omitted) was
+    given so long ago that its period ends in that window. Ask them again: a fresh `given`
+    starts a new period. Once it has run out, decisions deny `consent_expired`."""
+    return await refresh.due_for_refresh(
+        session, purpose=purpose, within_days=within_days, limit=limit, cursor=cursor
+    )

@@ -22,6 +22,7 @@ from app.models.catalogue import (
 )
 from app.services.audit import entries as audit
 from app.services.catalogue.known import unknown_key
+from app.services.changes import clock
 
 Row = TypeVar("Row", Category, Source, Purpose, Recipient)
 
@@ -73,7 +74,14 @@ async def _upsert(
 async def put_purpose(
     session: AsyncSession, principal: Principal, *, key: str, data: PurposeUpdate
 ) -> tuple[Purpose, bool]:
-    return await _upsert(session, principal, Purpose, key, data)
+    before = await session.get(Purpose, key)
+    period = before.consent_valid_months if before is not None else None
+    row, created = await _upsert(session, principal, Purpose, key, data)
+    if row.consent_valid_months != period:
+        # Every consent given for the purpose now ends elsewhere (or never): the gate's clock
+        # must hold the new instants, or sync would keep people the gate denies.
+        await clock.schedule_purpose(session, key)
+    return row, created
 
 
 async def put_recipient(

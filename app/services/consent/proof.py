@@ -81,6 +81,8 @@ def _event(row: Any, signer: Signer, notices: dict[str, str | None]) -> dict[str
             if row.notice_sha256
             else None
         ),
+        # The same event as an ISO/IEC TS 27560 record in JSON-LD (W3C DPV terms).
+        "record": f"/v1/consent-events/{row.id}/record",
     }
 
 

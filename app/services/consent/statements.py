@@ -7,6 +7,7 @@ from app.core.driver import prepare
 from app.services.audit.entries import INSERT_AUDIT_ENTRY
 from app.services.bases.records import CONSENT_BASIS_AUDITED, LOCK_BASES, consent_basis_ctes
 from app.services.catalogue.controller import IDENTITY_SQL
+from app.services.changes.clock import consent_moment_ctes
 from app.services.changes.feed import INSERT_CHANGE
 from app.services.optouts.objections import INSERT_OBJECTION
 
@@ -44,7 +45,8 @@ NEWEST_EVENT_WINS = """ON CONFLICT (subject_id, purpose, recipient) DO UPDATE
         occurred_at = EXCLUDED.occurred_at
     WHERE consent_state.occurred_at <= EXCLUDED.occurred_at"""
 
-# Storing one event: the notice, the event, the current state, the change-feed entry and the
+# Storing one event: the notice, the event, the current state (and the instant the gate's
+# clock keeps for its end, where the purpose sets a period), the change-feed entry and the
 # audit entry, and for a consent given where no basis is recorded, consent as the basis
 # (bases/records.py). `{proceed}` is a condition the subject row must meet besides being live.
 WRITE_CTES = f"""
@@ -81,7 +83,9 @@ state AS (
   {INSERT_CONSENT_STATE}
   SELECT subject_id, purpose, coalesce(recipient, ''), action, id, occurred_at FROM ev
   {NEWEST_EVENT_WINS}
+  RETURNING subject_id, purpose, recipient, status, occurred_at
 ),
+{consent_moment_ctes("state")},
 feed AS (
   {INSERT_CHANGE}
   SELECT 'consent.' || ev.action, ev.subject_id, live.email_hash, ev.purpose, ev.recorded_at

@@ -53,6 +53,14 @@ CONSENT_OUTDATED = """EXISTS (
          OR (coalesce(cp.published_at, cp.created_at), cp.created_at, cp.version)
           < (coalesce(np.published_at, np.created_at), np.created_at, np.version)))"""
 
+# When a consent runs out: its state's `occurred_at` (the newest `given`: a fresh one starts a
+# new period) plus the purpose's `consent_valid_months`; NULL where the purpose sets no
+# period. `{state}` is a consent_state row, `{purpose}` its purposes row. The gate, the
+# clock's `consent.expired` moments and the refresh report all read this one expression.
+CONSENT_EXPIRES_AT = (
+    "({state}.occurred_at + make_interval(months => {purpose}.consent_valid_months))"
+)
+
 # Every reason that applies, in the order of DOMAIN.md. `live` = known and not erased: the
 # rules after 1 speak of a subject that exists. Parameters: :purpose, :recipient, :now,
 # :grace_days. Retention's due date is the SQL function `retention_due_at` (migration 0009),
@@ -74,6 +82,9 @@ SELECT c.ord, s.id AS subject_id, CASE WHEN live.ok THEN b.basis END AS basis,
          THEN 'consent_withdrawn' END,
     CASE WHEN live.ok AND b.basis = 'consent' AND cs.status = 'given'
           AND {CONSENT_OUTDATED.format(state="cs")} THEN 'consent_outdated' END,
+    CASE WHEN live.ok AND b.basis = 'consent' AND cs.status = 'given'
+          AND {CONSENT_EXPIRES_AT.format(state="cs", purpose="p")} <= :now
+         THEN 'consent_expired' END,
     CASE WHEN live.ok AND b.basis = 'contract'
           AND (b.contract_start > :now OR b.contract_end <= :now) THEN 'contract_ended' END,
     CASE WHEN live.ok AND b.basis = 'legitimate_interests' AND ob.subject_id IS NOT NULL

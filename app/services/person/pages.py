@@ -24,12 +24,13 @@ from app.models.subject import Subject
 from app.models.text import replace_unsafe
 from app.services.catalogue import controller as controller_identity
 from app.services.consent import events as consent
+from app.services.gate.decisions import CONSENT_EXPIRES_AT
 from app.services.mail import outbox as mail_outbox
 from app.services.optouts import records as optouts
 from app.services.person import transfers
 from app.services.person.links import link_holder
 from app.services.person.transfers import TransferRow
-from app.services.person.wording import notice_sha, notice_text, plain
+from app.services.person.wording import consent_period, notice_sha, notice_text, plain
 from app.services.rights import requests as rights
 from app.services.subjects import records as subjects
 
@@ -96,6 +97,9 @@ class PurposeRow:
     can_give: bool
     notice: str | None = None
     notice_sha256: str | None = None
+    period: str | None = None  # "Your consent lasts 24 months." (None: until withdrawn)
+    expires_at: datetime | None = None  # a given consent's end, where the purpose sets one
+    expired: bool = False  # given, but its period has run out: the person may agree again
 
 
 @dataclass
@@ -134,16 +138,20 @@ async def current_policy(session: AsyncSession) -> str | None:
     ).scalar_one_or_none()
 
 
-PURPOSES_WITH_STATE = text("""
+PURPOSES_WITH_STATE = text(f"""
 SELECT p.key, p.description, p.direct_marketing, 'consent' = ANY (p.allowed_bases) AS by_consent,
-       nullif(cs.recipient, '') AS recipient, r.name AS recipient_name, cs.status, cs.occurred_at
+       nullif(cs.recipient, '') AS recipient, r.name AS recipient_name, cs.status, cs.occurred_at,
+       p.consent_valid_months, e.expires_at, coalesce(e.expires_at <= now(), false) AS expired
 FROM purposes p
 LEFT JOIN consent_state cs ON cs.purpose = p.key AND cs.subject_id = :s
 LEFT JOIN recipients r ON r.key = nullif(cs.recipient, '')
+-- The gate's own instant (decisions.CONSENT_EXPIRES_AT), for a given consent only.
+LEFT JOIN LATERAL (SELECT {CONSENT_EXPIRES_AT.format(state="cs", purpose="p")} AS expires_at
+                   WHERE cs.status = 'given') e ON true
 WHERE (cs.subject_id IS NOT NULL OR 'consent' = ANY (p.allowed_bases))
   AND p.key <> 'international_transfer'  -- transfer consents: a section of their own
 ORDER BY p.key, cs.recipient
-""")
+""")  # noqa: S608 - constant SQL
 
 
 async def page_data(session: AsyncSession, claims: LinkClaims) -> PageData:
@@ -195,7 +203,9 @@ async def page_data(session: AsyncSession, claims: LinkClaims) -> PageData:
 def _shown_purpose(r: Any, controller: str) -> PurposeRow | None:
     """A PURPOSES_WITH_STATE row as the page shows it; None when it has no state and the
     person cannot give consent to it here."""
-    can_give = r.by_consent and r.status != "given"
+    # An expired consent is no consent (the gate's `consent_expired`): the person may agree
+    # again, which starts a new period.
+    can_give = r.by_consent and (r.status != "given" or r.expired)
     row = PurposeRow(
         key=r.key,
         recipient=r.recipient,
@@ -205,6 +215,9 @@ def _shown_purpose(r: Any, controller: str) -> PurposeRow | None:
         since=r.occurred_at,
         direct_marketing=r.direct_marketing,
         can_give=can_give,
+        period=consent_period(r.consent_valid_months),
+        expires_at=r.expires_at,
+        expired=r.expired,
     )
     if can_give:
         row.notice = notice_text(controller, r.description)

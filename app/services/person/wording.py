@@ -54,6 +54,13 @@ def notice_text(controller: str, description: str) -> str:
     )
 
 
+def consent_period(months: int | None) -> str | None:
+    """How long a consent for a purpose lasts, in plain words (None: until withdrawn)."""
+    if months is None:
+        return None
+    return f"Your consent lasts {months} month{'' if months == 1 else 's'}."
+
+
 def country_name(code: str) -> str:
     return COUNTRY_NAMES.get(code, f"the country with the code {code}")
 

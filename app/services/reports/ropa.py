@@ -62,10 +62,20 @@ def _purposes(purposes: list[Any], recipients: list[Any]) -> list[dict[str, Any]
             "description": p.description,
             "allowed_bases": sorted(p.allowed_bases),
             "direct_marketing": p.direct_marketing,
+            # Art 5(1)(e), the ICO's advice to refresh consent: how long one given lasts.
+            "consent_valid_months": p.consent_valid_months,
+            "consent_period": _period(p.consent_valid_months),
             "recipients": [r.key for r in recipients if p.key in r.purposes],
         }
         for p in purposes
     ]
+
+
+def _period(months: int | None) -> str:
+    """The consent period in plain words, as the record reads to an auditor."""
+    if months is None:
+        return "Until withdrawn"
+    return f"{months} month{'' if months == 1 else 's'} from when it is given, then asked again"
 
 
 def _recipient(r: Any) -> dict[str, Any]:
