@@ -30,6 +30,10 @@ class ConsentProof(BaseModel):
     complete: bool = Field(
         description="Every event's audit entry is sealed and covered by a signed checkpoint"
     )
+    decision_rows_match: bool = Field(
+        description="Every audit entry here that records a statement storing many decisions "
+        "(`decision.statement`) was recomputed from the stored decision rows and matches"
+    )
     events: list[dict[str, Any]] = Field(
         description="event, receipt, receipt_jws (compact JWS, ES256), notice {sha256, text}, "
         "recorded_by_entry (chain position)"

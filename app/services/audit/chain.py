@@ -4,7 +4,9 @@ Writers append unsealed entries without locks. One sealer at a time (a transacti
 advisory lock, so one per database however many workers run) gives committed entries the
 next positions, chains them with hash = sha256(prev_hash || canonical_json(entry)) and
 stores a signed checkpoint of the head. Verification recomputes the chain and checks every
-checkpoint's signature against the service's key, which is not in the database.
+checkpoint's signature against the service's key, which is not in the database. An entry
+recording a statement that stored many decisions is also recomputed from those rows
+(app.services.audit.statements).
 """
 
 import asyncio
@@ -22,11 +24,13 @@ from app.core.driver import Conn, connection_of, prepare
 from app.core.errors import ServiceUnavailable
 from app.core.signing import Signer
 from app.models.base import utcnow
+from app.services.audit import statements
 from app.services.partitions import archived_positions
 
 SEAL_LOCK = 7_310_552
 GENESIS = "0" * 64
 BATCH = 2000
+DECISIONS_ALTERED = "the decision rows an entry records were altered, removed or added to"
 ENTRY_COLUMNS = "id, at, actor_key_id, actor_name, actor_role, action, entity, entity_id, digest"
 
 
@@ -283,24 +287,31 @@ async def verify(session: AsyncSession, signer: Signer) -> Verification:
     return Verification(True, checked, None, len(checkpoints), None)
 
 
+async def _page(session: AsyncSession, after: int) -> list[Any]:
+    """The next BATCH sealed entries after position `after`, in position order."""
+    result = await session.execute(
+        text(
+            f"SELECT {ENTRY_COLUMNS}, position, prev_hash, hash FROM audit_entries"
+            " WHERE position > :after ORDER BY position LIMIT :n"
+        ),
+        {"after": after, "n": BATCH},
+    )
+    return list(result.all())
+
+
 async def _walk_chain(
     session: AsyncSession, wanted: set[int], archived: list[tuple[int, int]]
 ) -> Verification | tuple[int, dict[int, str]]:
-    """Every entry in position order, its link and hash recomputed: the first failure, or
-    how many entries were checked and the chain's hashes at the `wanted` positions."""
+    """Every entry in position order, its link and hash recomputed, and a statement's entry
+    recomputed from its decision rows: the first failure, or how many entries were checked
+    and the chain's hashes at the `wanted` positions."""
     chain_hashes: dict[int, str] = {}
     expected, prev, checked = 1, GENESIS, 0
     after = 0
+    digests = await statements.load(session)
     while True:
-        rows = (
-            await session.execute(
-                text(
-                    f"SELECT {ENTRY_COLUMNS}, position, prev_hash, hash FROM audit_entries"
-                    " WHERE position > :after ORDER BY position LIMIT :n"
-                ),
-                {"after": after, "n": BATCH},
-            )
-        ).all()
+        rows = await _page(session, after)
+        unmatched = await statements.mismatched(session, rows, digests)
         for row in rows:
             if row.position > expected and _covered(expected, row.position - 1, archived):
                 # Months before were archived: continue from this entry's link; the signed
@@ -310,6 +321,8 @@ async def _walk_chain(
                 return Verification(False, checked, expected, 0, "an entry is missing")
             if row.prev_hash != prev or chain_hash(prev, row, row.position) != row.hash:
                 return Verification(False, checked, row.position, 0, "an entry was altered")
+            if row.id in unmatched:
+                return Verification(False, checked, row.position, 0, DECISIONS_ALTERED)
             if row.position in wanted:
                 chain_hashes[row.position] = row.hash
             prev, expected, checked = row.hash, expected + 1, checked + 1

@@ -20,6 +20,7 @@ from app.core.errors import NotFound
 from app.core.signing import ALGORITHM, Signer
 from app.models.base import utcnow
 from app.services.audit import chain as audit_chain
+from app.services.audit import statements as audit_statements
 from app.services.audit.chain import ENTRY_COLUMNS, chain_entry
 from app.services.catalogue import controller as controller_identity
 from app.services.catalogue.known import unknown_key
@@ -52,6 +53,11 @@ HOW_TO_VERIFY = [
     "Each checkpoint's `signature` verifies, its payload names its position, head_hash and "
     "signed_at, and its head_hash is the `hash` of the entry at that position.",
     "Each event's `recorded_by_entry` is an entry whose entity_id is the event id.",
+    "An entry whose action is `decision.statement` records one statement that stored many "
+    "decisions (other subjects' too, so their rows are not in this proof): their `count`, "
+    "`first` and `last` id and the `sha256` of their canonical rows. `decision_rows_match` "
+    "says whether the service recomputed each such entry here from the stored rows and "
+    "found it equal.",
 ]
 
 
@@ -88,8 +94,9 @@ def _event(row: Any, signer: Signer, notices: dict[str, str | None]) -> dict[str
 
 async def _segments(
     session: AsyncSession, positions: list[int]
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The chain from each position to its covering checkpoint, merged; and the checkpoints."""
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[Any]]:
+    """The chain from each position to its covering checkpoint, merged; the checkpoints;
+    and the rows of the entries in it that record a statement storing many decisions."""
     covering: dict[int, Any] = {}
     lo_by_cp: dict[int, int] = {}
     for position in sorted(set(positions)):
@@ -98,8 +105,11 @@ async def _segments(
             covering[cp.position] = cp
             lo_by_cp.setdefault(cp.position, position)  # ascending: the lowest comes first
     entries: dict[int, dict[str, Any]] = {}
+    statement_rows: dict[int, Any] = {}
     for cp_pos, lo in lo_by_cp.items():
         for row in await session.execute(SEGMENT, {"lo": lo, "hi": cp_pos}):
+            if audit_statements.is_statement(row):
+                statement_rows[row.position] = row
             entries[row.position] = {
                 "entry": chain_entry(row, row.position),
                 "prev_hash": row.prev_hash,
@@ -115,7 +125,15 @@ async def _segments(
         }
         for cp in sorted(covering.values(), key=lambda c: c.position)
     ]
-    return [entries[p] for p in sorted(entries)], checkpoints
+    return [entries[p] for p in sorted(entries)], checkpoints, list(statement_rows.values())
+
+
+async def _decision_rows_match(session: AsyncSession, statement_rows: list[Any]) -> bool:
+    """Whether every statement entry of the segments still matches its decision rows."""
+    if not statement_rows:
+        return True
+    digests = await audit_statements.load(session)
+    return not await audit_statements.mismatched(session, statement_rows, digests)
 
 
 async def _require_known(session: AsyncSession, subject_id: uuid.UUID, purpose: str | None) -> None:
@@ -172,7 +190,7 @@ async def consent_proof(
     events = [_event(r, signer, notices) for r in rows]
     for item in events:
         item["recorded_by_entry"] = positions.get(item["event"]["id"])
-    entries, checkpoints = await _segments(session, list(positions.values()))
+    entries, checkpoints, statement_rows = await _segments(session, list(positions.values()))
     return {
         "format": "consent-api/consent-proof/1",
         "subject_id": str(subject_id),
@@ -186,6 +204,7 @@ async def consent_proof(
             "steps": HOW_TO_VERIFY,
         },
         "complete": _complete(rows, positions, checkpoints),
+        "decision_rows_match": await _decision_rows_match(session, statement_rows),
         "events": events,
         "audit_entries": entries,
         "checkpoints": checkpoints,

@@ -17,7 +17,14 @@ from app.core.errors import Unprocessable
 from app.core.pagination import decode_cursor, encode_cursor
 from app.models.audience import AudienceMember, AudiencePage, GateResult
 from app.models.base import utcnow
-from app.services.gate.decisions import GATE_CASTS, REASONS_SQL, STORE_CTES, _explain_empty
+from app.services.gate.decisions import (
+    GATE_CASTS,
+    REASONS_SQL,
+    STATEMENT_ID_CTE,
+    STORE_MANY_CTES,
+    _explain_empty,
+    statement_id,
+)
 
 # The next live subjects after a keyset position, in id order: at most `scan` of them, or,
 # given `upto`, every one up to and including it (`scan` NULL: no limit; the stream's ranges).
@@ -46,8 +53,9 @@ FROM unnest(CAST(:ids AS uuid[])) WITH ORDINALITY AS r(ref_id, ord)
 
 EVALUATE = """
 WITH cand AS ({candidates}),
+{statement_id_cte},
 evaluated AS MATERIALIZED (
-  SELECT time_ordered_uuid() AS id, e.* FROM ({reasons}) e
+  SELECT {id} AS id, e.* FROM ({reasons}) e CROSS JOIN stmt
 ),
 chosen AS MATERIALIZED (
   SELECT * FROM evaluated WHERE cardinality(reasons) = 0 ORDER BY ord LIMIT :take
@@ -72,11 +80,14 @@ LINE_COLUMNS = """CASE WHEN ch.id IS NOT NULL THEN json_build_object(
 
 def _evaluate(candidates: str, recorded: str, columns: str) -> Prepared:
     # An audience stores the decisions it hands out; a push by ids stores every one, like a
-    # batch. All run on the driver connection (app.core.driver): one round trip per chunk.
+    # batch; either with one audit entry for the chunk. All run on the driver connection
+    # (app.core.driver): one round trip per chunk.
     sql = EVALUATE.format(
         candidates=candidates,
+        statement_id_cte=STATEMENT_ID_CTE,
+        id=statement_id("e.ord"),
         reasons=REASONS_SQL,
-        store=STORE_CTES.format(recorded=recorded),
+        store=STORE_MANY_CTES.format(recorded=recorded),
         columns=columns,
     )
     return prepare(sql, **GATE_CASTS)

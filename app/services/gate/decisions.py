@@ -3,7 +3,8 @@
 The nine rules live once, as the SQL in `REASONS_SQL`, evaluated by PostgreSQL over a set
 of candidate subjects (the CTE `cand`). A single decision, a batch and an audience export
 differ only in how `cand` is built, so they cannot disagree. Each call is one statement:
-evaluate, store every decision, append their audit entries.
+evaluate, store every decision, append its audit entry (one for the statement: the row of a
+single decision, or the count and SHA-256 of a batch's rows).
 """
 
 import uuid
@@ -15,9 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.auth import Principal
 from app.core.config import current_settings
-from app.core.driver import Conn, Row, UnitOfWork, connection_of, prepare
+from app.core.driver import Conn, Prepared, Row, UnitOfWork, connection_of, prepare
 from app.models.base import utcnow
 from app.models.decision import BatchDecisionItem, DecisionPublic
+from app.services.audit import statements as audit_statements
 from app.services.audit.entries import INSERT_AUDIT_ENTRY
 from app.services.catalogue.known import unknown_key
 
@@ -127,13 +129,15 @@ FROM unnest(CAST(:ids AS uuid[]), CAST(:emails AS text[]))
 # evaluated rows (a batch stores them all; an audience page the ones it hands out). Their
 # ids are time-ordered (`time_ordered_uuid()`, migration 0014): new keys append to the
 # primary key's index instead of landing on random pages of it.
-STORE_CTES = """
-stored AS (
-  INSERT INTO decisions (id, decided_at, requester_key_id, requester_name, requester_role,
-                         subject_id, purpose, recipient, allowed, basis, reasons)
+INSERT_DECISIONS = """INSERT INTO decisions (id, decided_at, requester_key_id, requester_name,
+    requester_role, subject_id, purpose, recipient, allowed, basis, reasons)
   SELECT id, :now, :key_id, :key_name, :key_role, subject_id, :purpose, :recipient,
          cardinality(reasons) = 0, basis, reasons
-  FROM {recorded}
+  FROM {recorded}"""
+# A single decision: its row and an entry recording the row itself.
+STORE_CTES = """
+stored AS (
+  {insert}
   RETURNING id, subject_id, allowed, reasons
 ),
 audited AS (
@@ -144,7 +148,32 @@ audited AS (
                             'reasons', to_jsonb(reasons))
   FROM stored
 )
+""".replace("{INSERT_AUDIT_ENTRY}", INSERT_AUDIT_ENTRY).replace("{insert}", INSERT_DECISIONS)
+# A statement storing many (a batch, an audience chunk, a push by ids): the rows and ONE
+# entry holding their count, id range and SHA-256 (app.services.audit.statements), computed
+# by PostgreSQL from the rows as stored, in the same statement. The rows' ids must come from
+# `STATEMENT_ID_CTE` and `statement_id(ord)`, so that the range holds this statement's only.
+STORE_MANY_CTES = (
+    """
+stored AS (
+  {insert}
+  RETURNING *
+),
+audited AS (
+  {INSERT_AUDIT_ENTRY}
+  {entry}
+)
 """.replace("{INSERT_AUDIT_ENTRY}", INSERT_AUDIT_ENTRY)
+    .replace("{entry}", audit_statements.entry_select("stored"))
+    .replace("{insert}", INSERT_DECISIONS)
+)
+STATEMENT_ID_CTE = "stmt AS MATERIALIZED (SELECT uuid_send(time_ordered_uuid()) AS prefix)"
+
+
+def statement_id(ord_column: str) -> str:
+    """The id of a statement's decision for candidate `ord_column` (joined with `stmt`)."""
+    return audit_statements.STATEMENT_IDS.format(base="stmt.prefix", ord=ord_column)
+
 
 DECIDE_AND_STORE = f"""
 WITH cand AS ({REFERENCED_CANDIDATES}),
@@ -152,6 +181,15 @@ evaluated AS MATERIALIZED (
   SELECT time_ordered_uuid() AS id, e.* FROM ({REASONS_SQL}) e
 ),
 {STORE_CTES.format(recorded="evaluated")}
+SELECT id, ord, subject_id, basis, reasons FROM evaluated ORDER BY ord
+"""
+DECIDE_MANY_AND_STORE = f"""
+WITH cand AS ({REFERENCED_CANDIDATES}),
+{STATEMENT_ID_CTE},
+evaluated AS MATERIALIZED (
+  SELECT {statement_id("e.ord")} AS id, e.* FROM ({REASONS_SQL}) e CROSS JOIN stmt
+),
+{STORE_MANY_CTES.format(recorded="evaluated")}
 SELECT id, ord, subject_id, basis, reasons FROM evaluated ORDER BY ord
 """
 
@@ -166,6 +204,7 @@ GATE_CASTS = {
 # Run on the driver connection (app.core.driver): one round trip, no BEGIN/COMMIT around it
 # in autocommit mode.
 DECIDE_STATEMENT = prepare(DECIDE_AND_STORE, **GATE_CASTS)
+DECIDE_MANY_STATEMENT = prepare(DECIDE_MANY_AND_STORE, **GATE_CASTS)
 CATALOGUE_KEYS = prepare(
     "SELECT EXISTS (SELECT 1 FROM purposes WHERE key = :p),"
     " EXISTS (SELECT 1 FROM recipients WHERE key = :r)",
@@ -191,10 +230,11 @@ async def _evaluate(
     purpose: str,
     recipient: str | None,
     now: datetime,
+    statement: Prepared = DECIDE_STATEMENT,
 ) -> list[Row]:
     ids = [r if isinstance(r, uuid.UUID) else None for r in refs]
     emails = [None if isinstance(r, uuid.UUID) else r.strip().lower() for r in refs]
-    rows = await DECIDE_STATEMENT.fetch(
+    rows = await statement.fetch(
         con,
         ids=ids,
         emails=emails,
@@ -255,7 +295,9 @@ async def batch_payload(
     document, items in request order."""
     now = now or utcnow()
     driver = await connection_of(con)
-    rows = await _evaluate(driver, principal, subjects, purpose, recipient, now)
+    rows = await _evaluate(
+        driver, principal, subjects, purpose, recipient, now, DECIDE_MANY_STATEMENT
+    )
     items = []
     for row in rows:
         item = _item(row, purpose, recipient, now)
