@@ -8,7 +8,7 @@ row below records the first audit entry id the new form may have: verification r
 entry of the form before it.
 
 Revision ID: 0027
-Revises: 0022
+Revises: 0024
 """
 
 from collections.abc import Sequence
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0027"
-down_revision: str | None = "0022"
+down_revision: str | None = "0024"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
