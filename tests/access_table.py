@@ -44,6 +44,7 @@ ACCESS: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/subjects"): CRM_READ,
     ("GET", "/v1/subjects/{subject_id}"): CRM_READ,
     ("PATCH", "/v1/subjects/{subject_id}"): frozenset({CRM}),
+    ("POST", "/v1/subjects/{subject_id}/merge"): frozenset({CRM}),
     ("GET", "/v1/subjects/{subject_id}/bases"): CRM_READ,
     ("PUT", "/v1/subjects/{subject_id}/bases/{purpose}"): frozenset({CRM}),
     ("GET", "/v1/subjects/{subject_id}/bases/{purpose}/history"): CRM_READ,

@@ -58,6 +58,7 @@ class Person:
     transfers: dict[str, tuple[str, str | None]]
     objections: set[str]
     opted_out: bool
+    merged: bool = False  # merged into another subject (the same person held twice)
     id: uuid.UUID = field(default_factory=uuid.uuid4)
 
 
@@ -82,6 +83,7 @@ people = st.builds(
     transfers=st.dictionaries(st.sampled_from(OUTSIDE), consents),
     objections=st.sets(st.sampled_from(PURPOSES), max_size=3),
     opted_out=st.booleans(),
+    merged=st.integers(0, 9).map(lambda n: n == 1),
 )
 
 
@@ -120,6 +122,8 @@ def oracle(
         return ["subject_unknown"]
     if p.erased:
         return ["subject_erased"]
+    if p.merged:
+        return ["subject_merged"]
     reasons = []
     if p.restricted:
         reasons.append("restricted")
@@ -213,6 +217,12 @@ async def _insert(db, p: Person) -> None:
         await gs.objection(db, p.id, purpose)
     if p.opted_out:
         await gs.opt_out(db, email)
+    if p.merged:
+        survivor = await gs.subject(db)
+        await db.execute(
+            text("UPDATE subjects SET merged_into = :m, merged_at = now() WHERE id = :id"),
+            {"m": survivor, "id": p.id},
+        )
 
 
 async def _policies(db, asks_new: set[str], asks_future: set[str]) -> dict:

@@ -33,6 +33,12 @@ async def _population(db, n=80, seed=10):
             if email:
                 await gs.opt_out(db, email)
         ids.append(sid)
+    # Some merged into another (the same person held twice): the gate answers subject_merged.
+    merged = random.Random(seed + 1).sample(ids[1:], k=max(1, n // 10))
+    await db.execute(
+        text("UPDATE subjects SET merged_into = :into, merged_at = now() WHERE id = ANY(:ids)"),
+        {"into": ids[0], "ids": merged},
+    )
     return ids
 
 

@@ -30,6 +30,8 @@ from app.services.sync.surveys import Verdict
 
 log = logging.getLogger("consent_api.sync")
 PER_PAGE = 1000
+# Feed entries after which the subject's contact goes: erased, or merged into another.
+GONE = ("subject.erased", "subject.merged")
 
 
 def _doomed(verdicts: list[Verdict], contacts: list[tuple[str, str]]) -> list[Intent]:
@@ -215,7 +217,7 @@ class SurveymonkeySync:
         await state.forget_remote(session, self.target, gone)
 
     async def follow_feed(self) -> None:
-        """Erasures reach SurveyMonkey: the erased subject's contact is deleted."""
+        """Erasures and merges reach SurveyMonkey: the subject's contact is deleted."""
         batch = max(1, self.settings.sync_batch_size)
         while True:
             current = await in_transaction(self.maker, state.load, self.target)
@@ -224,9 +226,8 @@ class SurveymonkeySync:
             )
             if not page.items:
                 return
-            erased = [
-                c.subject_id for c in page.items if c.kind == "subject.erased" and c.subject_id
-            ]
+            # Erased, or merged into another subject (the same person: it leaves every copy).
+            erased = [c.subject_id for c in page.items if c.kind in GONE and c.subject_id]
             held = await in_transaction(self.maker, state.members, self.target, erased)
             await self._delete([Intent(cid, "delete_contact", sid) for sid, cid in held.items()])
             await in_transaction(

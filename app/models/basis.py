@@ -97,6 +97,10 @@ class LawfulBasisHistory(SQLModel, table=True):
 
 class LawfulBasisHistoryPublic(SQLModel):
     id: int
+    subject_id: uuid.UUID | None = Field(
+        default=None,
+        description="The subject the entry was recorded for: this one, or one merged into it",
+    )
     purpose: str
     action: str
     value: dict[str, Any] | None

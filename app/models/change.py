@@ -50,6 +50,7 @@ class ChangePublic(SQLModel):
     kind: str = Field(
         description="What changed: subject.created, subject.updated, subject.restricted,"
         " subject.unrestricted, subject.rectified, subject.erased, subject.erased_in_part,"
+        " subject.merged (merged into another subject: it leaves every copy),"
         " consent.given,"
         " consent.withdrawn, consent.outdated (a policy version asking for consent again"
         " took effect), optout, objection, basis.set, basis.ended,"

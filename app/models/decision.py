@@ -18,6 +18,7 @@ from app.models.text import MAX_ADDRESS
 Reason = Literal[
     "subject_unknown",
     "subject_erased",
+    "subject_merged",
     "restricted",
     "retention_expired",
     "no_lawful_basis",
@@ -118,6 +119,11 @@ class DecisionPublic(SQLModel):
     basis: str | None
     reasons: list[Reason] = Field(description=REASONS_DESCRIPTION)
     decided_at: datetime
+    merged_into: uuid.UUID | None = Field(
+        default=None,
+        description="Only with `subject_merged`: the subject this one was merged into, which"
+        " answers for the person now",
+    )
 
 
 class BatchDecisionItem(DecisionPublic):

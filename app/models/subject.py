@@ -5,7 +5,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import ConfigDict, StringConstraints
-from sqlalchemy import Index, SmallInteger, text
+from sqlalchemy import CheckConstraint, Index, SmallInteger, text
 from sqlmodel import Field, SQLModel
 
 from app.models.base import DateOrDateTime, timestamp_field, utcnow
@@ -59,6 +59,12 @@ class Subject(SQLModel, table=True):
             postgresql_where=text("erased_at IS NULL"),
         ),
         Index("ix_subjects_created_at_id", "created_at", "id"),
+        Index(
+            "ix_subjects_merged_into",
+            "merged_into",
+            postgresql_where=text("merged_into IS NOT NULL"),
+        ),
+        CheckConstraint("merged_into IS DISTINCT FROM id", name="ck_subjects_not_merged_into_self"),
     )
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
@@ -81,6 +87,10 @@ class Subject(SQLModel, table=True):
     erased_at: datetime | None = timestamp_field(default=None, nullable=True)
     created_at: datetime = timestamp_field(default_factory=utcnow)
     updated_at: datetime = timestamp_field(default_factory=utcnow)
+    # The same person held twice (Art 5(1)(d)): this subject was merged into that one, whose
+    # reads include this one's records; nothing of this one is rewritten.
+    merged_into: uuid.UUID | None = Field(default=None, foreign_key="subjects.id")
+    merged_at: datetime | None = timestamp_field(default=None, nullable=True)
 
 
 class SubjectPublic(SQLModel):
@@ -100,6 +110,38 @@ class SubjectPublic(SQLModel):
     erased_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    merged_into: uuid.UUID | None = Field(
+        default=None,
+        description="Set once this subject was merged into that one (the same person held"
+        " twice): read that one; decisions on this one answer `subject_merged`.",
+    )
+
+
+class SubjectMerge(SQLModel):
+    """`POST /v1/subjects/{id}/merge`: the other subject, which `{id}` absorbs."""
+
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    from_: uuid.UUID = Field(alias="from", description="The subject merged into `{id}`")
+
+
+class SubjectMergePublic(SQLModel):
+    """What a merge did: the survivor as it now reads, and what it took over."""
+
+    subject: SubjectPublic
+    merged: uuid.UUID = Field(description="The subject now marked `merged_into`")
+    merged_at: datetime
+    consents_taken: list[str] = Field(
+        description="Purposes (`purpose` or `purpose:recipient`) where the merged subject's"
+        " newer consent event now decides"
+    )
+    bases_set: list[str] = Field(
+        description="Purposes whose basis only the merged subject had, now set on `{id}`"
+    )
+    objections_added: list[str]
+    opt_outs_carried: int = Field(
+        description="Opt-outs of the merged subject's address now held for `{id}`'s too"
+    )
 
 
 def subject_status(subject: Subject) -> SubjectStatus:

@@ -13,7 +13,15 @@ from app.core.driver import DatabaseDep, json_response
 from app.core.errors import problem_responses
 from app.core.idempotency import idempotent
 from app.core.pagination import Cursor, Limit, Page
-from app.models.subject import SubjectCreate, SubjectPublic, SubjectUpdate, to_public
+from app.models.subject import (
+    SubjectCreate,
+    SubjectMerge,
+    SubjectMergePublic,
+    SubjectPublic,
+    SubjectUpdate,
+    to_public,
+)
+from app.services.subjects import merge as merging
 from app.services.subjects import records as subjects
 
 router = APIRouter(prefix="/v1/subjects", tags=["subjects"])
@@ -72,3 +80,26 @@ async def update_subject(
     """Change some of a subject's fields, including interest_ceased_at."""
     subject = await subjects.update_subject(session, principal, subject_id=subject_id, data=body)
     return to_public(subject)
+
+
+@router.post(
+    "/{subject_id}/merge",
+    response_model=SubjectMergePublic,
+    responses=problem_responses(401, 403, 404, 409, 413, 422),
+)
+async def merge_subject(
+    subject_id: uuid.UUID,
+    body: SubjectMerge,
+    request: Request,
+    session: SessionDep,
+    principal: Writer,
+) -> JSONResponse:
+    """The same person held twice: merge the subject `from` into this one. Nothing stored is
+    rewritten; `from` is marked `merged_into` this one, whose reads include its records.
+    409 (with a `reason`) while either is erased, restricted, already merged or has an open
+    erasure request, or when both are the same subject."""
+
+    async def create() -> tuple[int, Any]:
+        return 200, await merging.merge(session, principal, into=subject_id, from_id=body.from_)
+
+    return await idempotent(session, principal, request, body, create)

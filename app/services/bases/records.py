@@ -21,7 +21,7 @@ from app.services.audit import entries as audit
 from app.services.catalogue.known import unknown_key
 from app.services.changes import clock
 from app.services.changes import feed as changes
-from app.services.subjects.records import get_subject, lock_subject
+from app.services.subjects.records import get_subject, linked_ids, lock_subject
 
 # The import's set-based batch writes bases and their history with these (its rows are new
 # subjects: nothing to replace); `set_basis` writes the same columns through the models.
@@ -146,13 +146,16 @@ async def set_basis(
     subject_id: uuid.UUID,
     purpose: str,
     data: LawfulBasisSet,
+    actor: str | None = None,
 ) -> LawfulBasisRecord:
-    """Record the basis for (subject, purpose); it must be one the purpose allows."""
+    """Record the basis for (subject, purpose); it must be one the purpose allows. `actor`
+    names who set it in the history when that is not the calling key (a merge)."""
     await _lock_subject(session, subject_id, live=True)
     await _require_allowed(session, purpose, data.basis)
     previous = await _current(session, subject_id, purpose)
     previous_value = _value(previous) if previous else None
-    record = await _write_basis(session, principal, subject_id, purpose, data, previous_value)
+    actor = actor or principal.name
+    record = await _write_basis(session, actor, subject_id, purpose, data, previous_value)
     await audit.record(
         session,
         principal,
@@ -187,7 +190,7 @@ async def _require_allowed(session: AsyncSession, purpose: str, basis: str) -> N
 
 async def _write_basis(
     session: AsyncSession,
-    principal: Principal,
+    actor: str,
     subject_id: uuid.UUID,
     purpose: str,
     data: LawfulBasisSet,
@@ -195,7 +198,7 @@ async def _write_basis(
 ) -> LawfulBasisRecord:
     """The basis, inserted or replaced, and its history entry (`previous`: what it replaced)."""
     now = utcnow()
-    values = {**data.model_dump(), "set_by": principal.name, "set_at": now}
+    values = {**data.model_dump(), "set_by": actor, "set_at": now}
     stmt = pg_insert(LawfulBasisRecord).values(subject_id=subject_id, purpose=purpose, **values)
     stmt = stmt.on_conflict_do_update(index_elements=["subject_id", "purpose"], set_=values)
     await session.execute(stmt)
@@ -207,7 +210,7 @@ async def _write_basis(
             action="set",
             value=_value(record),
             previous=previous_value,
-            actor=principal.name,
+            actor=actor,
             at=now,
         )
     )
@@ -228,10 +231,12 @@ async def basis_history(
     session: AsyncSession, *, subject_id: uuid.UUID, purpose: str
 ) -> list[LawfulBasisHistory]:
     await get_subject(session, subject_id)
+    # With the history of every subject merged into this one (the merge set the basis here
+    # only where this subject had none, with the merge as the actor).
     stmt = (
         select(LawfulBasisHistory)
         .where(
-            col(LawfulBasisHistory.subject_id) == subject_id,
+            col(LawfulBasisHistory.subject_id).in_(await linked_ids(session, subject_id)),
             col(LawfulBasisHistory.purpose) == purpose,
         )
         .order_by(col(LawfulBasisHistory.id))

@@ -63,12 +63,13 @@ def to_public(row: Any) -> ConsentEventPublic:
 async def list_events(
     session: AsyncSession, *, subject_id: uuid.UUID, limit: int, cursor: str | None
 ) -> Page[ConsentEventPublic]:
-    """A subject's consent history, oldest first."""
+    """A subject's consent history, oldest first: with the events of every subject merged
+    into it (each event keeps the subject it was recorded for)."""
     after_at, after_id = decode_time_cursor(cursor) or (None, None)
     rows = (
         await session.execute(
             text(
-                "SELECT * FROM consent_events WHERE subject_id = :s"
+                f"SELECT * FROM consent_events WHERE subject_id IN ({subjects.LINKED_IDS})"  # noqa: S608 - constant SQL
                 " AND (CAST(:at AS timestamptz) IS NULL OR (occurred_at, id) > (:at, :id))"
                 " ORDER BY occurred_at, id LIMIT :n"
             ),
@@ -106,7 +107,8 @@ LEFT JOIN policies pol ON pol.version = e.policy_version
 WHERE {{where}} ORDER BY e.occurred_at, e.id
 """  # noqa: S608 - constant SQL
 BY_EVENT = text(EVENTS_WITH_CONTEXT.format(where="e.id = :id"))
-BY_SUBJECT = text(EVENTS_WITH_CONTEXT.format(where="e.subject_id = :id"))
+LINKED_TO_ID = subjects.LINKED_IDS.replace(":s", ":id")
+BY_SUBJECT = text(EVENTS_WITH_CONTEXT.format(where=f"e.subject_id IN ({LINKED_TO_ID})"))
 
 
 def receipt_of(row: Any) -> dict[str, Any]:
@@ -128,5 +130,6 @@ async def receipt(session: AsyncSession, *, event_id: uuid.UUID) -> dict[str, An
 
 
 async def history_with_receipts(session: AsyncSession, *, subject_id: uuid.UUID) -> list[Any]:
-    """Every consent event of a subject with its receipt, oldest first (Art 15 reports)."""
+    """Every consent event of a subject (and of those merged into it) with its receipt,
+    oldest first (Art 15 reports)."""
     return [(row, receipt_of(row)) for row in await session.execute(BY_SUBJECT, {"id": subject_id})]

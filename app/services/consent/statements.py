@@ -3,6 +3,8 @@ notice, the event, the current state, the change-feed and audit entries, and con
 basis where none is recorded), as fragments that every writer composes: this package's
 single writes and the import's set-based batch."""
 
+from sqlalchemy import text
+
 from app.core.driver import prepare
 from app.services.audit.entries import INSERT_AUDIT_ENTRY
 from app.services.bases.records import CONSENT_BASIS_AUDITED, LOCK_BASES, consent_basis_ctes
@@ -150,3 +152,15 @@ CURRENT = prepare(
     "SELECT status, event_id FROM consent_state WHERE subject_id = :s"
     " AND purpose = :p AND recipient = ''"
 )
+
+# A merge (subjects/merge.py): the merged subject's current state per purpose and recipient
+# offered to the survivor under the one rule of the ledger, the newest `occurred_at` wins,
+# so per purpose the newest event across both decides. The state keeps pointing at the
+# event it came from (still the merged subject's, never rewritten). Returns what it took.
+CARRY_STATE = text(f"""
+{INSERT_CONSENT_STATE}
+SELECT CAST(:into AS uuid), purpose, recipient, status, event_id, occurred_at
+FROM consent_state WHERE subject_id = CAST(:from_id AS uuid)
+{NEWEST_EVENT_WINS}
+RETURNING purpose, recipient, status
+""")  # noqa: S608 - constant SQL

@@ -63,15 +63,18 @@ CONSENT_EXPIRES_AT = (
     "({state}.occurred_at + make_interval(months => {purpose}.consent_valid_months))"
 )
 
-# Every reason that applies, in the order of DOMAIN.md. `live` = known and not erased: the
-# rules after 1 speak of a subject that exists. Parameters: :purpose, :recipient, :now,
-# :grace_days. Retention's due date is the SQL function `retention_due_at` (migration 0009),
-# shared with the retention sweep.
+# Every reason that applies, in the order of DOMAIN.md. `live` = known, not erased and not
+# merged into another: the rules after 1 speak of a subject that exists in its own right.
+# Parameters: :purpose, :recipient, :now, :grace_days. Retention's due date is the SQL
+# function `retention_due_at` (migration 0009), shared with the retention sweep.
 REASONS_SQL = f"""
 SELECT c.ord, s.id AS subject_id, CASE WHEN live.ok THEN b.basis END AS basis,
+  s.merged_into,
   array_remove(ARRAY[
     CASE WHEN s.id IS NULL THEN 'subject_unknown' END,
     CASE WHEN s.erased_at IS NOT NULL THEN 'subject_erased' END,
+    -- The same person held twice: the survivor answers for both (subjects/merge.py).
+    CASE WHEN s.erased_at IS NULL AND s.merged_into IS NOT NULL THEN 'subject_merged' END,
     CASE WHEN live.ok AND s.restricted THEN 'restricted' END,
     CASE WHEN live.ok AND retention_due_at(cat.retention_rule, cat.retention_months,
            s.created_at, s.interest_ceased_at, ct.last_end, ct.running, :grace_days) <= :now
@@ -103,7 +106,8 @@ SELECT c.ord, s.id AS subject_id, CASE WHEN live.ok THEN b.basis END AS basis,
   ]::text[], NULL) AS reasons
 FROM cand c
 LEFT JOIN subjects s ON s.id = c.subject_id
-CROSS JOIN LATERAL (SELECT s.id IS NOT NULL AND s.erased_at IS NULL AS ok) live
+CROSS JOIN LATERAL (
+  SELECT s.id IS NOT NULL AND s.erased_at IS NULL AND s.merged_into IS NULL AS ok) live
 JOIN purposes p ON p.key = :purpose
 LEFT JOIN recipients rc ON rc.key = :recipient
 LEFT JOIN categories cat ON cat.key = s.category
@@ -181,7 +185,7 @@ evaluated AS MATERIALIZED (
   SELECT time_ordered_uuid() AS id, e.* FROM ({REASONS_SQL}) e
 ),
 {STORE_CTES.format(recorded="evaluated")}
-SELECT id, ord, subject_id, basis, reasons FROM evaluated ORDER BY ord
+SELECT id, ord, subject_id, basis, reasons, merged_into FROM evaluated ORDER BY ord
 """
 DECIDE_MANY_AND_STORE = f"""
 WITH cand AS ({REFERENCED_CANDIDATES}),
@@ -252,8 +256,9 @@ async def _evaluate(
 
 
 def _item(row: Row, purpose: str, recipient: str | None, now: datetime) -> dict[str, Any]:
-    """A decision as DecisionPublic serialises it (same fields, same order)."""
-    return {
+    """A decision as DecisionPublic serialises it (same fields, same order); `merged_into`
+    only for a merged subject (where to ask instead)."""
+    item = {
         "id": row["id"],
         "subject_id": row["subject_id"],
         "purpose": purpose,
@@ -263,6 +268,9 @@ def _item(row: Row, purpose: str, recipient: str | None, now: datetime) -> dict[
         "reasons": row["reasons"],
         "decided_at": now,
     }
+    if row["merged_into"] is not None:
+        item["merged_into"] = row["merged_into"]
+    return item
 
 
 async def decision_payload(

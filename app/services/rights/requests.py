@@ -37,6 +37,7 @@ from app.services.audit import entries as audit
 from app.services.changes import feed as changes
 from app.services.rights import fulfilment
 from app.services.rights.deadlines import days_paused, due_date, today_uk
+from app.services.subjects.records import linked_ids
 
 CLOCK_SKEW = timedelta(minutes=5)
 
@@ -309,8 +310,8 @@ async def list_requests(
     """A page of requests, each with its history; the filters combine (AND). A subject's
     requests are found by ix_rights_requests_subject, then put in order (a handful)."""
     stmt = select(RightsRequest).order_by(col(RightsRequest.received_at), col(RightsRequest.id))
-    if subject_id is not None:
-        stmt = stmt.where(col(RightsRequest.subject_id) == subject_id)
+    if subject_id is not None:  # with the requests of every subject merged into it
+        stmt = stmt.where(col(RightsRequest.subject_id).in_(await linked_ids(session, subject_id)))
     if status is not None:
         stmt = stmt.where(col(RightsRequest.status) == status)
     if type_ is not None:

@@ -13,6 +13,7 @@ from app.services.catalogue import controller as controller_identity
 from app.services.consent import reading as consent_reading
 from app.services.retention import rules as retention_rules
 from app.services.retention.due import subject_due_at
+from app.services.subjects import records as subjects
 
 RIGHTS = [
     "access: a copy of your personal data and how it is used (Art 15)",
@@ -96,12 +97,14 @@ async def _consent_history(session: AsyncSession, subject: Subject) -> list[dict
 async def _recent_decisions(
     session: AsyncSession, req: RightsRequest, subject: Subject
 ) -> list[dict[str, Any]]:
-    """Gate decisions in the twelve months before the request was received."""
+    """Gate decisions in the twelve months before the request was received (on this subject
+    and on any merged into it)."""
     since = req.received_at - timedelta(days=365)
     return await _rows(
         session,
-        "SELECT purpose, recipient, allowed, reasons, decided_at FROM decisions"
-        " WHERE subject_id = :s AND decided_at >= :since ORDER BY decided_at",
+        "SELECT purpose, recipient, allowed, reasons, decided_at FROM decisions"  # noqa: S608
+        f" WHERE subject_id IN ({subjects.LINKED_IDS}) AND decided_at >= :since"
+        " ORDER BY decided_at",
         s=subject.id,
         since=since,
     )
@@ -115,6 +118,21 @@ async def _recipients(session: AsyncSession, subject: Subject) -> list[dict[str,
         " ON b.purpose = ANY(r.purposes) WHERE b.subject_id = :s ORDER BY r.name",
         s=subject.id,
     )
+
+
+async def _merged_records(session: AsyncSession, subject: Subject) -> list[dict[str, Any]]:
+    """The same person held twice: what each subject merged into this one still holds."""
+    ids = (await subjects.linked_ids(session, subject.id))[1:]
+    merged = [await session.get(Subject, i) for i in ids]
+    return [
+        {
+            "subject_id": str(m.id),
+            "merged_at": m.merged_at,
+            **{f: getattr(m, f) for f in PERSONAL_FIELDS},
+        }
+        for m in merged
+        if m is not None
+    ]
 
 
 async def _source(session: AsyncSession, subject: Subject) -> dict[str, Any]:
@@ -142,6 +160,7 @@ async def access_report(
     decisions = await _recent_decisions(session, req, subject)
     recipients = await _recipients(session, subject)
     source = await _source(session, subject)
+    merged = await _merged_records(session, subject)
     return {
         **base,
         "held": True,
@@ -154,6 +173,7 @@ async def access_report(
         "decisions_last_12_months": decisions,
         "recipients": recipients,
         "retention": await _retention(session, subject),
+        "merged_records": merged,
     }
 
 

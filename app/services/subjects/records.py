@@ -172,7 +172,7 @@ SELECT id, email, name, phone, mobile, job_title, company, business_address, cat
        source_detail,
        CASE WHEN erased_at IS NOT NULL THEN 'erased' WHEN restricted THEN 'restricted'
             ELSE 'active' END AS status,
-       interest_ceased_at, erased_at, created_at, updated_at
+       interest_ceased_at, erased_at, created_at, updated_at, merged_into
 FROM subjects WHERE id = :id
 """)
 
@@ -300,3 +300,39 @@ async def rehash(
 ) -> None:
     """Store these subjects' address hashes as made by hash key `key_id` (a rotation)."""
     await session.execute(REHASH, {"ids": ids, "new": hashes, "kid": key_id})
+
+
+# The same person held twice: a subject and every subject merged into it, at any depth (B
+# merged into A, then A into C: C's reads include B's). Reads of a subject's records compose
+# it as `subject_id IN (<LINKED_IDS>)` over the subject id `:s`; a subject never merged is
+# one row, found by the partial index on `merged_into` (empty until a merge).
+LINKED_IDS = """WITH RECURSIVE linked(id) AS (
+  SELECT CAST(:s AS uuid)
+  UNION SELECT m.id FROM subjects m JOIN linked l ON m.merged_into = l.id
+) SELECT id FROM linked"""
+LINKED = text(LINKED_IDS)
+
+
+async def linked_ids(session: AsyncSession, subject_id: uuid.UUID) -> list[uuid.UUID]:
+    """`subject_id` first, then every subject merged into it."""
+    return list((await session.execute(LINKED, {"s": subject_id})).scalars())
+
+
+async def lock_pair(
+    session: AsyncSession, first: uuid.UUID, second: uuid.UUID
+) -> tuple[Subject, Subject]:
+    """Both subject rows FOR UPDATE, the lower id first: two merges of the same pair in
+    opposite directions queue instead of deadlocking. Every writer of either (consent, bases,
+    updates, erasure) waits until the merge commits; no other subject is locked."""
+    low, high = sorted((first, second))
+    locked = {low: await lock_subject(session, low), high: await lock_subject(session, high)}
+    return locked[first], locked[second]
+
+
+async def mark_merged(session: AsyncSession, merged: Subject, survivor: Subject) -> None:
+    """The tombstone of a merge, on the locked rows: the link and when, and the survivor
+    changed (its reads now include the merged one's); every other field stays as held."""
+    now = utcnow()
+    merged.merged_into, merged.merged_at, merged.updated_at = survivor.id, now, now
+    survivor.updated_at = now
+    await session.flush()

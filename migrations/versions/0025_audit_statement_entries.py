@@ -7,7 +7,7 @@ meaning, one `decision.create` per decision row; a single decision still writes 
 row below records the first audit entry id the new form may have: verification refuses an
 entry of the form before it.
 
-Revision ID: 0027
+Revision ID: 0025
 Revises: 0024
 """
 
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0027"
+revision: str = "0025"
 down_revision: str | None = "0024"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
