@@ -21,7 +21,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 ACTION = "decision.statement"
-# Where the form starts (migration 0027): an entry of this form with a smaller id was not
+# Where the form starts (migration 0025): an entry of this form with a smaller id was not
 # written by the service.
 MARKER = text("SELECT from_entry_id FROM audit_forms WHERE form = :f")
 
