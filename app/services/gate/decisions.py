@@ -194,7 +194,7 @@ evaluated AS MATERIALIZED (
   SELECT {statement_id("e.ord")} AS id, e.* FROM ({REASONS_SQL}) e CROSS JOIN stmt
 ),
 {STORE_MANY_CTES.format(recorded="evaluated")}
-SELECT id, ord, subject_id, basis, reasons FROM evaluated ORDER BY ord
+SELECT id, ord, subject_id, basis, reasons, merged_into FROM evaluated ORDER BY ord
 """
 
 
