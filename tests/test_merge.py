@@ -242,7 +242,7 @@ async def test_a_decision_on_the_merged_subject_is_subject_merged(client, crm, d
         headers=crm,
     )
     items = batch.json()["items"]
-    assert items[0]["allowed"] is True and "merged_into" not in items[0]
+    assert items[0]["allowed"] is True and items[0]["merged_into"] is None
     assert items[1]["reasons"] == ["subject_merged"] and items[1]["merged_into"] == a["id"]
     (stored,) = await _rows(
         db, "SELECT reasons FROM decisions WHERE id = :id", id=uuid.UUID(single["id"])

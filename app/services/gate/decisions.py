@@ -257,7 +257,7 @@ async def _evaluate(
 
 def _item(row: Row, purpose: str, recipient: str | None, now: datetime) -> dict[str, Any]:
     """A decision as DecisionPublic serialises it (same fields, same order); `merged_into`
-    only for a merged subject (where to ask instead)."""
+    is set only for a merged subject (where to ask instead), null otherwise."""
     item = {
         "id": row["id"],
         "subject_id": row["subject_id"],
@@ -267,9 +267,8 @@ def _item(row: Row, purpose: str, recipient: str | None, now: datetime) -> dict[
         "basis": row["basis"],
         "reasons": row["reasons"],
         "decided_at": now,
+        "merged_into": row["merged_into"],
     }
-    if row["merged_into"] is not None:
-        item["merged_into"] = row["merged_into"]
     return item
 
 
