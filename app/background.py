@@ -4,7 +4,7 @@ advisory locks), the gate's clock every 15 s (one per database too: it feeds eac
 which time alone changes the gate's answer within a minute, and catches up on start after
 a stop across moments), a minutely purge of idempotency keys past their 24 hours (stored replies
 echo personal data), and an hourly run creating the coming months' partitions
-(advisory-locked as well)."""
+(advisory-locked as well), and the webhooks' delivery worker (one per database too)."""
 
 import asyncio
 import contextlib
@@ -15,13 +15,16 @@ from datetime import datetime
 from prometheus_client import Gauge
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.core.config import current_settings
 from app.core.idempotency import purge_expired
 from app.core.signing import Signer
+from app.integrations.webhooks_worker import deliver_pending
 from app.models.base import utcnow
 from app.services.audit.chain import seal_pending
 from app.services.changes import clock
 from app.services.changes.feed import sequence_pending
 from app.services.partitions import ensure_partitions
+from app.services.webhooks.sender import Sender
 
 log = logging.getLogger("consent_api.sealer")
 SEAL_SECONDS = 0.5
@@ -111,8 +114,16 @@ async def running_background_tasks(
     async def clock() -> None:
         await clock_tick(maker)
 
+    # Webhooks out: one delivery worker per database (its advisory lock), its HTTP clients
+    # kept between passes (keep-alive connections to each endpoint).
+    sender = Sender(current_settings())
+
+    async def webhooks() -> None:
+        await deliver_pending(maker, sender)
+
     tasks = [
         asyncio.create_task(supervised("sealer", lambda: _seal(maker, signer), SEAL_SECONDS)),
+        asyncio.create_task(supervised("webhooks", webhooks, sender.settings.webhook_poll_seconds)),
         asyncio.create_task(supervised("clock", clock, CLOCK_SECONDS)),
         asyncio.create_task(supervised("idempotency purge", lambda: _purge(maker), PURGE_SECONDS)),
         asyncio.create_task(
@@ -127,3 +138,4 @@ async def running_background_tasks(
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await sender.aclose()

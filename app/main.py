@@ -54,6 +54,7 @@ from app.routers import (
     subjects,
     sync_events,
     sync_failures,
+    webhook_endpoints,
     webhooks,
 )
 from app.services.access import key_fingerprints
@@ -92,6 +93,7 @@ API_ROUTERS = (
     sync_failures,
     consent_reports,
     imports,
+    webhook_endpoints,
 )
 
 # The hottest endpoints, served by app.core.direct without FastAPI's route walk and

@@ -37,6 +37,8 @@ IDEMPOTENCY = "app/core/idempotency.py"
 ERASURE = "app/services/rights/erasure.py"
 OUTBOX = "app/services/sync/outbox.py"
 CONTROLLER = "app/services/catalogue/controller.py"
+WEBHOOK_ENDPOINTS = "app/services/webhooks/endpoints.py"
+WEBHOOK_DELIVERIES = "app/services/webhooks/deliveries.py"
 
 # (table, verb) -> {module: why}. Creating and appending have one home each; changing and
 # removing are listed writer by writer, each for a fact of its own (erasure, sealing...).
@@ -73,6 +75,13 @@ ALLOWED: dict[tuple[str, str], dict[str, str]] = {
     ("sync_outbox", "INSERT"): {OUTBOX: "a sync call's intent, before the call"},
     ("sync_outbox", "UPDATE"): {OUTBOX: "a sync call's outcome"},
     ("sync_outbox", "DELETE"): {OUTBOX: "a waiting addition replaced by the gate's new answer"},
+    ("webhook_endpoints", "INSERT"): {WEBHOOK_ENDPOINTS: "register or change an endpoint"},
+    ("webhook_endpoints", "UPDATE"): {WEBHOOK_ENDPOINTS: "rotate its secret, disable on 410"},
+    ("webhook_endpoints", "DELETE"): {WEBHOOK_ENDPOINTS: "remove an endpoint"},
+    ("webhook_deliveries", "INSERT"): {
+        WEBHOOK_DELIVERIES: "a delivery per feed entry (composed by the sequencer)"
+    },
+    ("webhook_deliveries", "UPDATE"): {WEBHOOK_DELIVERIES: "a delivery's outcome, or a retry"},
     ("controller", "INSERT"): {CONTROLLER: "replace the controller's identity (upsert)"},
     ("idempotency_keys", "INSERT"): {IDEMPOTENCY: "claim an Idempotency-Key"},
     ("idempotency_keys", "UPDATE"): {IDEMPOTENCY: "store the first answer"},

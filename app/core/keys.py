@@ -42,6 +42,7 @@ class KeyUse(StrEnum):
     VALUE_FINGERPRINTS = "value-fingerprints"  # keyed hashes of rectified values
     MAILCHIMP_EVENTS = "mailchimp-event-keys"  # de-duplication keys of MailChimp's events
     KEY_FINGERPRINTS = "key-fingerprints"  # what the database stores to recognise the keys
+    WEBHOOK_SECRETS = "webhook-signing-secrets"  # encrypts webhook endpoints' secrets at rest
 
 
 def derive(settings: Settings, use: KeyUse) -> bytes:
