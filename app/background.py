@@ -6,7 +6,7 @@ a stop across moments), a minutely purge of idempotency keys past their 24 hours
 echo personal data), and an hourly run creating the coming months' partitions
 (advisory-locked as well). The e-mail outbox's sender every quarter second (a person is
 waiting for the message) and the double opt-in expiry every minute, each one per database
-under an advisory lock too."""
+under an advisory lock too; and the webhooks' delivery worker (one per database too)."""
 
 import asyncio
 import contextlib
@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.core.config import Settings, current_settings
 from app.core.idempotency import purge_expired
 from app.core.signing import Signer
+from app.integrations.webhooks_worker import deliver_pending
 from app.models.base import utcnow
 from app.services.audit.chain import seal_pending
 from app.services.changes import clock
@@ -28,6 +29,7 @@ from app.services.consent.double_opt_in import expire_due
 from app.services.mail import outbox
 from app.services.mail.sender import send_batch
 from app.services.partitions import ensure_partitions
+from app.services.webhooks.sender import Sender
 
 log = logging.getLogger("consent_api.sealer")
 SEAL_SECONDS = 0.5
@@ -150,8 +152,16 @@ async def running_background_tasks(
     async def clock() -> None:
         await clock_tick(maker)
 
+    # Webhooks out: one delivery worker per database (its advisory lock), its HTTP clients
+    # kept between passes (keep-alive connections to each endpoint).
+    sender = Sender(current_settings())
+
+    async def webhooks() -> None:
+        await deliver_pending(maker, sender)
+
     tasks = [
         asyncio.create_task(supervised("sealer", lambda: _seal(maker, signer), SEAL_SECONDS)),
+        asyncio.create_task(supervised("webhooks", webhooks, sender.settings.webhook_poll_seconds)),
         asyncio.create_task(supervised("clock", clock, CLOCK_SECONDS)),
         asyncio.create_task(supervised("idempotency purge", lambda: _purge(maker), PURGE_SECONDS)),
         asyncio.create_task(
@@ -172,3 +182,4 @@ async def running_background_tasks(
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await sender.aclose()

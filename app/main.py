@@ -55,6 +55,7 @@ from app.routers import (
     subjects,
     sync_events,
     sync_failures,
+    webhook_endpoints,
     webhooks,
 )
 from app.services.access import key_fingerprints
@@ -99,6 +100,7 @@ API_ROUTERS = (
     sync_failures,
     consent_reports,
     imports,
+    webhook_endpoints,
 )
 
 # The hottest endpoints, served by app.core.direct without FastAPI's route walk and

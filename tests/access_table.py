@@ -82,6 +82,13 @@ ACCESS: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/sync/failures"): READERS | {SYNC},
     ("GET", "/v1/webhooks/mailchimp"): OWN_CREDENTIAL,
     ("POST", "/v1/webhooks/mailchimp"): OWN_CREDENTIAL,
+    # Webhooks out: admin sets them up; the readers see them (never a secret)
+    ("PUT", "/v1/webhook-endpoints/{key}"): frozenset({ADMIN}),
+    ("GET", "/v1/webhook-endpoints"): READERS,
+    ("DELETE", "/v1/webhook-endpoints/{key}"): frozenset({ADMIN}),
+    ("POST", "/v1/webhook-endpoints/{key}/rotate-secret"): frozenset({ADMIN}),
+    ("GET", "/v1/webhook-endpoints/{key}/deliveries"): READERS,
+    ("POST", "/v1/webhook-endpoints/{key}/deliveries/{delivery_id}/retry"): frozenset({ADMIN}),
     # Bulk consent records (issue 13): crm and auditors
     ("GET", "/v1/consent-events/export"): CRM_READ,
     ("GET", "/v1/reports/reconsent"): CRM_READ,

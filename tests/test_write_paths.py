@@ -39,6 +39,8 @@ OUTBOX = "app/services/sync/outbox.py"
 CONTROLLER = "app/services/catalogue/controller.py"
 DOUBLE_OPT_IN = "app/services/consent/double_opt_in.py"
 MAIL_OUTBOX = "app/services/mail/outbox.py"
+WEBHOOK_ENDPOINTS = "app/services/webhooks/endpoints.py"
+WEBHOOK_DELIVERIES = "app/services/webhooks/deliveries.py"
 
 # (table, verb) -> {module: why}. Creating and appending have one home each; changing and
 # removing are listed writer by writer, each for a fact of its own (erasure, sealing...).
@@ -82,6 +84,13 @@ ALLOWED: dict[tuple[str, str], dict[str, str]] = {
     },
     ("email_outbox", "INSERT"): {MAIL_OUTBOX: "queue an e-mail (the double opt-in composes it)"},
     ("email_outbox", "UPDATE"): {MAIL_OUTBOX: "an e-mail sent, failed (retried) or cancelled"},
+    ("webhook_endpoints", "INSERT"): {WEBHOOK_ENDPOINTS: "register or change an endpoint"},
+    ("webhook_endpoints", "UPDATE"): {WEBHOOK_ENDPOINTS: "rotate its secret, disable on 410"},
+    ("webhook_endpoints", "DELETE"): {WEBHOOK_ENDPOINTS: "remove an endpoint"},
+    ("webhook_deliveries", "INSERT"): {
+        WEBHOOK_DELIVERIES: "a delivery per feed entry (composed by the sequencer)"
+    },
+    ("webhook_deliveries", "UPDATE"): {WEBHOOK_DELIVERIES: "a delivery's outcome, or a retry"},
     ("controller", "INSERT"): {CONTROLLER: "replace the controller's identity (upsert)"},
     ("idempotency_keys", "INSERT"): {IDEMPOTENCY: "claim an Idempotency-Key"},
     ("idempotency_keys", "UPDATE"): {IDEMPOTENCY: "store the first answer"},

@@ -10,14 +10,25 @@ import os
 import sys
 import warnings
 
-from app.cli import imports, keys, openapi, pages, partitions, receipts, retention, serve, sync
+from app.cli import (
+    imports,
+    keys,
+    openapi,
+    pages,
+    partitions,
+    receipts,
+    retention,
+    serve,
+    sync,
+    webhooks,
+)
 from app.cli.common import CliError, log_file, migrate, quiet_chatter
 from app.core.config import get_settings, use_settings
 
 __all__ = ["CliError", "build_parser", "main", "migrate"]
 
 # In the order `consent-api --help` lists them.
-GROUPS = (serve, keys, retention, pages, sync, imports, partitions, openapi, receipts)
+GROUPS = (serve, keys, retention, pages, sync, webhooks, imports, partitions, openapi, receipts)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -38,6 +38,7 @@ READ_SCOPES = frozenset(
         "reports:read",
         "metrics:read",
         "sync:read",
+        "webhooks:read",  # webhook endpoints (without secrets) and their deliveries
     }
 )
 
@@ -87,7 +88,7 @@ ROLE_SCOPES: dict[str, frozenset[str]] = {
         }
     ),
     "auditor": READ_SCOPES,
-    "admin": READ_SCOPES | {"catalogue:write", "retention:run"},
+    "admin": READ_SCOPES | {"catalogue:write", "retention:run", "webhooks:write"},
 }
 
 

@@ -126,6 +126,17 @@ class Settings(BaseSettings):
     # go to the primary, and /readyz says `degraded` (still 200).
     read_max_lag_seconds: float = Field(default=30.0, gt=0)
 
+    # Webhooks out (app.services.webhooks): POSTs at once per endpoint, feed entries claimed
+    # per endpoint and round, a call's time limit, and the retry schedule (exponential from
+    # the first pause, with jitter, capped; given up as failed after the window).
+    webhook_max_in_flight: int = Field(default=16, ge=1, le=256)
+    webhook_batch_size: int = Field(default=500, ge=1, le=5000)
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    webhook_retry_first_seconds: float = Field(default=5.0, gt=0)
+    webhook_retry_max_seconds: float = Field(default=3600.0, gt=0)
+    webhook_retry_hours: float = Field(default=24.0, gt=0)
+    webhook_poll_seconds: float = Field(default=0.5, gt=0)
+
     @model_validator(mode="after")
     def _refuse_development_setup(self) -> "Settings":
         """Outside development the service fails closed: no embedded server, no default or

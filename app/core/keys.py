@@ -43,6 +43,7 @@ class KeyUse(StrEnum):
     MAILCHIMP_EVENTS = "mailchimp-event-keys"  # de-duplication keys of MailChimp's events
     KEY_FINGERPRINTS = "key-fingerprints"  # what the database stores to recognise the keys
     CONFIRMATION_IPS = "confirmation-ip-hashes"  # a double opt-in confirmer's address, hashed
+    WEBHOOK_SECRETS = "webhook-signing-secrets"  # encrypts webhook endpoints' secrets at rest
 
 
 def derive(settings: Settings, use: KeyUse) -> bytes:

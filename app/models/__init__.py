@@ -17,4 +17,5 @@ from app.models import (  # noqa: F401
     state,
     subject,
     sync,
+    webhook,
 )

@@ -12,10 +12,16 @@ from app.core.errors import problem_responses
 from app.core.read_replica import ReadReplica
 from app.services import health
 from app.services.sync import outbox
+from app.services.webhooks import deliveries as webhook_deliveries
 
 router = APIRouter(tags=["operations"])
 SYNC_FAILURES = Gauge(
     "consent_sync_failures", "Refused sync calls not done (waiting or given up)", ["target"]
+)
+WEBHOOK_FAILURES = Gauge(
+    "consent_webhook_failures",
+    "Webhook deliveries given up after their retry window (failed; retry sends one again)",
+    ["endpoint"],
 )
 UNSEALED = Gauge("consent_audit_unsealed_entries", "Audit entries not yet in the hash chain")
 SEAL_LAG = Gauge(
@@ -46,13 +52,17 @@ async def metrics(
     _: Annotated[Principal, Depends(require("metrics:read"))],
 ) -> Response:
     """Prometheus metrics: request counts and latency by route template; from the database
-    (the same for every worker and the sync processes): refused sync calls per target, the
-    audit sealer's and the feed sequencer's backlogs; per worker: the gate's clock's passed
-    moments not yet fed (as its last run saw them), each background task's last success,
-    the read replica's replay lag as the worker's reads last measured it (at most 1 s old)."""
+    (the same for every worker and the sync processes): refused sync calls per target,
+    failed webhook deliveries per endpoint, the audit sealer's and the feed sequencer's
+    backlogs; per worker: the gate's clock's passed moments not yet fed (as its last run
+    saw them), each background task's last success, the read replica's replay lag as the
+    worker's reads last measured it (at most 1 s old)."""
     SYNC_FAILURES.clear()
     for target, n in (await outbox.counts(session)).items():
         SYNC_FAILURES.labels(target=target).set(n)
+    WEBHOOK_FAILURES.clear()
+    for endpoint, n in (await webhook_deliveries.failed_counts(session)).items():
+        WEBHOOK_FAILURES.labels(endpoint=endpoint).set(n)
     backlog = await health.backlog(db)
     UNSEALED.set(backlog.unsealed)
     SEAL_LAG.set(backlog.seal_lag_seconds)

@@ -11,9 +11,11 @@ import uuid
 from sqlalchemy import DateTime, bindparam, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.config import current_settings
 from app.models.base import utcnow
 from app.models.change import ChangePage, ChangePublic
 from app.services.gate.decisions import CONSENT_OUTDATED
+from app.services.webhooks.deliveries import INSERT_DELIVERIES, window_seconds
 
 SEQUENCE_LOCK = 7_310_553
 # The one INSERT of a change-feed entry: `append` below, and the set-based writers (consent
@@ -21,15 +23,22 @@ SEQUENCE_LOCK = 7_310_553
 INSERT_CHANGE = "INSERT INTO changes (kind, subject_id, email_hash, purpose, at)"
 APPEND = text(INSERT_CHANGE + " VALUES (:kind, :subject_id, :email_hash, :purpose, now())")
 # Committed rows without a position, in insertion order, numbered after the current head.
-SEQUENCE = text("""
+# The same statement writes each numbered entry's webhook deliveries (the outbox of the
+# endpoints that chose its kind): a position and its deliveries commit together or not at all.
+SEQUENCE = text(f"""
 WITH head AS (SELECT coalesce(max(seq), 0) AS n FROM changes),
 pending AS (
   SELECT id, row_number() OVER (ORDER BY id) AS k FROM changes
   WHERE seq IS NULL ORDER BY id LIMIT :batch
-)
-UPDATE changes c SET seq = head.n + pending.k
-FROM pending, head WHERE c.id = pending.id
-""")
+),
+numbered AS (
+  UPDATE changes c SET seq = head.n + pending.k
+  FROM pending, head WHERE c.id = pending.id
+  RETURNING c.seq, c.kind, c.subject_id
+),
+fanned AS ({INSERT_DELIVERIES} RETURNING 1)
+SELECT count(*) FROM numbered
+""")  # noqa: S608 - constant SQL
 # Re-consent changes the gate's answer without any write: at the moment a policy version
 # naming `reconsent_purposes` takes effect (its published_at, possibly in the future). Once
 # that moment has passed, one `consent.outdated` entry per consent it made outdated (the
@@ -88,8 +97,10 @@ async def sequence_pending(session: AsyncSession) -> int:
         return 0
     await _feed_policies_taking_effect(session)
     total = 0
+    window = window_seconds(current_settings())  # the webhooks' retry window
     while True:
-        done = (await session.execute(SEQUENCE, {"batch": BATCH})).rowcount  # type: ignore[attr-defined]
+        params = {"batch": BATCH, "webhook_window": window}
+        done = int((await session.execute(SEQUENCE, params)).scalar_one())
         total += done
         if done < BATCH:
             return total
