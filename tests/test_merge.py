@@ -351,3 +351,48 @@ async def test_idempotency_key_replays_the_first_answer(client, crm, db):
     assert n["n"] == 1
     other = await _merge(client, crm, a["id"], str(uuid.uuid4()), **key)
     assert other.status_code == 422
+
+
+async def test_writes_to_the_merged_subject_are_refused_naming_the_survivor(client, crm, db):
+    """Reads of the merged subject follow the link; a write landing on it would be hidden
+    behind the survivor, so each is a 409 naming where to write, and stores nothing."""
+    a, b = await _subject(client, crm), await _subject(client, crm)
+    assert (await _merge(client, crm, a["id"], b["id"])).status_code == 200
+    before = await _ledger(db, b["id"])
+    writes = [
+        ("post", "/v1/consent-events", give(b["id"], purpose="content_subscriptions")),
+        ("put", f"/v1/subjects/{b['id']}/bases/surveys", {"basis": "consent"}),
+        ("patch", f"/v1/subjects/{b['id']}", {"name": "Someone Else"}),
+        ("post", "/v1/rights-requests", {"type": "access", "subject_id": b["id"]}),
+        ("post", f"/v1/subjects/{b['id']}/links", {"purpose": "content_subscriptions"}),
+    ]
+    for method, path, body in writes:
+        r = await client.request(method, path, json=body, headers=crm)
+        assert r.status_code == 409, (path, r.text)
+        assert r.json().get("merged_into") == a["id"], (path, r.json())
+    assert await _ledger(db, b["id"]) == before
+    name = await _rows(db, "SELECT name FROM subjects WHERE id = :i", i=uuid.UUID(b["id"]))
+    assert name[0]["name"] != "Someone Else"
+
+
+async def test_erasing_the_survivor_erases_the_subject_merged_into_it(client, crm, db):
+    a, b = await _subject(client, crm), await _subject(client, crm)
+    assert (await _merge(client, crm, a["id"], b["id"])).status_code == 200
+    r = await client.post(
+        "/v1/rights-requests", json={"type": "erasure", "subject_id": a["id"]}, headers=crm
+    )
+    req = r.json()
+    r = await client.post(
+        f"/v1/rights-requests/{req['id']}/verify-identity", json={"method": "email"}, headers=crm
+    )
+    assert r.status_code == 200, r.text
+    r = await client.post(f"/v1/rights-requests/{req['id']}/complete", json={}, headers=crm)
+    assert r.status_code == 200, r.text
+    assert r.json()["outcome"]["merged_subjects"] == [b["id"]]
+    rows = await _rows(
+        db,
+        "SELECT id, email, name, erased_at FROM subjects WHERE id = ANY(:ids)",
+        ids=[uuid.UUID(a["id"]), uuid.UUID(b["id"])],
+    )
+    assert len(rows) == 2
+    assert all(r["erased_at"] is not None and r["email"] is None for r in rows), rows

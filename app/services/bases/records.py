@@ -21,7 +21,7 @@ from app.services.audit import entries as audit
 from app.services.catalogue.known import unknown_key
 from app.services.changes import clock
 from app.services.changes import feed as changes
-from app.services.subjects.records import get_subject, linked_ids, lock_subject
+from app.services.subjects.records import get_subject, linked_ids, lock_subject, refuse_merged
 
 # The import's set-based batch writes bases and their history with these (its rows are new
 # subjects: nothing to replace); `set_basis` writes the same columns through the models.
@@ -120,6 +120,8 @@ async def _lock_subject(session: AsyncSession, subject_id: uuid.UUID, *, live: b
     subject = await lock_subject(session, subject_id, shared=True)
     if live and subject.erased_at is not None:
         raise Conflict("The subject has been erased.")
+    if live:
+        refuse_merged(subject)
     await session.execute(SERIALISE, {"k": BASES_LOCK, "s": str(subject_id)})
 
 

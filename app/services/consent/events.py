@@ -10,6 +10,7 @@ import hashlib
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import text
@@ -104,6 +105,8 @@ async def _context(con: Conn, principal: Principal, data: ConsentEventCreate) ->
         subject_id, email_hash = await _new_web_subject(con, principal, data)
     elif row.erased_at is not None:
         raise Conflict("The subject has been erased.")
+    else:
+        subjects.refuse_merged(row)
     ctx = Context.of(subject_id, email_hash, row)
     ctx.created = row.subject_id is None
     return ctx
@@ -195,6 +198,8 @@ async def _record_for_known_subject(
         controller_identity.parse(row.controller)  # no receipt without a controller
         if row.known_subject_id is None:
             raise NotFound("No such subject.")
+        if row.known_merged_into is not None:
+            subjects.refuse_merged(SimpleNamespace(merged_into=row.known_merged_into))
         raise Conflict("The subject has been erased.")
     return Context.of(row.known_subject_id, row.known_email_hash, row), row
 

@@ -16,7 +16,7 @@ from app.services.optouts.objections import INSERT_OBJECTION
 # What a consent needs to know: the subject, the purpose, the policy version and the
 # recipient (each NULL when unknown), and what the receipt shows (the controller included).
 CONTEXT = f"""
-SELECT s.id AS subject_id, s.email_hash, s.erased_at,
+SELECT s.id AS subject_id, s.email_hash, s.erased_at, s.merged_into,
        p.key AS purpose_key, p.description, p.direct_marketing,
        pol.version AS policy_version, pol.url AS policy_url,
        (SELECT key FROM recipients WHERE key = CAST(:recipient AS text)) AS recipient_key,
@@ -55,7 +55,8 @@ WRITE_CTES = f"""
 shared AS (
   -- Waits for a concurrent erasure and then sees it: no evidence lands on an erased subject.
   SELECT id, email_hash FROM subjects
-  WHERE id = CAST(:subject_id AS uuid) AND erased_at IS NULL AND {{proceed}}
+  WHERE id = CAST(:subject_id AS uuid) AND erased_at IS NULL AND merged_into IS NULL
+    AND {{proceed}}
   FOR SHARE
 ),
 live AS MATERIALIZED (
@@ -130,7 +131,8 @@ EVERYTHING_NAMED_IS_KNOWN = """(
   FROM ctx c)"""
 CONTEXT_BESIDE_EVENT = """
 SELECT c.subject_id AS known_subject_id, c.email_hash AS known_email_hash,
-  c.purpose_key, c.description, c.direct_marketing, c.policy_version AS known_policy_version,
+  c.merged_into AS known_merged_into, c.purpose_key, c.description, c.direct_marketing,
+  c.policy_version AS known_policy_version,
   c.policy_url, c.recipient_key, c.third_parties, c.controller, ev.*
 FROM ctx c LEFT JOIN ev ON true"""
 LOOKUP_AND_WRITE = prepare(

@@ -89,6 +89,7 @@ async def _linkable_subject(
     subject = await subjects.get_subject(session, subject_id)
     if subject.erased_at is not None or subject.email_hash is None:
         raise Conflict("The subject has been erased or has no e-mail address.")
+    subjects.refuse_merged(subject)
     if purpose is not None:
         await catalogue.require_purposes(session, [purpose])
     return subject

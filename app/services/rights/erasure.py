@@ -147,6 +147,30 @@ async def forget_stored_answers(
 async def erase_subject(
     session: AsyncSession, principal: Principal, subject: Subject
 ) -> dict[str, Any]:
+    """Erase the subject, and with it every subject merged into it (the same person's
+    other record: its reads were the survivor's, so is its erasure)."""
+    outcome = await _erase_one(session, principal, subject)
+    merged = (
+        await session.execute(
+            select(Subject)
+            .where(col(Subject.merged_into) == subject.id, col(Subject.erased_at).is_(None))
+            .order_by(col(Subject.id))
+            .with_for_update()
+        )
+    ).scalars()
+    erased_with = [str(other.id) for other in merged]
+    for other_id in erased_with:
+        other = await session.get(Subject, uuid.UUID(other_id))
+        if other is not None:
+            await erase_subject(session, principal, other)
+    if erased_with:
+        outcome["merged_subjects"] = erased_with
+    return outcome
+
+
+async def _erase_one(
+    session: AsyncSession, principal: Principal, subject: Subject
+) -> dict[str, Any]:
     blocking = list((await session.execute(BLOCKING, {"s": subject.id})).all())
     if blocking:
         return await _erase_in_part(session, principal, subject, blocking)

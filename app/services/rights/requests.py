@@ -37,7 +37,7 @@ from app.services.audit import entries as audit
 from app.services.changes import feed as changes
 from app.services.rights import fulfilment
 from app.services.rights.deadlines import days_paused, due_date, today_uk
-from app.services.subjects.records import linked_ids
+from app.services.subjects.records import linked_ids, refuse_merged
 
 CLOCK_SKEW = timedelta(minutes=5)
 
@@ -122,6 +122,7 @@ async def _requester(
         subject = await session.get(Subject, data.subject_id)
         if subject is None:
             raise NotFound("No subject with this id.")
+        refuse_merged(subject)
         return data.subject_id, subject.email_hash, subject.email_hash_key
     assert data.email is not None
     key = newest_key()

@@ -224,6 +224,16 @@ async def list_subjects(
     return page_of(rows, limit, lambda s: encode_time_cursor(s.created_at, s.id), to_public)
 
 
+def refuse_merged(subject: Any) -> None:
+    """A subject merged into another takes no more writes: its reads follow the link, and a
+    write landing on it would be hidden behind the survivor. The client writes there."""
+    if subject.merged_into is not None:
+        raise Conflict(
+            f"The subject was merged into {subject.merged_into}: write to that subject.",
+            merged_into=str(subject.merged_into),
+        )
+
+
 async def lock_subject(
     session: AsyncSession, subject_id: uuid.UUID, *, shared: bool = False
 ) -> Subject:
@@ -250,6 +260,7 @@ async def update_subject(
     subject = await lock_subject(session, subject_id)
     if subject.erased_at is not None:
         raise Conflict("The subject has been erased; it cannot be changed.")
+    refuse_merged(subject)
     fields = data.model_dump(exclude_unset=True)
     for required in ("email", "category", "source"):
         if required in fields and fields[required] is None:
