@@ -152,6 +152,13 @@ async def test_pending_until_confirmed_then_the_gate_allows(mail_client, crm, db
     assert state.status == "given" and state.event_id == event.id
     decision = await _decide(mail_client, crm, s["id"])
     assert decision["allowed"] is True, decision
+    # The consent history shows how it was confirmed, as stored.
+    listed = (
+        await mail_client.get("/v1/consent-events", params={"subject_id": s["id"]}, headers=crm)
+    ).json()
+    confirmed = [e for e in listed["items"] if e["id"] == str(pending["id"])]
+    assert confirmed and confirmed[0]["confirmation"]["user_agent"] == BROWSER_UA, listed
+    assert confirmed[0]["confirmation"]["ip_hash"] == row.confirmed_ip_hash
 
     shown = await mail_client.get(path)  # already confirmed: no button
     assert "Already confirmed" in shown.text and "<form" not in shown.text

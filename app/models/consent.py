@@ -129,6 +129,16 @@ class ConsentEventCreate(SQLModel):
         return self
 
 
+class Confirmation(SQLModel):
+    """How a double opt-in was confirmed: from the signed link sent to the address."""
+
+    confirmed_at: datetime
+    user_agent: str | None = Field(description="the confirming request's User-Agent")
+    ip_hash: str | None = Field(
+        description="a keyed hash of the confirming request's address (never the address)"
+    )
+
+
 class ConsentEventPublic(SQLModel):
     id: uuid.UUID
     subject_id: uuid.UUID
@@ -143,6 +153,9 @@ class ConsentEventPublic(SQLModel):
     recorded_at: datetime
     recorded_by: str
     conflict: str | None
+    confirmation: Confirmation | None = Field(
+        default=None, description="double opt-in only: the e-mail confirmation"
+    )
 
 
 class ConsentEventCreated(ConsentEventPublic):

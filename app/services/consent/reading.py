@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.errors import NotFound
 from app.core.pagination import Page, decode_time_cursor, encode_time_cursor, page_of
 from app.models.consent import (
+    Confirmation,
     ConsentEventPublic,
     ConsentStatePublic,
     Evidence,
@@ -39,6 +40,7 @@ def event_document(row: Any) -> dict[str, Any]:
         "recorded_at": row.recorded_at,
         "recorded_by": row.recorded_by,
         "conflict": row.conflict,
+        "confirmation": None,  # a double opt-in's event is written at its confirmation
     }
 
 
@@ -57,7 +59,31 @@ def to_public(row: Any) -> ConsentEventPublic:
         recorded_at=row.recorded_at,
         recorded_by=row.recorded_by,
         conflict=row.conflict,
+        confirmation=_confirmation(row),
     )
+
+
+def _confirmation(row: Any) -> Confirmation | None:
+    confirmed_at = getattr(row, "confirmed_at", None)
+    if confirmed_at is None:
+        return None
+    return Confirmation(
+        confirmed_at=confirmed_at,
+        user_agent=row.confirmed_user_agent,
+        ip_hash=row.confirmed_ip_hash,
+    )
+
+
+# A subject's events (and those of every subject merged into it), with a double opt-in's
+# confirmation beside its event (the same id).
+HISTORY = f"""
+SELECT e.*, d.confirmed_at, d.confirmed_user_agent, d.confirmed_ip_hash
+FROM consent_events e
+LEFT JOIN double_opt_ins d ON d.id = e.id AND d.state = 'confirmed'
+WHERE e.subject_id IN ({subjects.LINKED_IDS})
+  AND (CAST(:at AS timestamptz) IS NULL OR (e.occurred_at, e.id) > (:at, :id))
+ORDER BY e.occurred_at, e.id LIMIT :n
+"""  # noqa: S608 - constant SQL
 
 
 async def list_events(
@@ -68,11 +94,7 @@ async def list_events(
     after_at, after_id = decode_time_cursor(cursor) or (None, None)
     rows = (
         await session.execute(
-            text(
-                f"SELECT * FROM consent_events WHERE subject_id IN ({subjects.LINKED_IDS})"  # noqa: S608 - constant SQL
-                " AND (CAST(:at AS timestamptz) IS NULL OR (occurred_at, id) > (:at, :id))"
-                " ORDER BY occurred_at, id LIMIT :n"
-            ),
+            text(HISTORY),
             {"s": subject_id, "at": after_at, "id": after_id, "n": limit + 1},
         )
     ).all()
