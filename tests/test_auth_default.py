@@ -23,6 +23,7 @@ PUBLIC_PATHS |= {
     "/p/{token}/transfer",
     "/p/{token}/opt-out",
     "/p/{token}/request",
+    "/c/{token}",  # the confirmation link e-mailed to the person (double opt-in, a request)
 }
 # The auditor's pages accept a bearer key or a page session (a browser cannot send a header
 # from the address bar); they check the key or the session themselves, then the scope.

@@ -69,7 +69,7 @@ async def fuzz_target(database_url, tmp_path_factory):
 # text, and bad lines come back as rejected rows in its 200 report (API.md "Bulk").
 REPORTS_BAD_ROWS = {"POST /v1/subjects/import"}
 # The person's pages answer a bad link with a plain HTML page (issue 12), documented as such.
-HTML_PAGES = ("/u/", "/p/")
+HTML_PAGES = ("/u/", "/p/", "/c/")
 
 
 def _problem_document(ctx: Any, response: Any, case: Any) -> bool | None:

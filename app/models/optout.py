@@ -8,6 +8,7 @@ from pydantic import ConfigDict
 from sqlmodel import Field, SQLModel
 
 from app.models.subject import Email
+from app.models.text import SafeNote
 
 Channel = Literal["email", "phone", "all"]
 OptOutSource = Literal["website", "crm", "mailchimp", "surveymonkey", "rights_request", "gpc"]
@@ -24,7 +25,7 @@ class OptOutCreate(SQLModel):
     email: Email
     channel: Channel = "all"
     source: OptOutSource
-    reason: str | None = Field(default=None, max_length=500)
+    reason: SafeNote | None = Field(default=None, max_length=500)
 
 
 class OptOutPublic(SQLModel):

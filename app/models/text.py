@@ -70,6 +70,18 @@ def _safe_lines(value: str) -> str:
 SafeLine = Annotated[str, AfterValidator(_safe_line)]
 SafeLines = Annotated[str, AfterValidator(_safe_lines)]
 
+
+def _at_most_500(value: object) -> object:
+    # Before a model's whitespace stripping: the limit holds for what was sent, as the
+    # schema's maxLength says (a client must not learn that trailing blanks are free).
+    if isinstance(value, str) and len(value) > 500:
+        raise ValueError("at most 500 characters")
+    return value
+
+
+# A free-text reason or note: at most 500 characters as sent, no control or invisible ones.
+SafeNote = Annotated[SafeLines, BeforeValidator(_at_most_500)]
+
 REPLACEMENT = "\ufffd"
 
 
