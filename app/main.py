@@ -61,6 +61,7 @@ from app.routers import (
 from app.services.access import key_fingerprints
 from app.web import auditor as web_auditor
 from app.web import confirm as confirm_pages
+from app.web import console as web_console
 from app.web import docs as web_docs
 from app.web import person as person_pages
 
@@ -270,6 +271,7 @@ def _install_routes(app: FastAPI, settings: Settings) -> None:
         app.include_router(module.router)
     web_docs.install(app)  # no API key (docs)
     web_auditor.install(app)  # authenticates itself (bearer or page session)
+    web_console.install(app)  # the privacy team's console: the same, with its own cookie
     # The wrappers around the routing, innermost first; each reads every route, so they
     # come once all are added.
     if settings.direct_routes:

@@ -126,4 +126,33 @@ ACCESS: dict[tuple[str, str], Rule] = {
     ("GET", "/auditor/login"): PUBLIC,
     ("POST", "/auditor/login"): OWN_CREDENTIAL,
     ("POST", "/auditor/logout"): PUBLIC,
+    # The privacy team's console (API.md): crm and admin keys, an auditor reads. Pages read
+    # with the scope the API's GET asks for; each form needs the scope of the API call it
+    # makes (an auditor holds no write scope: every form is refused). A bearer key opens
+    # them too; a browser holds the console's own session cookie.
+    ("GET", "/console/"): CRM_READ,
+    ("GET", "/console/requests/{request_id}"): CRM_READ,
+    ("GET", "/console/requests/{request_id}/export"): CRM_READ,
+    ("POST", "/console/requests"): frozenset({CRM}),
+    ("POST", "/console/requests/{request_id}/verify-identity"): frozenset({CRM}),
+    ("POST", "/console/requests/{request_id}/extend"): frozenset({CRM}),
+    ("POST", "/console/requests/{request_id}/pause"): frozenset({CRM}),
+    ("POST", "/console/requests/{request_id}/resume"): frozenset({CRM}),
+    ("POST", "/console/requests/{request_id}/complete"): frozenset({CRM}),
+    ("POST", "/console/requests/{request_id}/reject"): frozenset({CRM}),
+    ("GET", "/console/people"): CRM_READ,
+    ("GET", "/console/people/{subject_id}"): CRM_READ,
+    ("POST", "/console/people/{subject_id}/withdraw"): frozenset({CRM}),
+    ("POST", "/console/people/{subject_id}/opt-out"): frozenset({CRM}),
+    ("POST", "/console/people/{subject_id}/links"): frozenset({CRM}),
+    ("POST", "/console/people/{subject_id}/merge"): frozenset({CRM}),
+    ("GET", "/console/catalogues"): CRM_READ,
+    ("GET", "/console/deliveries"): READERS,
+    ("GET", "/console/deliveries/{key}"): READERS,
+    ("POST", "/console/deliveries/{key}/{delivery_id}/retry"): frozenset({ADMIN}),
+    # The console's sign-in (its own credential: the form's CSRF token, the signed link)
+    ("GET", "/console/login"): PUBLIC,
+    ("POST", "/console/login"): OWN_CREDENTIAL,
+    ("GET", "/console/link/{token}"): OWN_CREDENTIAL,
+    ("POST", "/console/logout"): CRM_READ,
 }

@@ -30,7 +30,10 @@ DATA_LAYER = {
     "app/cli/": "the command line's own transaction and migrations",
 }
 # Services that list subjects without the gate. Calling one needs a reason on the line.
-SUBJECT_LISTING = {"app.services.subjects.records": {"list_subjects"}}
+SUBJECT_LISTING = {
+    "app.services.subjects.records": {"list_subjects"},
+    "app.services.subjects.search": {"find_people"},  # the console's search for a person
+}
 TABLES = {
     "Subject",
     "LawfulBasisRecord",

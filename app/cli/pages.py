@@ -166,6 +166,63 @@ def _add_page_sessions(sub: argparse._SubParsersAction) -> None:  # type: ignore
     page.set_defaults(func=_page_sessions)
 
 
+async def _console_link_token(session: Any, *, settings: Settings, name: str, minutes: int) -> str:
+    from app.services.access import api_keys
+    from app.web.session import CONSOLE_ROLES, issue_console_link
+
+    row = await api_keys.find_live_key_by_name(session, name)
+    if row is None:
+        raise CliError(f"no unrevoked key named `{name}` (see `consent-api keys list`)")
+    if row.role not in CONSOLE_ROLES:
+        raise CliError(f"a `{row.role}` key does not open the console (crm, admin or auditor)")
+    return issue_console_link(
+        settings, role=row.role, name=row.name, key_id=row.id, minutes=minutes
+    )
+
+
+def _console_link(args: argparse.Namespace) -> None:
+    settings = current_settings()
+    url = database_url(settings)
+    migrate(url)
+    token = asyncio.run(
+        in_transaction(
+            url, settings, _console_link_token, settings=settings, name=args.key,
+            minutes=args.minutes,
+        )
+    )  # fmt: skip
+    print(f"Valid for {args.minutes} minutes, for anyone who has it; it acts as the key")
+    print(f"`{args.key}` (revoking the key ends its sessions and refuses the link):")
+    base = args.base_url or settings.public_base_url
+    print(f"{base.rstrip('/')}/console/link/{token}")
+
+
+def _add_console_link(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    link = sub.add_parser(
+        "console-link",
+        help="print a short-lived signed link to the privacy console, for an API key",
+        description="Print a signed link that opens the privacy console as the API key "
+        "named (crm, admin, or auditor to read only), valid for --minutes. `keys revoke "
+        "NAME` ends every session it opened and refuses it; so does `page-sessions revoke` "
+        "of one of its sessions.",
+    )
+    link.add_argument("--key", required=True, metavar="NAME", help="the API key's name")
+    link.add_argument(
+        "--minutes",
+        type=int,
+        default=15,
+        choices=range(1, 1441),
+        metavar="1-1440",
+        help="how long the link stays valid (default: %(default)s)",
+    )
+    link.add_argument(
+        "--base-url",
+        default=None,
+        help="where the service is reached (default: CONSENT_PUBLIC_BASE_URL)",
+    )
+    link.set_defaults(func=_console_link)
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     _add_report_link(sub)
+    _add_console_link(sub)
     _add_page_sessions(sub)

@@ -28,7 +28,7 @@ AUTH_THROTTLED = Counter(
 KEY_PREFIX = b"bearer cak_"
 # Paths that need no key (API.md): operations, docs, the webhook, the person's own pages.
 PUBLIC_PREFIXES = ("/healthz", "/readyz", "/docs", "/redoc", "/openapi.json", "/u/", "/p/",
-                   "/c/", "/v1/webhooks/", "/auditor/", "/static/")  # fmt: skip
+                   "/c/", "/v1/webhooks/", "/auditor/", "/static/", "/console/")  # fmt: skip
 # Exact paths that need no key: the public signing keys (app.routers.keys). Exact, not
 # prefixes: `/v1/keys/...` or `/v1/keysX` stays keyed.
 PUBLIC_PATHS = frozenset({"/v1/keys", "/.well-known/jwks.json"})
@@ -36,7 +36,8 @@ PUBLIC_PATHS = frozenset({"/v1/keys", "/.well-known/jwks.json"})
 # header from the address bar): they check either themselves (app.web.auditor).
 SELF_AUTHENTICATING = frozenset({"/v1/reports/overview", "/v1/reports/processing-activities"})
 # The person's pages read HTML forms; RFC 8058 one-click POSTs may come as multipart.
-FORM_PREFIXES = ("/u/", "/p/", "/c/", "/auditor/")
+# The console (app.web.console) authenticates itself too (a bearer key or its cookie).
+FORM_PREFIXES = ("/u/", "/p/", "/c/", "/auditor/", "/console/")
 FORM_MEDIA_TYPES = (b"multipart/form-data", b"application/x-www-form-urlencoded")
 # Media types a body may have; others are 415. Bulk import reads NDJSON and CSV.
 BODY_MEDIA_TYPES = (b"application/json", b"application/x-ndjson", b"application/ndjson",

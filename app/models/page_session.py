@@ -18,11 +18,13 @@ from app.models.base import timestamp_field, utcnow
 class PageSession(SQLModel, table=True):
     __tablename__ = "page_sessions"
     __table_args__ = (
-        CheckConstraint("opened IN ('login', 'link')", name="opened"),
-        # A login names the API key it was opened with; a link names its link (never a key).
+        CheckConstraint("opened IN ('login', 'link', 'key_link')", name="opened"),
+        # A login names the API key it was opened with; a report link names its link (never
+        # a key); a console link (`key_link`) names both: it stands for its key.
         CheckConstraint(
             "(opened = 'login' AND api_key_id IS NOT NULL AND link_hash IS NULL)"
-            " OR (opened = 'link' AND api_key_id IS NULL AND link_hash IS NOT NULL)",
+            " OR (opened = 'link' AND api_key_id IS NULL AND link_hash IS NOT NULL)"
+            " OR (opened = 'key_link' AND api_key_id IS NOT NULL AND link_hash IS NOT NULL)",
             name="opened_with",
         ),
         CheckConstraint("ended_by IN ('logout', 'revoke')", name="ended_by"),
@@ -37,7 +39,7 @@ class PageSession(SQLModel, table=True):
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
     token_hash: str = Field(max_length=64, unique=True)
-    opened: str = Field(max_length=10)  # login | link
+    opened: str = Field(max_length=10)  # login | link | key_link
     role: str = Field(max_length=20)
     name: str = Field(max_length=100)
     api_key_id: uuid.UUID | None = Field(

@@ -83,6 +83,46 @@ LABELS: dict[str, dict[str, str]] = {
         "partner": "Partner (a controller of its own)",
         "processor": "Processor (Art 28)",
     },
+    # The console's rights request forms and history (app.web.console).
+    "pause_reason": {
+        "awaiting_identity": "Waiting for proof of identity",
+        "awaiting_clarification": "Waiting for the person to clarify the request",
+        "awaiting_fee": "Waiting for a fee",
+    },
+    "identity_method": {
+        "email": "Reply from the e-mail address held",
+        "document": "Identity document",
+        "known_contact": "Known contact",
+        "other": "Other",
+        "link": "The person's own signed link",
+        "email_link": "Confirmed from a link e-mailed to the address",
+    },
+    "rejection_code": {
+        "identity_not_confirmed": "Identity not confirmed",
+        "manifestly_unfounded": "Manifestly unfounded (Art 12(5))",
+        "manifestly_excessive": "Manifestly excessive (Art 12(5))",
+        "legal_exemption": "Legal exemption",
+        "other": "Other",
+    },
+    "request_action": {
+        "received": "Received",
+        "identity_verified": "Identity verified",
+        "extended": "Deadline extended",
+        "paused": "Clock stopped",
+        "resumed": "Clock restarted",
+        "completed": "Completed",
+        "rejected": "Refused",
+    },
+    "subject_status": {
+        "active": "Active",
+        "restricted": "Processing restricted (Art 18)",
+        "erased": "Erased",
+    },
+    "delivery_status": {
+        "pending": "Waiting to be sent",
+        "delivered": "Delivered",
+        "failed": "Failed for good",
+    },
     "api_role": {
         "admin": "administrator",
         "auditor": "auditor",

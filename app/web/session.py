@@ -27,6 +27,18 @@ from app.core.keys import KeyUse, derive
 SESSION_COOKIE = "consent_report_session"
 CSRF_COOKIE = "consent_report_csrf"
 PAGE_ROLES = ("auditor", "admin")
+# The privacy team's console (app.web.console): crm and admin work there, an auditor reads.
+# Its tokens carry kinds of their own, so an auditor-page token never opens the console
+# nor the reverse.
+CONSOLE_SESSION_COOKIE = "consent_console_session"
+CONSOLE_CSRF_COOKIE = "consent_console_csrf"
+CONSOLE_ROLES = ("crm", "admin", "auditor")
+ROLES_BY_KIND = {
+    "link": PAGE_ROLES,
+    "session": PAGE_ROLES,
+    "console_link": CONSOLE_ROLES,
+    "console_session": CONSOLE_ROLES,
+}
 
 
 def _b64(data: bytes) -> str:
@@ -61,7 +73,7 @@ def verify(settings: Settings, token: str, kind: str) -> dict[str, Any] | None:
         payload: dict[str, Any] = json.loads(_unb64(body))
     except ValueError:
         return None
-    if payload.get("kind") != kind or payload.get("role") not in PAGE_ROLES:
+    if payload.get("kind") != kind or payload.get("role") not in ROLES_BY_KIND.get(kind, ()):
         return None
     if not isinstance(payload.get("exp"), int) or payload["exp"] <= time.time():
         return None
@@ -95,12 +107,35 @@ class PageSession:
         return _b64(mac.digest())
 
 
+def issue_console_link(
+    settings: Settings, *, role: str, name: str, key_id: uuid.UUID, minutes: int
+) -> str:
+    """A console link names the API key it stands for: the sessions it opens are that
+    key's, so revoking the key ends them and refuses the link (app.web.console.auth)."""
+    if role not in CONSOLE_ROLES:
+        raise ValueError(f"console links are for {', '.join(CONSOLE_ROLES)} keys")
+    payload = {
+        "kind": "console_link",
+        "role": role,
+        "name": name,
+        "key_id": str(key_id),
+        "exp": int(time.time()) + minutes * 60,
+        "nonce": secrets.token_urlsafe(8),
+    }
+    return sign(settings, payload)
+
+
 def issue_session(
-    settings: Settings, *, role: str, name: str, key_id: uuid.UUID | None
+    settings: Settings,
+    *,
+    role: str,
+    name: str,
+    key_id: uuid.UUID | None,
+    kind: str = "session",
 ) -> PageSession:
     expires = int(time.time()) + settings.report_session_minutes * 60
     payload = {
-        "kind": "session",
+        "kind": kind,
         "role": role,
         "name": name,
         "key_id": str(key_id) if key_id else None,
@@ -110,8 +145,10 @@ def issue_session(
     return PageSession(role, name, key_id, expires, sign(settings, payload))
 
 
-def read_session(settings: Settings, token: str | None) -> PageSession | None:
-    payload = verify(settings, token or "", "session")
+def read_session(
+    settings: Settings, token: str | None, kind: str = "session"
+) -> PageSession | None:
+    payload = verify(settings, token or "", kind)
     if payload is None:
         return None
     try:

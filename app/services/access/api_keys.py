@@ -1,5 +1,6 @@
 """API key administration (used by the CLI; keys are never created over HTTP)."""
 
+import uuid
 from typing import Any
 
 from sqlalchemy import func, insert, select, update
@@ -78,3 +79,29 @@ async def is_live(session: AsyncSession, key_id: Any) -> bool:
         select(col(ApiKey.id)).where(col(ApiKey.id) == key_id, col(ApiKey.revoked_at).is_(None))
     )
     return found is not None
+
+
+async def find_live_key_by_name(session: AsyncSession, name: str) -> Any:
+    """(id, name, role) of the unrevoked key of this name, or None: `console-link`."""
+    return (
+        await session.execute(
+            select(col(ApiKey.id), col(ApiKey.name), col(ApiKey.role)).where(
+                col(ApiKey.name) == name, col(ApiKey.revoked_at).is_(None)
+            )
+        )
+    ).first()
+
+
+async def find_live_key_by_id(session: AsyncSession, key_id: Any) -> Any:
+    """(id, name, role) of the unrevoked key with this id, or None: a console link."""
+    try:
+        wanted = uuid.UUID(str(key_id))
+    except ValueError:
+        return None
+    return (
+        await session.execute(
+            select(col(ApiKey.id), col(ApiKey.name), col(ApiKey.role)).where(
+                col(ApiKey.id) == wanted, col(ApiKey.revoked_at).is_(None)
+            )
+        )
+    ).first()

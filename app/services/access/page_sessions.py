@@ -47,9 +47,11 @@ async def open_session(
     api_key_id: uuid.UUID | None = None,
     link_token: str | None = None,
 ) -> uuid.UUID:
-    """Record a new session: opened with an API key (`api_key_id`) or a link (`link_token`)."""
-    if (api_key_id is None) == (link_token is None):
-        raise ValueError("a page session is opened with an API key or a link, not both")
+    """Record a new session: opened with an API key (`api_key_id`), a link (`link_token`),
+    or a console link, which names its key and so carries both: revoking that key ends
+    the session like any other of the key's."""
+    if api_key_id is None and link_token is None:
+        raise ValueError("a page session is opened with an API key or a link")
     await session.execute(
         delete(PageSession).where(
             col(PageSession.expires_at) < func.now() - timedelta(days=KEEP_DAYS)
@@ -61,7 +63,7 @@ async def open_session(
             .values(
                 id=uuid.uuid4(),
                 token_hash=token_hash(token),
-                opened="login" if link_token is None else "link",
+                opened=_opened(api_key_id, link_token),
                 role=role,
                 name=name,
                 api_key_id=api_key_id,
@@ -73,6 +75,12 @@ async def open_session(
             .returning(col(PageSession.id))
         )
     ).scalar_one()
+
+
+def _opened(api_key_id: uuid.UUID | None, link_token: str | None) -> str:
+    if link_token is None:
+        return "login"
+    return "link" if api_key_id is None else "key_link"
 
 
 async def link_refused(session: AsyncSession, link_token: str) -> bool:
