@@ -20,11 +20,15 @@ with httpx from the arguments bash produced: curl's `-H`, `-d`, `-X` and `-s`/`-
 else, so the examples stay plain and the test needs no curl binary.
 """
 
+import contextlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +37,7 @@ import httpx
 import pytest
 
 from tests.live_service import admin_url_of, fresh_database, make_keys, running_service
+from tests.pg_server import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = ("README.md", "docs/getting-started.md", "docs/crm.md")
@@ -175,7 +180,7 @@ def value_at(answer: Any, path: str) -> Any:
 @dataclass
 class Live:
     base: str
-    database_url: str
+    database_url: str | None  # None: the embedded PostgreSQL in `data_dir`
     data_dir: Path
     crm_key: str
 
@@ -187,6 +192,42 @@ async def live(database_url: str, tmp_path: Path):
     with running_service(url, tmp_path) as (base, _proc):
         key = keys["crm"]["Authorization"].removeprefix("Bearer ")
         yield Live(base, url, tmp_path, key)
+
+
+@contextlib.contextmanager
+def served_as_the_readme_says(folder: Path) -> Iterator[str]:
+    """`consent-api serve` with nothing set, as the README's first command ends: the
+    embedded PostgreSQL in `.consent-data/` of the folder it runs in. Yields its base URL."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONSENT_")}
+    log = (folder / "serve.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
+        cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while not _ready(base):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the service did not start: see " + log.name)
+            time.sleep(0.3)
+        yield base
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def _ready(base: str) -> bool:
+    try:
+        return httpx.get(base + "/readyz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def shell_env(live: Live) -> dict[str, str]:
@@ -202,10 +243,9 @@ def run_cli(live: Live, step: Assignment, env: dict[str, str]) -> str:
     script = (
         f'consent-api() {{ "{sys.executable}" -m app.cli "$@"; }}\nconsent-api {step.arguments}'
     )
-    cli_env = env | {
-        "CONSENT_DATABASE_URL": live.database_url,
-        "CONSENT_DATA_DIR": str(live.data_dir),
-    }
+    cli_env = env | {"CONSENT_DATA_DIR": str(live.data_dir)}
+    if live.database_url is not None:
+        cli_env["CONSENT_DATABASE_URL"] = live.database_url
     out = subprocess.run(
         ["bash", "-c", script], env=cli_env, cwd=ROOT, capture_output=True, text=True, timeout=120
     )
@@ -244,12 +284,17 @@ async def test_the_guides_examples_answer_as_written(live: Live, path: str) -> N
     run_steps(live, steps)
 
 
-async def test_the_readme_first_decision_is_allowed(live: Live) -> None:
+@pytest.mark.pg_independent  # its own embedded PostgreSQL, as a newcomer's
+def test_the_readme_first_decision_is_allowed(tmp_path: Path) -> None:
+    """The README's calls, verbatim, against `consent-api serve` started with nothing set
+    (the embedded PostgreSQL), the key made with the command line beside it."""
     assert len(blocks("README.md")) == 1, "the first decision is the README's one bash block"
     steps = steps_of("README.md")
     assert len(steps) <= 5, "the README promises at most five calls"
     assert isinstance(steps[0], Assignment) and steps[0].name == "KEY", "it makes its own key"
-    answers = run_steps(live, steps)
+    with served_as_the_readme_says(tmp_path) as base:
+        live = Live(base, None, tmp_path / ".consent-data", "")
+        answers = run_steps(live, steps)
     last, answer = answers[-1]
     assert "/v1/decisions" in last.command and answer["allowed"] is True, answer
 
