@@ -3,6 +3,7 @@ by address keep working through the rotation, `keys rotate-email-hash` re-hashes
 known address, and an erased person's opt-out (a hash only, under the old key, kept
 verify-only) still blocks their address when it is imported again."""
 
+import json
 import os
 import subprocess
 import sys
@@ -153,3 +154,34 @@ async def test_the_command_rehashes_resumably_and_says_what_to_keep(database_url
     assert first.returncode == 0, first.stderr
     assert "Re-hashed 0 addresses under e-mail hash key 1" in first.stdout
     assert "Keep the older keys" in first.stdout
+
+
+async def test_an_erased_persons_opt_out_blocks_their_bulk_reimport(client, client_after, db, crm):
+    """The same through the bulk import (the set-based path): the erased person's opt-out,
+    stored under the old key, moves to the new key as their address comes back."""
+    gone = (await client.post("/v1/subjects", json=new_subject(), headers=crm)).json()
+    await _opt_out(client, crm, gone["email"])
+    req = await _verified(client, crm, "erasure", subject_id=gone["id"])
+    await _complete(client, crm, req)
+    row = new_subject(email=gone["email"])
+    r = await client_after.post(
+        "/v1/subjects/import",
+        content=json.dumps(row).encode() + b"\n",
+        headers={**crm, "Content-Type": "application/x-ndjson"},
+    )
+    assert r.status_code == 200 and r.json()["imported"] == 1, r.text
+    back = await _row(
+        db,
+        "SELECT id, email_hash, email_hash_key FROM subjects"
+        " WHERE email = :e AND erased_at IS NULL",
+        e=gone["email"],
+    )
+    assert (back.email_hash, back.email_hash_key) == (NEW.hash(gone["email"]), 1)
+    decision = await _decide(client_after, crm, str(back.id))
+    assert "marketing_opt_out" in decision["reasons"], decision
+    moved = await _row(
+        db,
+        "SELECT email_hash_key FROM marketing_optouts WHERE email_hash = :h",
+        h=NEW.hash(gone["email"]),
+    )
+    assert moved.email_hash_key == 1
