@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.__main__ import _env, free_port, start
+from bench.harness import _env, free_port, start
 from bench.one_click import _summary
 from bench.seed import seed, start_server
 from tests.smtp_server import SmtpServer

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.__main__ import _env, free_port, start
+from bench.harness import _env, free_port, start
 from bench.seed import seed, start_server
 
 BODY = b"List-Unsubscribe=One-Click"

@@ -59,6 +59,18 @@ def _email_hash(email: str) -> str:
     return hmac.new(SECRET.encode(), email.encode(), hashlib.sha256).hexdigest()
 
 
+# The baseline's tables: the same subject rows to read, and an event table to write.
+BASELINE_SQL = [
+    """CREATE TABLE baseline_subjects AS
+       SELECT id, email, name, company, category, source, created_at FROM subjects""",
+    "ALTER TABLE baseline_subjects ADD PRIMARY KEY (id)",
+    """CREATE TABLE baseline_events (id uuid PRIMARY KEY, body jsonb NOT NULL,
+       subject_id uuid NOT NULL, purpose text NOT NULL, at timestamptz NOT NULL)""",
+    "CREATE INDEX ON baseline_events (subject_id)",
+    "CREATE INDEX ON baseline_events (purpose)",
+    "CREATE INDEX ON baseline_events (at)",
+]
+
 SEED_SQL = [
     # 80% may be e-mailed on legitimate interests (an LIA), the rest have no basis for it.
     """INSERT INTO lawful_bases (subject_id, purpose, basis, lia_ref, set_by, set_at)
@@ -88,15 +100,7 @@ SEED_SQL = [
     """INSERT INTO marketing_optouts (id, email_hash, channel, source, created_at)
        SELECT gen_random_uuid(), email_hash, 'all', 'crm', now()
        FROM subjects WHERE abs(hashtext(id::text || 'o')) % 20 = 0""",
-    # The baseline's tables: the same subject rows to read, and an event table to write.
-    """CREATE TABLE baseline_subjects AS
-       SELECT id, email, name, company, category, source, created_at FROM subjects""",
-    "ALTER TABLE baseline_subjects ADD PRIMARY KEY (id)",
-    """CREATE TABLE baseline_events (id uuid PRIMARY KEY, body jsonb NOT NULL,
-       subject_id uuid NOT NULL, purpose text NOT NULL, at timestamptz NOT NULL)""",
-    "CREATE INDEX ON baseline_events (subject_id)",
-    "CREATE INDEX ON baseline_events (purpose)",
-    "CREATE INDEX ON baseline_events (at)",
+    *BASELINE_SQL,
 ]
 
 
@@ -147,7 +151,7 @@ async def _seed_rows(connect: dict[str, Any], n: int) -> list[str]:
     return [str(r[0]) for r in rows]
 
 
-async def _api_key(url: str) -> str:
+async def api_key(url: str) -> str:
     from app.core.config import get_settings
     from app.core.db import create_engine, create_sessionmaker
     from app.services.access import api_keys
@@ -171,8 +175,9 @@ def _migrate_with(app_root: Path, url: str) -> None:
     subprocess.run(command, cwd=app_root, env=env, check=True, stdout=subprocess.DEVNULL)
 
 
-def seed(admin_url: str, subjects: int, app_root: Path | None = None) -> Seeded:
-    """`app_root`: the checkout to migrate with (default: this one)."""
+def create_database(admin_url: str, app_root: Path | None = None) -> str:
+    """The bench database, created and migrated; its postgresql+asyncpg URL. `app_root`:
+    the checkout to migrate with (default: this one)."""
     from app.cli import migrate
     from app.core.db import ensure_database
 
@@ -186,6 +191,12 @@ def seed(admin_url: str, subjects: int, app_root: Path | None = None) -> Seeded:
         migrate(url)
     else:
         _migrate_with(app_root, url)
+    return url
+
+
+def seed(admin_url: str, subjects: int, app_root: Path | None = None) -> Seeded:
+    """`app_root`: the checkout to migrate with (default: this one)."""
+    url = create_database(admin_url, app_root)
     connect = connect_kwargs(url)
     ids = asyncio.run(_seed_rows(connect, subjects))
-    return Seeded(url, connect, ids, asyncio.run(_api_key(url)))
+    return Seeded(url, connect, ids, asyncio.run(api_key(url)))

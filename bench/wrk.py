@@ -37,6 +37,7 @@ class Case:
     path: str
     bodies: list[str] = field(default_factory=list)
     versus: str | None = None  # the baseline case this one is compared with
+    same_sql: str | None = None  # the baseline case running this one's own statement
     per_request: int = 1  # subject decisions per request (batches)
 
 

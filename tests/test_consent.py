@@ -1,5 +1,6 @@
 """Consent ledger, receipts, GPC, opt-outs and the change feed."""
 
+import asyncio
 import uuid
 
 import jwt
@@ -429,3 +430,17 @@ async def test_a_refused_consent_says_why_and_stores_nothing(client, crm, db):
     assert given.status_code == 201
     after = await _ledger_counts(db, notice)
     assert after[0] == before[0] + 1 and after[4] == 1
+
+
+async def test_consent_event_ids_are_time_ordered_version_7(client, crm):
+    """A new event's id is a UUID version 7, as a decision's: later events sort after
+    earlier ones, so each appends to the primary key's index (no random page per event)."""
+    s = await _subject(client, crm)
+    ids = []
+    for body in (give(s["id"]), give(s["id"], action="withdrawn")):
+        r = await client.post("/v1/consent-events", json=body, headers=crm)
+        assert r.status_code == 201, r.text
+        ids.append(uuid.UUID(r.json()["id"]))
+        await asyncio.sleep(0.005)  # the next id in a later millisecond: ordered by time
+    assert all(i.version == 7 and i.variant == uuid.RFC_4122 for i in ids)
+    assert ids[0] < ids[1]

@@ -12,6 +12,7 @@ from sqlalchemy import text
 
 from app.core.config import Settings
 from app.main import create_app
+from app.services.imports import runner
 from tests.conftest import new_subject
 
 NOTICE = "Tick to receive our white papers and blog by e-mail."
@@ -322,3 +323,29 @@ async def test_a_batch_without_consents_still_feeds_sync(client, crm, db):
         (with_bases["email"], "subject.created", None, True),
         (with_bases["email"], "basis.set", "email_campaigns", True),
     ]
+
+
+async def test_a_bulk_import_ends_by_refreshing_the_planner_statistics(
+    client, crm, db, monkeypatch
+):
+    """An import of ANALYZE_FROM_SUBJECTS subjects or more ends with an ANALYZE of the tables
+    it wrote, so that the gate's plans are made for the tables as they now are (until
+    autovacuum's next round they were made for the tables before the load)."""
+    monkeypatch.setattr(runner, "ANALYZE_FROM_SUBJECTS", 3)
+    r = await client.post(
+        "/v1/subjects/import",
+        content=body(*(full_row() for _ in range(3))),
+        headers={**crm, **NDJSON},
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["imported"] == 3
+    for table in ("subjects", "lawful_bases", "consent_state"):
+        estimated, counted = (
+            await db.execute(
+                text(
+                    f"SELECT c.reltuples, (SELECT count(*) FROM {table}) FROM pg_class c"
+                    f" WHERE c.oid = '{table}'::regclass"
+                )
+            )
+        ).one()
+        assert estimated == counted, table  # ANALYZE counted the rows this import stored

@@ -139,7 +139,7 @@ def _write_params(
     evidence = evidence or Evidence()
     notice_sha = hashlib.sha256(notice_text.encode()).hexdigest() if notice_text else None
     return {
-        "id": event_id or uuid.uuid4(),
+        "id": event_id,  # None: a time-ordered id, made by the statement (statements.py)
         "subject_id": subject_id,
         "purpose": purpose,
         "recipient": recipient,

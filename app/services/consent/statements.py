@@ -73,8 +73,13 @@ notice AS (
   ON CONFLICT DO NOTHING
 ),
 ev AS (
+  -- A new event's id is time-ordered (migration 0014), as a decision's: it appends to the
+  -- primary key's index instead of dirtying a random page of it (and, after a checkpoint,
+  -- writing that page whole to the WAL) on every event. `:id` is set where it is known
+  -- beforehand (a confirmed double opt-in).
   {INSERT_CONSENT_EVENT}
-  SELECT CAST(:id AS uuid), live.id, CAST(:purpose AS text), CAST(:recipient AS text),
+  SELECT coalesce(CAST(:id AS uuid), time_ordered_uuid()), live.id, CAST(:purpose AS text),
+    CAST(:recipient AS text),
     CAST(:action AS text), CAST(:method AS text), CAST(:policy AS text),
     CAST(:notice_sha AS text), CAST(:form_id AS text), CAST(:page_url AS text),
     CAST(:user_agent AS text), CAST(:occurred_at AS timestamptz), now(),

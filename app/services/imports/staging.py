@@ -54,7 +54,7 @@ CREATE TEMP TABLE import_stg_bases (
   contract_end timestamptz, lia_ref text, obligation text, note text, value jsonb)
   ON COMMIT DROP;
 CREATE TEMP TABLE import_stg_consents (
-  ord int, id uuid DEFAULT gen_random_uuid(), subject_id uuid, email_hash text,
+  ord int, id uuid DEFAULT time_ordered_uuid(), subject_id uuid, email_hash text,
   purpose text, recipient text,
   action text, method text, policy_version text, notice_sha256 text, notice_text text,
   form_id text, page_url text, user_agent text, occurred_at timestamptz) ON COMMIT DROP
