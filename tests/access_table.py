@@ -147,6 +147,18 @@ ACCESS: dict[tuple[str, str], Rule] = {
     ("POST", "/console/people/{subject_id}/links"): frozenset({CRM}),
     ("POST", "/console/people/{subject_id}/merge"): frozenset({CRM}),
     ("GET", "/console/catalogues"): CRM_READ,
+    # The catalogue forms are an admin's (API.md: "admin | write catalogues"): the page as
+    # well as its POST; crm and auditor read the catalogues page only.
+    ("GET", "/console/catalogues/purpose"): frozenset({ADMIN}),
+    ("POST", "/console/catalogues/purpose"): frozenset({ADMIN}),
+    ("GET", "/console/catalogues/recipient"): frozenset({ADMIN}),
+    ("POST", "/console/catalogues/recipient"): frozenset({ADMIN}),
+    ("GET", "/console/catalogues/policy"): frozenset({ADMIN}),
+    ("POST", "/console/catalogues/policy"): frozenset({ADMIN}),
+    ("GET", "/console/catalogues/retention"): frozenset({ADMIN}),
+    ("POST", "/console/catalogues/retention"): frozenset({ADMIN}),
+    ("GET", "/console/catalogues/controller"): frozenset({ADMIN}),
+    ("POST", "/console/catalogues/controller"): frozenset({ADMIN}),
     ("GET", "/console/deliveries"): READERS,
     ("GET", "/console/deliveries/{key}"): READERS,
     ("POST", "/console/deliveries/{key}/{delivery_id}/retry"): frozenset({ADMIN}),

@@ -1,9 +1,11 @@
 """The privacy console in Debian's chromium, driven with the keyboard against a live server:
 sign in, work an access request from received to completed and download the report, an
 erasure refused in part showing its articles, a subject's page showing a consent given
-through the API, and an auditor who sees no form. axe-core on every page
+through the API, an admin adding a purpose to a recipient (previewed, then saved) and a
+decision to it changing, and an auditor who sees no form. axe-core on every page
 (tests/browser.py); screenshots in test-artifacts/screenshots."""
 
+import uuid
 from pathlib import Path
 
 from tests.conftest import new_subject
@@ -116,3 +118,63 @@ async def test_an_auditor_reads_and_the_server_refuses_a_form(live_server, page)
     await page.page.goto(f"{live_server.url}/console/deliveries")
     await page.check_accessibility()
     await page.screenshot("console-deliveries")
+
+
+async def _recipient_without_purposes(live, admin):
+    """A recipient in the UK that serves no purpose yet, and a person the gate would let it
+    have surveys data for, were it listed for surveys (legitimate interests)."""
+    key = f"acme_{uuid.uuid4().hex[:8]}"
+    crm = await live.key("crm")
+    async with live.client() as http:
+        made = await http.put(
+            f"/v1/recipients/{key}",
+            json={"name": "Acme Surveys Ltd", "role": "processor", "country": "GB",
+                  "inside_eea_uk": True, "purposes": []},
+            headers=admin,
+        )  # fmt: skip
+        assert made.status_code == 201, made.text
+        sid = (await http.post("/v1/subjects", json=new_subject(), headers=crm)).json()["id"]
+        based = await http.put(
+            f"/v1/subjects/{sid}/bases/surveys",
+            json={"basis": "legitimate_interests", "lia_ref": "LIA-9"},
+            headers=crm,
+        )
+        assert based.status_code in (200, 201), based.text
+    return key, crm, {"subject_id": sid, "purpose": "surveys", "recipient": key}
+
+
+async def test_an_admin_adds_a_purpose_to_a_recipient_and_its_decision_changes(live_server, page):
+    admin = await live_server.key("admin")
+    key, crm, ask = await _recipient_without_purposes(live_server, admin)
+    async with live_server.client() as http:
+        before = (await http.post("/v1/decisions", json=ask, headers=crm)).json()
+    assert before["reasons"] == ["recipient_not_for_purpose"]
+    await _sign_in(page, live_server, admin)
+    await page.page.goto(f"{live_server.url}/console/catalogues")
+    await page.check_accessibility()
+    await page.screenshot("console-catalogues")
+    await page.page.focus(f"#change-recipient-{key}")
+    async with page.page.expect_navigation():
+        await page.page.keyboard.press("Enter")
+    await page.check_accessibility()
+    await page.page.focus("#f-purpose-surveys")
+    await page.page.keyboard.press("Space")
+    await _submit(page, "form-edit")  # Preview: nothing saved yet
+    assert await page.page.inner_text("#effects .to-allowed") == "1"
+    await page.screenshot("console-catalogue-preview")
+    async with live_server.client() as http:
+        unchanged = (await http.post("/v1/decisions", json=ask, headers=crm)).json()
+    assert unchanged["allowed"] is False
+    await _submit(page, "form-save")
+    assert "saved" in await page.page.inner_text("#done")
+    async with live_server.client() as http:
+        after = (await http.post("/v1/decisions", json=ask, headers=crm)).json()
+    assert after["allowed"] is True and after["reasons"] == []
+    for kind in ("purpose", "policy", "retention?key=visitor", "controller"):
+        await page.page.goto(f"{live_server.url}/console/catalogues/{kind}")
+        await page.check_accessibility()
+    await page.screenshot("console-catalogue-controller")
+    await page.page.set_viewport_size(NARROW)
+    await page.page.goto(f"{live_server.url}/console/catalogues/recipient?key={key}")
+    await page.check_accessibility()
+    await page.screenshot("console-catalogue-recipient-narrow")

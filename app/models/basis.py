@@ -48,7 +48,11 @@ class LawfulBasisRecord(SQLModel, table=True):
     """The basis a (subject, purpose) relationship rests on now."""
 
     __tablename__ = "lawful_bases"
-    __table_args__ = (Index("ix_lawful_bases_contracts", "subject_id", "basis", "contract_end"),)
+    __table_args__ = (
+        Index("ix_lawful_bases_contracts", "subject_id", "basis", "contract_end"),
+        # A purpose's subjects, for the console's preview of a catalogue change (0029).
+        Index("ix_lawful_bases_purpose", "purpose", "subject_id"),
+    )
 
     subject_id: uuid.UUID = Field(foreign_key="subjects.id", primary_key=True)
     purpose: str = Field(foreign_key="purposes.key", primary_key=True, max_length=63)

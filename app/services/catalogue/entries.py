@@ -39,6 +39,11 @@ async def list_keyed(
     return page_of(rows, limit, lambda r: encode_cursor([r.key]), lambda r: r)
 
 
+async def entry(session: AsyncSession, model: type[Row], key: str) -> Row | None:
+    """One entry by its key (None: there is none yet)."""
+    return await session.get(model, key)
+
+
 async def descriptions(
     session: AsyncSession, model: type[Category | Source | Purpose]
 ) -> dict[str, str]:
