@@ -152,6 +152,7 @@ async def merge(
     added = await _take_objections(session, survivor, other)
     carried = await _carry_optouts(session, survivor, other)
     await subjects.mark_merged(session, other, survivor)
+    assert other.merged_at is not None  # set by mark_merged
     result = SubjectMergePublic(
         subject=to_public(survivor),
         merged=other.id,

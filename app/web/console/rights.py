@@ -202,7 +202,7 @@ async def console_create_request(session: SessionDep, posted: Creator) -> Respon
         return await rights.create_request(session, posted.viewer.principal, data=data)
 
     made, error, status = await attempt(session, create)
-    if error is None:
+    if error is None and made is not None:
         return RedirectResponse(f"/console/requests/{made.id}?done=created", status_code=303)
     try:
         return await subject_page(
