@@ -90,7 +90,12 @@ async def live_server(database_url: str, test_settings: Settings) -> AsyncIterat
     await ensure_database(admin.render_as_string(hide_password=False), name)
     url = make_url(database_url).set(database=name).render_as_string(hide_password=False)
     await asyncio.to_thread(migrate, url)
-    settings = test_settings.model_copy(update={"database_url": url})
+    # One server for every browser test of the session: the refusals some of them provoke on
+    # purpose (anonymous pages, an auditor's POST) must not add up to the failed-auth
+    # throttle's 429 for the tests after them (the throttle is tested on its own).
+    settings = test_settings.model_copy(
+        update={"database_url": url, "auth_failures_allowed": 100_000}
+    )
     port = _free_port()
     config = uvicorn.Config(
         create_app(settings), host="127.0.0.1", port=port, log_config=None, access_log=False
