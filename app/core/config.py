@@ -127,8 +127,9 @@ class Settings(BaseSettings):
     read_max_lag_seconds: float = Field(default=30.0, gt=0)
 
     # Webhooks out (app.services.webhooks): POSTs at once per endpoint, feed entries claimed
-    # per endpoint and round, a call's time limit, and the retry schedule (exponential from
-    # the first pause, with jitter, capped; given up as failed after the window).
+    # per endpoint at a time (the next claim once half are sent), a call's time limit, and
+    # the retry schedule (exponential from the first pause, with jitter, capped; given up as
+    # failed after the window).
     webhook_max_in_flight: int = Field(default=16, ge=1, le=256)
     webhook_batch_size: int = Field(default=500, ge=1, le=5000)
     webhook_timeout_seconds: float = Field(default=10.0, gt=0)

@@ -1,13 +1,13 @@
 """The HTTP side of a webhook: the Standard Webhooks message (`webhook-id`,
 `webhook-timestamp`, `webhook-signature`, body `{id, type, timestamp, data}`), sent to the
-address checked by app.services.webhooks.addresses, redirects never followed, at most
-`webhook_max_in_flight` calls at once per endpoint. No database here."""
+address checked by app.services.webhooks.addresses, redirects never followed. How many
+run at once is the worker's business. No database here."""
 
 import asyncio
 import ssl
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -79,33 +79,20 @@ class Sender:
                 status, answer = await self._pool(endpoint.key).post(target, head, body)
         except TimeoutError:
             return None, "time-out"
-        except (OSError, ssl.SSLError, http1.NoAnswer) as exc:
+        except (OSError, ssl.SSLError, ValueError, http1.NoAnswer) as exc:
             return None, f"no answer: {type(exc).__name__}"
         return status, answer[:ERROR_BODY_CHARS].decode("utf-8", "replace")
 
-    async def send(
-        self, endpoints: dict[str, Signing], batch: Sequence[Claimed]
-    ) -> AsyncIterator[Outcome]:
-        """Every claimed delivery sent, outcomes as they come; at most N per endpoint at once."""
-        gates = {key: asyncio.Semaphore(self.settings.webhook_max_in_flight) for key in endpoints}
-
-        async def one(c: Claimed) -> Outcome:
-            async with gates[c.endpoint_key]:
-                msg_id = str(c.id)
-                body = message(msg_id, c.kind, c.entry["at"], c.entry)
-                code, said = await self.post(endpoints[c.endpoint_key], msg_id, body)
-            error = None if code is not None and 200 <= code < 300 else said
-            if code is not None and not 200 <= code < 300:
-                error = "redirect not followed" if 300 <= code < 400 else f"HTTP {code}"
-            return Outcome(c.id, code, error)
-
-        tasks = [asyncio.ensure_future(one(c)) for c in batch if c.endpoint_key in endpoints]
-        try:
-            for finished in asyncio.as_completed(tasks):
-                yield await finished
-        finally:
-            for task in tasks:
-                task.cancel()
+    async def deliver(self, endpoint: Signing, c: Claimed) -> Outcome:
+        """One claimed delivery sent; never raises for what the receiver does."""
+        msg_id = str(c.id)
+        body = message(msg_id, c.kind, c.entry["at"], c.entry)
+        code, said = await self.post(endpoint, msg_id, body)
+        if code is None:
+            return Outcome(c.id, None, said)
+        if 200 <= code < 300:
+            return Outcome(c.id, code, None)
+        return Outcome(c.id, code, "redirect not followed" if 300 <= code < 400 else f"HTTP {code}")
 
 
 async def ping(settings: Settings, endpoint: Signing) -> tuple[int | None, str]:
