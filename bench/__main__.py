@@ -124,12 +124,46 @@ def report(
     }
 
 
+def apply_settings(admin_url: str, settings: list[str]) -> None:
+    """ALTER SYSTEM each NAME=VALUE and reload (settings that need a restart are refused by
+    PostgreSQL's answer to pg_reload_conf only in its log: use reloadable ones)."""
+    import asyncio
+
+    import asyncpg
+
+    async def alter() -> None:
+        conn = await asyncpg.connect(admin_url)
+        try:
+            for item in settings:
+                name, _, value = item.partition("=")
+                if not name.replace("_", "").isalnum():
+                    raise SystemExit(f"bench: not a setting name: {name!r}")
+                await conn.execute(f"ALTER SYSTEM SET {name} = '{value}'")
+            await conn.execute("SELECT pg_reload_conf()")
+            await asyncio.sleep(1)  # the reload is a signal: let the server act on it
+            shown = {i.partition("=")[0]: await conn.fetchval(f"SHOW {i.partition('=')[0]}")
+                     for i in settings}  # fmt: skip
+            print(f"bench: PostgreSQL settings {shown}", flush=True)
+        finally:
+            await conn.close()
+
+    asyncio.run(alter())
+
+
 def main() -> None:
     p = parser()
     p.add_argument("--subjects", type=int, default=100_000)
     p.add_argument("--json", default="bench-results.json", help="where to write results")
     p.add_argument("--profile", choices=["decisions", "batch", "events", "subject"])
     p.add_argument("--profile-out", default="bench-profile.txt")
+    p.add_argument(
+        "--pg-setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a PostgreSQL setting for the bench's server (ALTER SYSTEM, then a restart of its"
+        " configuration), to measure its effect; repeatable",
+    )
     args = p.parse_args()
     if args.quick:
         args.rounds, args.seconds, args.warmup = 1, 3.0, 1.0
@@ -139,6 +173,8 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="consent-bench-"))
     print(f"bench: PostgreSQL in {tmp}; seeding {args.subjects:,} subjects", flush=True)
     _server, admin_url = start_server(tmp)
+    if args.pg_setting:
+        apply_settings(admin_url, args.pg_setting)
     seeded = seed(admin_url, args.subjects, Path(args.app_root).resolve())
     args.postmaster = postmaster_pid(tmp / "pg")
     print(f"bench: seeded in {time.monotonic() - started:.0f} s", flush=True)
