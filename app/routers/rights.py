@@ -25,7 +25,7 @@ from app.models.rights import (
     VerifyIdentity,
 )
 from app.services.rights import clock as rights_clock
-from app.services.rights import exports
+from app.services.rights import deadline_report, exports
 from app.services.rights import requests as rights
 
 router = APIRouter(prefix="/v1", tags=["rights requests"])
@@ -231,7 +231,7 @@ async def export_rights_request(
 )
 async def rights_requests_report(session: ReadSessionDep, _: ReportReader) -> RightsReport:
     """Counts by type and status, the overdue list and the median days to complete."""
-    return await rights.report(session)
+    return await deadline_report.report(session)
 
 
 @router.delete(

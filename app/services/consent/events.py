@@ -13,7 +13,6 @@ from datetime import datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.auth import Principal
@@ -29,7 +28,6 @@ from app.models.consent import (
 )
 from app.models.controller import ControllerPublic
 from app.services.catalogue import controller as controller_identity
-from app.services.catalogue import entries as catalogue
 from app.services.catalogue.known import unknown_key
 from app.services.consent import double_opt_in
 from app.services.consent.reading import event_document
@@ -159,7 +157,7 @@ def _write_params(
     }
 
 
-async def _write(con: Conn, principal: Principal, ctx: Context, **event: Any) -> Any:
+async def write_event(con: Conn, principal: Principal, ctx: Context, **event: Any) -> Any:
     row = await WRITE.fetchrow(con, **_write_params(principal, ctx.subject_id, **event))
     if row is None:
         raise Conflict("The subject has been erased.")
@@ -237,7 +235,7 @@ async def _gpc_withdrawal(
     current = await CURRENT.fetchrow(con, s=ctx.subject_id, p=GPC_PURPOSE)
     if current is not None and current.status == "withdrawn" and not always:
         return None
-    return await _write(
+    return await write_event(
         con,
         principal,
         ctx,
@@ -328,7 +326,7 @@ async def consent_payload(
         )
     else:
         ctx = await _context(driver, principal, data)
-        row = await _write(driver, principal, ctx, **_requested_event(data, occurred_at))
+        row = await write_event(driver, principal, ctx, **_requested_event(data, occurred_at))
         if gpc:
             signal = await _gpc_withdrawal(
                 driver,
@@ -364,39 +362,3 @@ async def _pending_payload(
         )
     pending["also_recorded"] = [event_document(signal)] if signal is not None else []
     return pending
-
-
-async def withdraw_all(
-    session: AsyncSession, principal: Principal, *, subject: Any, purposes: list[str] | None
-) -> list[str]:
-    """Withdraw every consent given (for the named purposes, or all), effective at once."""
-    if purposes:
-        await catalogue.require_purposes(session, purposes)
-    rows = (
-        await session.execute(
-            text(
-                "SELECT purpose, nullif(recipient, '') AS recipient FROM consent_state"
-                " WHERE subject_id = :s AND status = 'given'"
-                " AND (CAST(:p AS text[]) IS NULL OR purpose = ANY(CAST(:p AS text[])))"
-                " ORDER BY purpose, recipient"
-            ),
-            {"s": subject.id, "p": purposes},
-        )
-    ).all()
-    ctx = Context(subject.id, subject.email_hash, "", False, None, [])
-    driver = await connection_of(session)
-    for row in rows:
-        await _write(
-            driver,
-            principal,
-            ctx,
-            purpose=row.purpose,
-            recipient=row.recipient,
-            action="withdrawn",
-            method="rights_request",
-            policy=None,
-            notice_text=None,
-            evidence=None,
-            occurred_at=utcnow(),
-        )
-    return [r.purpose if r.recipient is None else f"{r.purpose}:{r.recipient}" for r in rows]

@@ -116,7 +116,7 @@ async def confirm_consent(
     subject = await _live_subject(session, claims)
     request = _request(row)
     ctx = consent.Context(subject.id, subject.email_hash, "", False, None, [])
-    written = await consent._write(
+    written = await consent.write_event(
         await connection_of(session),
         _recorder(request),
         ctx,

@@ -17,7 +17,7 @@ from app.models.subject import Subject
 from app.services.audit import entries as audit
 from app.services.bases import records as bases
 from app.services.changes import clock
-from app.services.consent import events as consent
+from app.services.consent import withdrawals
 from app.services.optouts import objections
 
 BLOCKING = text("""
@@ -258,7 +258,7 @@ async def _erase_in_part(
     ended = await _bases_not_kept(session, subject, kept)
     for purpose in ended:
         await bases.end_basis(session, principal, subject_id=subject.id, purpose=purpose)
-    await consent.withdraw_all(session, principal, subject=subject, purposes=others)
+    await withdrawals.withdraw_all(session, principal, subject=subject, purposes=others)
     await objections.record(session, subject, others, source="erasure")
     await session.execute(ERASE_EVIDENCE, {"s": subject.id})
     retained = _retained(blocking)

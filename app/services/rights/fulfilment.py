@@ -15,7 +15,7 @@ from app.models.rights import Complete, RightsRequest
 from app.models.subject import Subject, SubjectUpdate
 from app.services.catalogue import entries as catalogue
 from app.services.changes import feed as changes
-from app.services.consent import events as consent
+from app.services.consent import withdrawals
 from app.services.optouts import objections
 from app.services.optouts import records as optouts
 from app.services.rights import erasure, subject_report
@@ -128,7 +128,7 @@ async def _withdraw_consent(
     subject = await _subject(session, req)
     if subject is None:
         return {"outcome": {"held": False, "withdrawn": []}}, None
-    withdrawn = await consent.withdraw_all(
+    withdrawn = await withdrawals.withdraw_all(
         session, principal, subject=subject, purposes=data.purposes
     )
     return {"outcome": {"withdrawn": withdrawn}}, None
