@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import text
 
 from app.services.rights import clock as rights_clock
-from app.services.rights import deadlines
+from app.services.rights import deadline_report, deadlines
 from app.services.rights import requests as rights
 from tests.conftest import new_subject
 
@@ -23,6 +23,7 @@ def clock(monkeypatch):
     for module in (rights, rights_clock):
         monkeypatch.setattr(module, "utcnow", lambda: c.now)
         monkeypatch.setattr(module, "today_uk", lambda now=None: deadlines.today_uk(now or c.now))
+    monkeypatch.setattr(deadline_report, "utcnow", lambda: c.now)  # the report's running pauses
     return c
 
 
